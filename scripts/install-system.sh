@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the system packages the agent and its tests need (Debian/Ubuntu).
+# espeak-ng: TTS fallback and test speech; sox: test audio; chromium: browser tests.
+set -euo pipefail
+need=()
+command -v espeak-ng >/dev/null || need+=(espeak-ng)
+command -v sox >/dev/null || need+=(sox)
+if [[ "${1:-}" == "--browser" ]]; then
+  command -v chromium >/dev/null || need+=(chromium chromium-driver)
+fi
+if ((${#need[@]})); then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  echo "==> installing system packages: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${need[@]}"
+fi

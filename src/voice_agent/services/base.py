@@ -1,0 +1,162 @@
+"""Provider interfaces: streaming STT, streaming LLM, streaming TTS, and VAD.
+
+Local and cloud providers implement the same small interfaces, so the pipeline never knows which
+one it talks to. Audio into STT/VAD is float32 mono at 16 kHz in [-1, 1]; audio out of TTS is
+int16 mono at the provider's own rate (the transport resamples).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+
+STT_SAMPLE_RATE = 16_000
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    text: str
+    final: bool
+    no_speech_prob: float = 0.0
+    """Whisper's probability that the audio held no speech (guards against hallucinations)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    pcm: np.ndarray
+    """int16 mono samples."""
+    sample_rate: int
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+class Service(ABC):
+    """Common life cycle: load once (slow, may block: called in a thread), then warm up."""
+
+    name: str = "service"
+
+    @abstractmethod
+    def load(self) -> None:
+        """Load weights. Blocking; the caller runs it in a thread."""
+
+    def warmup(self) -> None:
+        """Run one tiny request so the first real one is fast. Blocking."""
+
+    def close(self) -> None:
+        """Free native resources."""
+
+
+class STTService(Service):
+    sample_rate: int = STT_SAMPLE_RATE
+
+    @abstractmethod
+    async def transcribe(self, audio: np.ndarray, *, final: bool = True) -> Transcript:
+        """Transcribe float32 16 kHz mono audio. Must not block the event loop."""
+
+    def create_stream(self) -> STTStream:
+        """A per-utterance stream. Batch models re-transcribe the growing buffer for interims."""
+        return BufferedSTTStream(self)
+
+
+class STTStream(ABC):
+    """Feed audio as it arrives; ask for interim text now and then; finish for the final text."""
+
+    @abstractmethod
+    def feed(self, audio: np.ndarray) -> None: ...
+
+    @abstractmethod
+    async def interim(self) -> Transcript | None:
+        """Text so far, or None when nothing new was fed since the last interim."""
+
+    @abstractmethod
+    async def finish(self) -> Transcript:
+        """The final transcript of everything fed."""
+
+    @property
+    @abstractmethod
+    def duration_s(self) -> float: ...
+
+
+class BufferedSTTStream(STTStream):
+    def __init__(self, stt: STTService) -> None:
+        self._stt = stt
+        self._chunks: list[np.ndarray] = []
+        self._samples = 0
+        self._at_last_interim = 0
+
+    def feed(self, audio: np.ndarray) -> None:
+        self._chunks.append(np.asarray(audio, dtype=np.float32))
+        self._samples += len(audio)
+
+    def _audio(self) -> np.ndarray:
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        return self._chunks[0] if self._chunks else np.zeros(0, np.float32)
+
+    async def interim(self) -> Transcript | None:
+        if self._samples == self._at_last_interim:
+            return None
+        self._at_last_interim = self._samples
+        return await self._stt.transcribe(self._audio(), final=False)
+
+    async def finish(self) -> Transcript:
+        return await self._stt.transcribe(self._audio(), final=True)
+
+    @property
+    def duration_s(self) -> float:
+        return self._samples / self._stt.sample_rate
+
+
+class LLMService(Service):
+    @abstractmethod
+    def stream(
+        self, messages: list[ChatMessage], *, max_tokens: int | None = None
+    ) -> AsyncIterator[str]:
+        """Yield text pieces as the model makes them.
+
+        Closing the iterator (``aclose()``, or cancelling the task consuming it) must stop the
+        generation within 100 ms and free the model for the next caller.
+        """
+
+
+class TTSService(Service):
+    sample_rate: int
+
+    @abstractmethod
+    def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        """Yield audio for ``text`` as soon as each piece is ready. Closing it stops synthesis."""
+
+
+class VAD(ABC):
+    """Per-session voice activity detector (it keeps recurrent state)."""
+
+    frame_samples: int = 512
+    """Samples per frame at 16 kHz that :meth:`speech_probability` expects (32 ms)."""
+
+    @abstractmethod
+    def speech_probability(self, frame: np.ndarray) -> float:
+        """Probability in [0, 1] that this float32 frame holds speech. Fast (< 1 ms)."""
+
+    @abstractmethod
+    def reset(self) -> None: ...
+
+
+class VADFactory(ABC):
+    name: str = "vad"
+
+    @abstractmethod
+    def create(self) -> VAD: ...
