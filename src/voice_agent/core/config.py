@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,7 +25,12 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
-class VoiceConfig(BaseModel):
+class _Section(BaseModel):
+    # Nested sections refuse unknown keys too, so a typo like ``[stt] modle`` is an error.
+    model_config = ConfigDict(extra="forbid")
+
+
+class VoiceConfig(_Section):
     """Text to speech."""
 
     provider: Literal["piper", "espeak"] = "piper"
@@ -36,7 +41,7 @@ class VoiceConfig(BaseModel):
     """Speaking rate multiplier (1.0 = the voice's natural rate)."""
 
 
-class AIConfig(BaseModel):
+class AIConfig(_Section):
     """The language model."""
 
     provider: Literal["llamacpp", "openai"] = "llamacpp"
@@ -59,7 +64,7 @@ class AIConfig(BaseModel):
     """A provider call that takes longer than this is abandoned and retried."""
 
 
-class STTConfig(BaseModel):
+class STTConfig(_Section):
     """Speech to text and turn detection."""
 
     provider: Literal["whisper"] = "whisper"
@@ -81,13 +86,13 @@ class STTConfig(BaseModel):
     """A turn is cut and answered after this much continuous speech."""
 
 
-class IceServer(BaseModel):
+class IceServer(_Section):
     urls: list[str]
     username: str | None = None
     credential: SecretStr | None = None
 
 
-class WebRTCConfig(BaseModel):
+class WebRTCConfig(_Section):
     """WebRTC transport."""
 
     mode: Literal["audio_only", "data_channel", "audio_video"] = "audio_only"
@@ -95,7 +100,7 @@ class WebRTCConfig(BaseModel):
     """STUN/TURN servers; none by default so that nothing leaves the machine."""
 
 
-class ServerConfig(BaseModel):
+class ServerConfig(_Section):
     """HTTP server and its limits."""
 
     host: str = "127.0.0.1"

@@ -1,0 +1,129 @@
+"""Bounded conversation history and the LLM context built from it.
+
+Interrupted replies: when the user barges in, the history keeps only the part of the reply the
+user actually heard (``spoken_text``), flagged ``interrupted``. If the user heard nothing, the
+reply is dropped altogether: the model must not believe it said something nobody heard. The
+context then merges consecutive messages of the same role, so chat templates that require
+user/assistant alternation still get it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..services.base import ChatMessage
+
+USER = "user"
+ASSISTANT = "assistant"
+SYSTEM = "system"
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    role: str
+    text: str
+    timestamp: float
+    interrupted: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "text": self.text,
+            "timestamp": self.timestamp,
+            "interrupted": self.interrupted,
+        }
+
+
+class ConversationManager:
+    """One session's dialogue. Pure in-memory state, no I/O; not shared between sessions."""
+
+    def __init__(
+        self,
+        system_prompt: str,
+        max_messages: int = 20,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_messages < 1:
+            raise ValueError(f"max_messages must be at least 1, got {max_messages}")
+        self._system_prompt = system_prompt
+        self._max_messages = max_messages
+        self._clock = clock
+        # The deque drops the oldest message itself, so memory stays bounded in long sessions.
+        self._records: deque[_Record] = deque(maxlen=max_messages)
+        self._messages_processed = 0
+
+    @property
+    def system_prompt(self) -> str:
+        return self._system_prompt
+
+    @property
+    def max_messages(self) -> int:
+        return self._max_messages
+
+    @property
+    def messages_processed(self) -> int:
+        """Messages recorded since the session began (user and agent); not reset by clear()."""
+        return self._messages_processed
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The kept messages, oldest first, as fresh dicts (role, text, timestamp, interrupted)."""
+        return [r.as_dict() for r in self._records]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def add_user(self, text: str) -> bool:
+        """Record what the user said. Blank text is ignored; returns whether it was recorded."""
+        return self._add(USER, text, interrupted=False)
+
+    def add_assistant(
+        self, text: str, *, interrupted: bool = False, spoken_text: str | None = None
+    ) -> bool:
+        """Record the agent's reply; returns whether anything was recorded.
+
+        With ``interrupted=True`` only ``spoken_text`` (what was played before the barge-in) is
+        kept; when it is empty or None the reply is not recorded at all.
+        """
+        if interrupted:
+            return self._add(ASSISTANT, spoken_text or "", interrupted=True)
+        return self._add(ASSISTANT, text, interrupted=False)
+
+    def _add(self, role: str, text: str, *, interrupted: bool) -> bool:
+        text = text.strip()
+        if not text:
+            return False
+        self._records.append(_Record(role, text, self._clock(), interrupted))
+        self._messages_processed += 1
+        return True
+
+    def context(self, pending_user_text: str | None = None) -> list[ChatMessage]:
+        """System prompt, then the kept messages, never starting with an assistant message.
+
+        A leading assistant message would be a reply to a question that fell out of the window;
+        models answer it oddly, so it is left out. ``pending_user_text`` is the turn being
+        answered but not yet recorded; it is appended (merged into a trailing user message).
+        """
+        messages: list[ChatMessage] = [ChatMessage(SYSTEM, self._system_prompt)]
+        turns = [(r.role, r.text) for r in self._records]
+        if pending_user_text and pending_user_text.strip():
+            turns.append((USER, pending_user_text.strip()))
+        while turns and turns[0][0] == ASSISTANT:
+            turns.pop(0)
+        for role, text in turns:
+            last = messages[-1]
+            if len(messages) > 1 and last.role == role:
+                # e.g. two user turns around a reply nobody heard: keep roles alternating.
+                messages[-1] = ChatMessage(role, f"{last.content}\n{text}")
+            else:
+                messages.append(ChatMessage(role, text))
+        return messages
+
+    def clear(self) -> None:
+        """Forget the dialogue (the system prompt and the processed counter stay)."""
+        self._records.clear()
