@@ -1,0 +1,69 @@
+"""`voice-agent` command line: talk, models, serve, bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from ..core.config import ConfigError, load_config
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from packages, never from a hub
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="voice-agent", description="Local-first real-time voice agent.")
+    p.add_argument("--config", help="TOML config file (default: $VOICE_AGENT_CONFIG)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("talk", help="answer a spoken question from a WAV file (or --text)")
+    t.add_argument("audio", nargs="?", help="input audio file (WAV or any format FFmpeg reads)")
+    t.add_argument("--text", help="type the question instead of speaking it")
+    t.add_argument("-o", "--output", default="answer.wav", help="where to write the spoken answer")
+    t.add_argument("--json", action="store_true", help="print a JSON result instead of text")
+
+    m = sub.add_parser("models", help="show the models, and prepare any that are missing")
+    m.add_argument("--check", action="store_true", help="only show; do not prepare anything")
+
+    s = sub.add_parser("serve", help="start the web server (WebRTC + WebSocket + HTTP API)")
+    s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default 8000)")
+
+    b = sub.add_parser("bench", help="benchmarks")
+    bsub = b.add_subparsers(dest="bench", metavar="BENCH")
+    lat = bsub.add_parser("latency", help="voice-to-voice latency measured at a WebRTC client")
+    lat.add_argument("--turns", type=int, default=10)
+    lat.add_argument("--sessions", type=int, nargs="+", default=[1])
+    lat.add_argument("--no-baseline", action="store_true", help="skip the naive baseline run")
+    lat.add_argument("--report", default="docs/benchmarks.md", help="markdown report to write")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        build_parser().print_help()
+        return 0
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "talk":
+        from .talk import run_talk
+        return run_talk(config, args)
+    if args.command == "models":
+        from .models_cmd import run_models
+        return run_models(config, check_only=args.check)
+    if args.command == "serve":
+        from .serve import run_serve
+        return run_serve(config, host=args.host, port=args.port, verbose=args.verbose)
+    if args.command == "bench" and args.bench == "latency":
+        from bench.latency import run_latency
+        return run_latency(config, args)
+    build_parser().print_help()
+    return 2

@@ -1,0 +1,70 @@
+"""Cuts a stream of LLM tokens into speakable pieces for TTS.
+
+The first piece of a reply may be a clause (cut at a comma once it has a few words), so the agent
+starts speaking sooner; later pieces are whole sentences, which sound better.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SENTENCE_END = re.compile(r"([.!?]+[\"')\]]*)\s+")
+_CLAUSE_END = re.compile(r"([,;:\u2014])\s+")
+_ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "etc.", "e.g.", "i.e.", "no.", "jr.", "sr."}
+_MARKDOWN = re.compile(r"[*_#`>|~]+")
+
+
+def speakable(text: str) -> str:
+    """Remove markdown and emoji that a TTS would read out or choke on."""
+    text = _MARKDOWN.sub("", text)
+    text = re.sub(r"[\U0001F000-\U0001FAFF\u2600-\u27BF]", "", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+class SentenceChunker:
+    def __init__(self, *, first_clause_min_words: int = 4, clause_min_words: int = 14) -> None:
+        self._buf = ""
+        self._first = True
+        self._first_clause_min_words = first_clause_min_words
+        self._clause_min_words = clause_min_words
+
+    def push(self, text: str) -> list[str]:
+        """Add streamed text; return every piece that is now complete."""
+        self._buf += text
+        out: list[str] = []
+        while (piece := self._next_piece()) is not None:
+            out.append(piece)
+        return out
+
+    def flush(self) -> str | None:
+        """The rest of the text at the end of the reply."""
+        piece, self._buf = speakable(self._buf), ""
+        return piece or None
+
+    def flush_all(self, text: str) -> str | None:
+        """The whole text as one speakable piece (naive, non-streaming baseline)."""
+        return speakable(text) or None
+
+    def _next_piece(self) -> str | None:
+        cut = self._sentence_cut() or self._clause_cut()
+        if cut is None:
+            return None
+        piece, self._buf = speakable(self._buf[:cut]), self._buf[cut:]
+        self._first = False
+        return piece or self._next_piece()
+
+    def _sentence_cut(self) -> int | None:
+        for m in _SENTENCE_END.finditer(self._buf):
+            words = self._buf[: m.end(1)].split()
+            last = words[-1].lower() if words else ""
+            if last in _ABBREVIATIONS or re.fullmatch(r"\d+\.", last):
+                continue  # "Dr. Smith", "in 1990." followed by more digits is rare; numbers like 3.5 have no space
+            return m.end()
+        return None
+
+    def _clause_cut(self) -> int | None:
+        need = self._first_clause_min_words if self._first else self._clause_min_words
+        for m in _CLAUSE_END.finditer(self._buf):
+            if len(self._buf[: m.start()].split()) >= need:
+                return m.end()
+        return None

@@ -1,0 +1,64 @@
+"""One typed record per turn: when each stage finished, on one monotonic clock."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+# Stage names in the order a turn passes them; each is a time.monotonic() mark.
+STAGES = (
+    "speech_end",         # the user stopped speaking (last speech frame, from VAD)
+    "end_of_turn",        # the turn detector decided the turn is over
+    "transcript_final",   # the final transcript is ready
+    "llm_first_token",    # the LLM produced its first token
+    "first_sentence",     # the chunker released the first speakable piece
+    "tts_first_audio",    # the TTS produced the first audio of the reply
+    "first_audio_sent",   # the transport sent the first audio frame of the reply
+    "reply_done",         # the whole reply was generated (not necessarily played)
+)
+
+
+@dataclass
+class TurnMetrics:
+    turn: int
+    source: str = "voice"  # "voice" or "text"
+    marks: dict[str, float] = field(default_factory=dict)
+    user_speech_ms: float = 0.0
+    transcript_reused: bool = False
+    """True when a transcript made during the pause was used as the final (no STT left to do)."""
+    interrupted: bool = False
+
+    def mark(self, stage: str, at: float | None = None) -> None:
+        assert stage in STAGES, stage
+        self.marks.setdefault(stage, time.monotonic() if at is None else at)
+
+    def _since(self, start: str, end: str) -> float | None:
+        if start in self.marks and end in self.marks:
+            return round((self.marks[end] - self.marks[start]) * 1000, 1)
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Durations in ms. Each name says which span it measures."""
+        origin = "speech_end" if "speech_end" in self.marks else "end_of_turn"
+        d: dict[str, Any] = {
+            "turn": self.turn,
+            "source": self.source,
+            "user_speech_ms": round(self.user_speech_ms, 1),
+            "transcript_reused": self.transcript_reused,
+            "interrupted": self.interrupted,
+            # spans between consecutive stages
+            "end_of_turn_delay_ms": self._since("speech_end", "end_of_turn"),
+            "stt_ms": self._since("end_of_turn", "transcript_final"),
+            "llm_first_token_ms": self._since("transcript_final", "llm_first_token"),
+            "first_sentence_ms": self._since("llm_first_token", "first_sentence"),
+            "tts_first_audio_ms": self._since("first_sentence", "tts_first_audio"),
+            "transport_ms": self._since("tts_first_audio", "first_audio_sent"),
+            # the figure users feel: end of their speech to the first audio sent back
+            "end_of_speech_to_first_audio_ms": self._since(origin, "first_audio_sent"),
+            "reply_total_ms": self._since(origin, "reply_done"),
+        }
+        # Every stage also as an offset from the origin, for timelines.
+        for stage in STAGES:
+            d[f"at_{stage}_ms"] = self._since(origin, stage)
+        return d

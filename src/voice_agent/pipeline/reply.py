@@ -1,0 +1,119 @@
+"""Speaks one reply: LLM tokens → chunker → TTS → sink, and knows what was actually heard."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from ..core.events import EventSink, ResponseEvent
+from ..core.recovery import ErrorRecoveryManager
+from ..services.base import ChatMessage, LLMService, TTSService
+from .chunker import SentenceChunker
+from .metrics import TurnMetrics
+from .sink import AudioSink
+
+
+@dataclass
+class SpokenPiece:
+    text: str
+    audio_start_s: float  # offset in the reply's audio
+    audio_end_s: float
+
+
+@dataclass
+class ReplyState:
+    """What a reply has produced so far; read after a barge-in to cut the history."""
+
+    text: str = ""
+    pieces: list[SpokenPiece] = field(default_factory=list)
+    audio_queued_s: float = 0.0
+    cut_at_s: float | None = None
+    """Seconds of reply audio the user had heard when a barge-in cut it."""
+    cut_by_speech: bool = False
+
+    def spoken_text(self, played_s: float) -> str:
+        """Text heard by the user when ``played_s`` seconds of the reply's audio were played."""
+        heard: list[str] = []
+        for p in self.pieces:
+            if p.audio_end_s <= played_s:
+                heard.append(p.text)
+            elif p.audio_start_s < played_s:
+                words = p.text.split()
+                share = (played_s - p.audio_start_s) / max(p.audio_end_s - p.audio_start_s, 1e-6)
+                heard.append(" ".join(words[: int(len(words) * share)]))
+                break
+            else:
+                break
+        return " ".join(h for h in heard if h).strip()
+
+
+class ReplySpeaker:
+    """Runs the LLM and the TTS concurrently: the LLM keeps writing while earlier pieces are spoken."""
+
+    def __init__(self, llm: LLMService, tts: TTSService, sink: AudioSink, emit: EventSink,
+                 recovery: ErrorRecoveryManager, *, max_tokens: int, timeout_s: float,
+                 streaming: bool = True) -> None:
+        self.llm, self.tts, self.sink, self.emit = llm, tts, sink, emit
+        self.recovery = recovery
+        self.max_tokens = max_tokens
+        self.timeout_s = timeout_s
+        self.streaming = streaming
+        """False gives the naive baseline: whole reply first, then the whole TTS."""
+
+    async def run(self, messages: list[ChatMessage], state: ReplyState, metrics: TurnMetrics,
+                  *, on_first_audio: Callable[[], Awaitable[None]]) -> None:
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        speaker = asyncio.create_task(self._speak(pieces, state, metrics, on_first_audio))
+        try:
+            await self._think(messages, pieces, state, metrics)
+            await pieces.put(None)
+            await speaker
+        finally:
+            if not speaker.done():
+                speaker.cancel()
+                await asyncio.gather(speaker, return_exceptions=True)
+
+    async def _think(self, messages: list[ChatMessage], pieces: asyncio.Queue[str | None],
+                     state: ReplyState, metrics: TurnMetrics) -> None:
+        chunker = SentenceChunker()
+        stream = self.recovery.guard_stream(
+            self.llm.name, lambda: self.llm.stream(messages, max_tokens=self.max_tokens),
+            first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
+        try:
+            async for token in stream:
+                metrics.mark("llm_first_token")
+                state.text += token
+                if not self.streaming:
+                    continue
+                await self.emit(ResponseEvent(state.text, final=False))
+                for piece in chunker.push(token):
+                    metrics.mark("first_sentence")
+                    await pieces.put(piece)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        metrics.mark("reply_done")
+        rest = chunker.flush() if self.streaming else SentenceChunker().flush_all(state.text)
+        if rest:
+            metrics.mark("first_sentence")
+            await pieces.put(rest)
+
+    async def _speak(self, pieces: asyncio.Queue[str | None], state: ReplyState,
+                     metrics: TurnMetrics, on_first_audio: Callable[[], Awaitable[None]]) -> None:
+        while (text := await pieces.get()) is not None:
+            start = state.audio_queued_s
+            stream = self.recovery.guard_stream(
+                self.tts.name, lambda: self.tts.synthesize(text),
+                first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
+            try:
+                async for chunk in stream:
+                    if "tts_first_audio" not in metrics.marks:
+                        metrics.mark("tts_first_audio")
+                        await on_first_audio()
+                    await self.sink.play(chunk)
+                    state.audio_queued_s += chunk.duration_s
+                    if (t := self.sink.playback_started_at) is not None:
+                        metrics.mark("first_audio_sent", t)
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+            state.pieces.append(SpokenPiece(text, start, state.audio_queued_s))

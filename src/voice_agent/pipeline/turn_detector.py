@@ -1,0 +1,85 @@
+"""VAD-based turn detection: when does the user start speaking, and when has the turn ended?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from ..services.base import VAD
+
+
+@dataclass(frozen=True)
+class TurnOptions:
+    threshold: float = 0.5
+    """Speech probability at or above which a frame is speech."""
+    min_speech_ms: int = 160
+    """Continuous speech needed to start a turn (filters clicks, coughs, short noises)."""
+    end_of_turn_silence_ms: int = 500
+    """Silence after speech that ends the turn."""
+    max_utterance_s: float = 30.0
+    """Speech longer than this ends the turn anyway, so a monologue still gets an answer."""
+    early_silence_ms: int = 160
+    """Silence after which a speculative transcript is worth starting (see TurnEvent.PAUSE)."""
+
+
+class TurnEvent(Enum):
+    SPEECH_START = "speech_start"
+    PAUSE = "pause"  # the user went quiet; the turn may be about to end
+    END_OF_TURN = "end_of_turn"
+
+
+class TurnDetector:
+    """Feeds VAD frames through a small state machine with hysteresis.
+
+    Times are in audio milliseconds, so the detector behaves the same whether audio arrives in
+    real time from a microphone or all at once from a file.
+    """
+
+    def __init__(self, vad: VAD, options: TurnOptions) -> None:
+        self.vad = vad
+        self.options = options
+        self.frame_ms = vad.frame_samples * 1000 / 16000
+        # Hysteresis: once speaking, only clearly non-speech frames count as silence.
+        self._off_threshold = max(0.05, options.threshold - 0.15)
+        self.in_speech = False
+        self._speech_run_ms = 0.0
+        self.silence_run_ms = 0.0
+        self.utterance_ms = 0.0
+        self._paused = False
+        self.last_probability = 0.0
+
+    def process(self, frame: np.ndarray) -> TurnEvent | None:
+        p = self.vad.speech_probability(frame)
+        self.last_probability = p
+        if not self.in_speech:
+            self._speech_run_ms = self._speech_run_ms + self.frame_ms if p >= self.options.threshold else 0.0
+            if self._speech_run_ms >= self.options.min_speech_ms:
+                self.in_speech = True
+                self.utterance_ms = self._speech_run_ms
+                self.silence_run_ms = 0.0
+                self._paused = False
+                return TurnEvent.SPEECH_START
+            return None
+        self.utterance_ms += self.frame_ms
+        if p < self._off_threshold:
+            self.silence_run_ms += self.frame_ms
+        elif p >= self.options.threshold:
+            self.silence_run_ms = 0.0
+            self._paused = False
+        ended = self.silence_run_ms >= self.options.end_of_turn_silence_ms
+        if ended or self.utterance_ms >= self.options.max_utterance_s * 1000:
+            self.in_speech = False
+            self._speech_run_ms = 0.0
+            return TurnEvent.END_OF_TURN
+        if not self._paused and self.silence_run_ms >= self.options.early_silence_ms:
+            self._paused = True
+            return TurnEvent.PAUSE
+        return None
+
+    def reset(self) -> None:
+        self.vad.reset()
+        self.in_speech = False
+        self._speech_run_ms = self.silence_run_ms = self.utterance_ms = 0.0
+        self._paused = False

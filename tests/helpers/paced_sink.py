@@ -1,0 +1,45 @@
+"""An AudioSink that "plays" audio in real time against a clock, like a transport track does."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from voice_agent.services.base import AudioChunk
+
+
+class PacedSink:
+    def __init__(self) -> None:
+        self.chunks: list[AudioChunk] = []
+        self._queued_s = 0.0       # audio queued in the current burst
+        self._burst_start: float | None = None
+        self.cleared = 0
+
+    async def play(self, chunk: AudioChunk) -> None:
+        now = time.monotonic()
+        if self._burst_start is None or self.queued_s() == 0:
+            self._burst_start, self._queued_s = now, 0.0
+        self.chunks.append(chunk)
+        self._queued_s += chunk.duration_s
+
+    def clear(self) -> None:
+        self.cleared += 1
+        self._burst_start, self._queued_s = None, 0.0
+
+    def played_s(self) -> float:
+        if self._burst_start is None:
+            return 0.0
+        return min(self._queued_s, time.monotonic() - self._burst_start)
+
+    def queued_s(self) -> float:
+        return max(0.0, self._queued_s - self.played_s())
+
+    @property
+    def playback_started_at(self) -> float | None:
+        return self._burst_start
+
+    def audio(self) -> tuple[np.ndarray, int]:
+        if not self.chunks:
+            return np.zeros(0, np.int16), 22050
+        return np.concatenate([c.pcm for c in self.chunks]), self.chunks[0].sample_rate

@@ -1,0 +1,152 @@
+"""The whole turn-taking pipeline with the default local models (no transport)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from voice_agent.core.config import load_config
+from voice_agent.core.events import MetricsEvent, ResponseEvent, StatusEvent, TranscriptEvent
+from voice_agent.core.status import ProcessingStatus
+from voice_agent.pipeline.agent import VoicePipeline
+from voice_agent.pipeline.metrics import STAGES
+from voice_agent.pipeline.sink import BufferSink
+from voice_agent.services.factory import build_services, load_services
+from tests.helpers.paced_sink import PacedSink
+from tests.helpers.speech import noise_16k, silence_16k, speech_16k
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config()
+
+
+@pytest.fixture(scope="module")
+async def services(config):
+    s = build_services(config)
+    await load_services(s)
+    yield s
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list = []
+
+    async def __call__(self, event) -> None:
+        self.events.append(event)
+
+    def of(self, kind, **match):
+        return [e for e in self.events if isinstance(e, kind)
+                and all(getattr(e, k) == v for k, v in match.items())]
+
+
+def new_pipeline(services, config, sink=None):
+    rec = Recorder()
+    p = VoicePipeline(services, config, emit=rec, sink=sink or BufferSink(), session_id="test")
+    return p, rec
+
+
+async def transcribe_reply(services, sink) -> str:
+    pcm, rate = sink.audio()
+    assert len(pcm) > rate // 2, "the agent said (almost) nothing"
+    from voice_agent.core.audio_io import resample_to_16k
+    t = await services.stt.transcribe(resample_to_16k(pcm, rate))
+    return t.text
+
+
+async def ask(pipeline, text: str) -> None:
+    await pipeline.push_audio(speech_16k(text, pad_after=1.0))
+    await pipeline.drain()
+
+
+async def test_spoken_question_gets_a_spoken_answer(services, config):
+    sink = BufferSink()
+    p, rec = new_pipeline(services, config, sink)
+    await p.start()
+    await ask(p, "What is the capital of France?")
+    finals = rec.of(TranscriptEvent, final=True)
+    assert len(finals) == 1
+    assert "capital" in finals[0].text.lower() and "france" in finals[0].text.lower()
+    replies = rec.of(ResponseEvent, final=True)
+    assert len(replies) == 1 and "paris" in replies[0].text.lower()
+    assert "paris" in (await transcribe_reply(services, sink)).lower()
+    statuses = [e.processing_status for e in rec.of(StatusEvent)]
+    assert statuses[:4] == [ProcessingStatus.LISTENING, ProcessingStatus.PROCESSING,
+                            ProcessingStatus.SPEAKING, ProcessingStatus.LISTENING]
+    # Every stage of the turn is measured and reported.
+    metrics = rec.of(MetricsEvent)
+    assert len(metrics) == 1
+    m = metrics[0].metrics
+    for stage in STAGES:
+        assert m[f"at_{stage}_ms"] is not None, stage
+    assert m["end_of_speech_to_first_audio_ms"] > 0
+    await p.close()
+
+
+async def test_follow_up_question_uses_the_conversation(services, config):
+    p, rec = new_pipeline(services, config)
+    await p.start()
+    await ask(p, "What is the capital of France?")
+    await ask(p, "And what about Germany?")
+    replies = rec.of(ResponseEvent, final=True)
+    assert len(replies) == 2, [e.text for e in rec.of(TranscriptEvent, final=True)]
+    assert "berlin" in replies[1].text.lower()
+    assert [m["role"] for m in p.conversation.history] == ["user", "assistant", "user", "assistant"]
+    await p.close()
+
+
+@pytest.mark.parametrize("audio", [silence_16k(4.0), noise_16k(4.0, level=0.05), noise_16k(4.0, level=0.3, seed=2)],
+                         ids=["silence", "soft-noise", "loud-noise"])
+async def test_silence_and_noise_make_no_turn(services, config, audio):
+    p, rec = new_pipeline(services, config)
+    await p.start()
+    await p.push_audio(audio)
+    await p.drain()
+    assert rec.of(TranscriptEvent, final=True) == []
+    assert rec.of(ResponseEvent) == []
+    assert p.conversation.history == []
+    await p.close()
+
+
+async def test_typed_message_is_answered(services, config):
+    p, rec = new_pipeline(services, config)
+    await p.start()
+    await p.push_text("What is the capital of Italy? One word.")
+    await p.drain()
+    assert "rome" in rec.of(ResponseEvent, final=True)[0].text.lower()
+    await p.close()
+
+
+async def test_barge_in_stops_the_reply_and_keeps_only_what_was_heard(services, config):
+    sink = PacedSink()
+    p, rec = new_pipeline(services, config, sink)
+    await p.start()
+    await p.push_text("Tell me a long story about a brave knight and a dragon, in ten sentences.")
+    deadline = time.monotonic() + 30
+    while sink.played_s() < 1.5:  # let the user hear a bit of the answer
+        assert time.monotonic() < deadline, "the agent never started speaking"
+        await asyncio.sleep(0.05)
+    speech = speech_16k("Stop, stop please.", pad_before=0.0, pad_after=0.0)
+    t0 = time.monotonic()
+    await p.push_audio(speech[: int(16000 * 0.4)])  # the detector needs ~160 ms of speech
+    stopped_in = time.monotonic() - t0
+    assert p._turn_task is not None and p._turn_task.done()
+    assert stopped_in < 0.1 + 0.05, f"barge-in took {stopped_in * 1000:.0f} ms"
+    assert sink.queued_s() == 0
+    n_chunks = len(sink.chunks)
+    await asyncio.sleep(0.3)
+    assert len(sink.chunks) == n_chunks, "audio kept coming after the barge-in"
+
+    cut = rec.of(ResponseEvent, final=True, interrupted=True)
+    assert len(cut) == 1
+    full, spoken = cut[0].text, cut[0].spoken_text
+    assert spoken and len(spoken) < len(full)
+    last = p.conversation.history[-1]
+    assert last["role"] == "assistant" and last["interrupted"] and last["text"] == spoken
+    assert full.startswith(spoken.split()[0])
+    await p.close()

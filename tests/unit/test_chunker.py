@@ -1,0 +1,43 @@
+from voice_agent.pipeline.chunker import SentenceChunker, speakable
+
+
+def feed(chunker: SentenceChunker, text: str, step: int = 3) -> list[str]:
+    out: list[str] = []
+    for i in range(0, len(text), step):
+        out += chunker.push(text[i:i + step])
+    return out
+
+
+def test_sentences_come_out_as_soon_as_they_end():
+    c = SentenceChunker()
+    out = feed(c, "The capital of France is Paris. It is on the Seine. ")
+    assert out == ["The capital of France is Paris.", "It is on the Seine."]
+    assert c.flush() is None
+
+
+def test_first_clause_is_released_early_but_later_ones_wait_for_the_sentence():
+    c = SentenceChunker(first_clause_min_words=4, clause_min_words=14)
+    out = feed(c, "Well, the answer to your question, I think, is simple, and short. Then, more follows")
+    # "Well," is too short; the first piece with four words may end at a comma.
+    assert out[0] == "Well, the answer to your question,"
+    assert out[1] == "I think, is simple, and short."
+    assert c.flush() == "Then, more follows"
+
+
+def test_abbreviations_and_decimals_do_not_cut():
+    c = SentenceChunker()
+    out = feed(c, "Dr. Smith measured 3.5 litres today. Done. ")
+    assert out == ["Dr. Smith measured 3.5 litres today.", "Done."]
+
+
+def test_markdown_and_emoji_are_not_spoken():
+    assert speakable("**Paris** is the `capital` 🎉 of # France") == "Paris is the capital of France"
+    c = SentenceChunker()
+    assert feed(c, "- **Bold** claim. ") == ["- Bold claim."]
+
+
+def test_flush_returns_the_unfinished_tail_once():
+    c = SentenceChunker()
+    assert c.push("No final punctuation") == []
+    assert c.flush() == "No final punctuation"
+    assert c.flush() is None
