@@ -1,0 +1,179 @@
+"""Whisper speech to text with faster-whisper (CTranslate2), tuned for short voice-agent turns.
+
+``WhisperModel.transcribe`` pads every input to 30 s, so the encoder costs the same for a
+two-word answer as for half a minute of speech (~600 ms for base on 2 cores). Utterances that fit
+a shorter window take a fast path: log-mel features padded to ``fast_window_s`` (10 s, 1000
+frames), encoded and decoded by the CTranslate2 model directly (~170 ms). Longer audio falls back
+to ``transcribe()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from voice_agent.core.config import V3Config
+from voice_agent.services.base import STT_SAMPLE_RATE, STTService, Transcript
+from voice_agent.services.errors import ProviderError
+from voice_agent.services.models import model_path
+
+if TYPE_CHECKING:  # faster_whisper is imported lazily: it is slow to import
+    from faster_whisper import WhisperModel
+    from faster_whisper.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+_HOP = 160  # samples per mel frame at 16 kHz
+_MAX_TOKENS = 448  # Whisper's decoder length
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    text: str
+    no_speech_prob: float
+    avg_logprob: float
+
+
+def _is_blank(text: str) -> bool:
+    """True for empty or punctuation/symbol-only text (what Whisper emits for a cough)."""
+    return not any(unicodedata.category(c)[0] in "LN" for c in text)
+
+
+class WhisperSTT(STTService):
+    name = "whisper"
+
+    def __init__(self, config: V3Config, *, fast_window_s: float = 10.0,
+                 no_speech_threshold: float = 0.6, logprob_threshold: float = -1.0) -> None:
+        """``fast_window_s``: encoder window of the fast path (0 disables it). Audio longer than
+        the window less a 0.5 s margin goes through ``transcribe()``.
+        ``no_speech_threshold``: above this no-speech probability the result is empty text;
+        measured: speech <= 0.05, silence and noise 0.65-0.93.
+        ``logprob_threshold``: a low-confidence decode (average log-prob below this) with a
+        no-speech probability above half the threshold is also treated as no speech.
+        """
+        self._config = config
+        self._fast_frames = int(fast_window_s * STT_SAMPLE_RATE / _HOP)
+        self._no_speech_threshold = no_speech_threshold
+        self._logprob_threshold = logprob_threshold
+        self._lock = threading.Lock()  # one model instance, one decode at a time
+        self._model: WhisperModel | None = None
+        self._tokenizer: Tokenizer | None = None
+        self._suppress: list[int] = []
+        self.path: Path | None = None
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def load(self) -> None:
+        from faster_whisper import WhisperModel
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        cfg = self._config.stt
+        self.path = model_path(self._config, "stt", prepare_missing=True)
+        try:
+            model = WhisperModel(str(self.path), device="cpu", compute_type=cfg.compute_type,
+                                 cpu_threads=cfg.threads)
+        except Exception as exc:  # a corrupt folder or an unsupported compute type
+            raise ProviderError(self.name, f"cannot load {self.path}: {exc}", retryable=False) from exc
+        lang = cfg.language if model.model.is_multilingual else "en"
+        tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
+                              task="transcribe", language=lang)
+        self._suppress = list(get_suppressed_tokens(tokenizer, [-1]))
+        self._model, self._tokenizer = model, tokenizer
+
+    def warmup(self) -> None:
+        self._transcribe_sync(np.zeros(STT_SAMPLE_RATE, np.float32))
+
+    def close(self) -> None:
+        with self._lock:
+            self._model = None
+            self._tokenizer = None
+
+    # -- transcription ------------------------------------------------------------------------
+
+    async def transcribe(self, audio: np.ndarray, *, final: bool = True) -> Transcript:
+        result = await asyncio.to_thread(self._transcribe_sync, audio)
+        return Transcript(text=result.text, final=final, no_speech_prob=result.no_speech_prob)
+
+    def fits_fast_path(self, samples: int) -> bool:
+        return self._fast_frames > 0 and samples <= self._fast_frames * _HOP - STT_SAMPLE_RATE // 2
+
+    def _transcribe_sync(self, audio: np.ndarray, *, force_full: bool = False) -> _Decoded:
+        audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+        if len(audio) < STT_SAMPLE_RATE // 10:  # under 100 ms: nothing Whisper can read
+            return _Decoded("", 1.0, 0.0)
+        with self._lock:
+            if self._model is None:
+                raise ProviderError(self.name, "model not loaded", retryable=False)
+            t0 = time.perf_counter()
+            try:
+                if self.fits_fast_path(len(audio)) and not force_full:
+                    out = self._decode_window(audio)
+                else:
+                    out = self._decode_full(audio)
+            except ProviderError:
+                raise
+            except Exception as exc:
+                raise ProviderError(self.name, f"transcription failed: {exc}") from exc
+        log.debug("whisper %.2fs audio in %.0f ms: %r (no_speech %.2f)", len(audio) / 16000,
+                  (time.perf_counter() - t0) * 1000, out.text, out.no_speech_prob)
+        return self._guard(out)
+
+    def _guard(self, out: _Decoded) -> _Decoded:
+        """Drop what Whisper makes up on silence and noise ("you", "Thanks for watching")."""
+        silent = out.no_speech_prob > self._no_speech_threshold or (
+            out.avg_logprob < self._logprob_threshold
+            and out.no_speech_prob > self._no_speech_threshold / 2)
+        if silent or _is_blank(out.text):
+            return _Decoded("", out.no_speech_prob, out.avg_logprob)
+        return out
+
+    def _decode_window(self, audio: np.ndarray) -> _Decoded:
+        from faster_whisper.audio import pad_or_trim
+
+        model, tok = self._model, self._tokenizer
+        assert model is not None and tok is not None
+        features = model.feature_extractor(audio)
+        features = pad_or_trim(features[:, :-1], self._fast_frames)  # as transcribe() drops it
+        encoded = model.encode(features)
+        prompt = [*tok.sot_sequence, tok.no_timestamps]
+        # A cap on new tokens (~8 per second of audio) stops a hallucination loop early.
+        new_tokens = 16 + int(8 * len(audio) / STT_SAMPLE_RATE)
+        result = model.model.generate(
+            encoded, [prompt], beam_size=self._config.stt.beam_size,
+            max_length=min(_MAX_TOKENS, len(prompt) + new_tokens),
+            return_scores=True, return_no_speech_prob=True, suppress_blank=True,
+            suppress_tokens=self._suppress)[0]
+        tokens = result.sequences_ids[0]
+        avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else 0.0
+        text = tok.decode(tokens).strip()
+        return _Decoded(text, float(result.no_speech_prob), float(avg_logprob))
+
+    def _decode_full(self, audio: np.ndarray) -> _Decoded:
+        model = self._model
+        assert model is not None
+        cfg = self._config.stt
+        lang = cfg.language if model.model.is_multilingual else "en"
+        segments, _info = model.transcribe(
+            audio, language=lang, beam_size=cfg.beam_size, vad_filter=False,
+            without_timestamps=True, condition_on_previous_text=False)
+        segs = list(segments)
+        if not segs:  # transcribe() itself skipped everything as no speech
+            return _Decoded("", 1.0, 0.0)
+        text = " ".join(s.text.strip() for s in segs).strip()
+        no_speech = min(s.no_speech_prob for s in segs)
+        avg_logprob = float(np.mean([s.avg_logprob for s in segs]))
+        return _Decoded(text, float(no_speech), avg_logprob)
+
+    def transcribe_full_sync(self, audio: np.ndarray) -> Transcript:
+        """Blocking, always through ``WhisperModel.transcribe`` (for comparisons and tests)."""
+        out = self._transcribe_sync(audio, force_full=True)
+        return Transcript(text=out.text, final=True, no_speech_prob=out.no_speech_prob)
