@@ -1,0 +1,5 @@
+import "@testing-library/react";
+import { afterEach } from "vitest";
+import { cleanup } from "@testing-library/react";
+
+afterEach(() => cleanup());

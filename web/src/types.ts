@@ -1,0 +1,84 @@
+// Wire format shared with the Python server (docs/protocol.md) and the hook's public state.
+
+export type ConnectionStatus = "disconnected" | "connecting" | "connected" | "failed";
+export type ProcessingStatus = "idle" | "listening" | "processing" | "speaking" | "error";
+
+export const CONNECTION_STATUSES: readonly ConnectionStatus[] = [
+  "disconnected",
+  "connecting",
+  "connected",
+  "failed",
+];
+export const PROCESSING_STATUSES: readonly ProcessingStatus[] = [
+  "idle",
+  "listening",
+  "processing",
+  "speaking",
+  "error",
+];
+
+export interface HistoryEntry {
+  role: "user" | "agent";
+  text: string;
+  interrupted?: boolean;
+  /** For an interrupted reply: the whole text the model produced (text holds what was heard). */
+  fullText?: string;
+}
+
+/** Per-turn stage timings in ms; any extra numeric or string fields are kept. */
+export interface TurnMetrics {
+  turn?: number;
+  end_of_speech_to_first_audio_ms?: number;
+  voice_to_voice_ms?: number;
+  stt_ms?: number;
+  llm_first_token_ms?: number;
+  tts_first_audio_ms?: number;
+  first_audio_sent_ms?: number;
+  [key: string]: unknown;
+}
+
+export interface AgentError {
+  code: string;
+  message: string;
+}
+
+// ---- Client -> server ----
+export type ClientMessage =
+  | { type: "offer"; sdp: string }
+  | { type: "ice-candidate"; candidate: RTCIceCandidateInit | null }
+  | { type: "text"; text: string }
+  | { type: "interrupt" }
+  | { type: "ping" }
+  | { type: "end" };
+
+// ---- Server -> client (extra fields may appear) ----
+export type ServerMessage =
+  | { type: "connection_established"; session_id: string; status?: string; version?: string }
+  | { type: "answer"; sdp: string }
+  | { type: "ice-candidate"; candidate: RTCIceCandidateInit | null }
+  | { type: "transcript"; text: string; final: boolean }
+  | {
+      type: "ai_response";
+      text: string;
+      final: boolean;
+      interrupted?: boolean;
+      spoken_text?: string | null;
+    }
+  | { type: "status"; connection_status?: string; processing_status?: string }
+  | ({ type: "metrics" } & TurnMetrics)
+  | { type: "error"; code: string; message: string; fatal?: boolean }
+  | { type: "pong" };
+
+/** Parse one JSON frame; null when it is not an object with a string `type`. */
+export function parseServerMessage(raw: unknown): (ServerMessage & Record<string, unknown>) | null {
+  if (typeof raw !== "string") return null;
+  try {
+    const data: unknown = JSON.parse(raw);
+    if (data && typeof data === "object" && typeof (data as { type?: unknown }).type === "string") {
+      return data as ServerMessage & Record<string, unknown>;
+    }
+  } catch {
+    /* not JSON: ignore */
+  }
+  return null;
+}
