@@ -86,6 +86,14 @@ class STTConfig(_Section):
     """A turn is cut and answered after this much continuous speech."""
 
 
+class PipelineConfig(_Section):
+    """How turns are processed."""
+
+    mode: Literal["streaming", "naive"] = "streaming"
+    """streaming: interim transcripts, clause-by-clause LLM→TTS. naive: the baseline that waits
+    for the whole utterance, the whole transcript, the whole reply, then the whole TTS."""
+
+
 class IceServer(_Section):
     urls: list[str]
     username: str | None = None
@@ -135,6 +143,7 @@ class V3Config(BaseSettings):
     ai: AIConfig = Field(default_factory=AIConfig)
     stt: STTConfig = Field(default_factory=STTConfig)
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth_token: SecretStr | None = None
     """Optional bearer token for /ws/v3, /ws/v3/audio and /v3/sessions (VOICE_AGENT_AUTH_TOKEN)."""

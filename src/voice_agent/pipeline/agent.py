@@ -48,7 +48,7 @@ class _Interim:
 class VoicePipeline:
     def __init__(self, services: Services, config: V3Config, *, emit: EventSink, sink: AudioSink,
                  session_id: str = "", conversation: ConversationManager | None = None,
-                 recovery: ErrorRecoveryManager | None = None, streaming: bool = True) -> None:
+                 recovery: ErrorRecoveryManager | None = None) -> None:
         self.services, self.config, self.sink = services, config, sink
         self.session_id = session_id
         self._emit_to_client = emit
@@ -58,11 +58,12 @@ class VoicePipeline:
         self._detector = TurnDetector(services.vad.create(), TurnOptions(
             threshold=stt.vad_threshold, min_speech_ms=stt.min_speech_ms,
             end_of_turn_silence_ms=stt.end_of_turn_silence_ms, max_utterance_s=stt.max_utterance_s))
+        self._streaming = config.pipeline.mode == "streaming"
         # One recovery manager per server (shared breakers); a pipeline on its own makes its own.
         self.recovery = recovery or ErrorRecoveryManager()
         self._speaker = ReplySpeaker(services.llm, services.tts, sink, self._emit, self.recovery,
                                      max_tokens=config.ai.max_tokens, timeout_s=config.ai.timeout_s,
-                                     streaming=streaming)
+                                     streaming=self._streaming)
         self._frame = self._detector.vad.frame_samples
         self._pending = np.zeros(0, np.float32)
         self._preroll: deque[np.ndarray] = deque(maxlen=max(1, int(PREROLL_MS / self._detector.frame_ms)))
@@ -140,7 +141,7 @@ class VoicePipeline:
             self._preroll.append(frame)
         if event is TurnEvent.SPEECH_START:
             await self._on_speech_start()
-        elif event is TurnEvent.PAUSE:
+        elif event is TurnEvent.PAUSE and self._streaming:
             self._request_interim(again=True)
         elif event is TurnEvent.END_OF_TURN:
             self._on_end_of_turn()
@@ -154,7 +155,8 @@ class VoicePipeline:
             self._stt.feed(f)
         self._preroll.clear()
         self._latest = None
-        self._interim_loop = asyncio.create_task(self._interims(self._stt))
+        if self._streaming:
+            self._interim_loop = asyncio.create_task(self._interims(self._stt))
         await self._set_status(ProcessingStatus.LISTENING)
 
     async def _interims(self, stream: STTStream) -> None:
