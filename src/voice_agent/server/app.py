@@ -1,0 +1,87 @@
+"""The FastAPI application.
+
+``create_app`` wires the routes and a lifespan that loads the models once (shared by every
+session), starts the session reaper, and on shutdown closes every session before the models.
+OpenAPI docs are at /docs (FastAPI's Swagger UI loads its script from a CDN; /openapi.json works
+offline).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from .. import __version__
+from ..core.config import V3Config
+from . import routes_http, signaling
+from .registry import AppRegistry
+from .sessions import SessionManager
+
+if TYPE_CHECKING:
+    from ..services.factory import Services
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: V3Config | None = None, services: Services | None = None) -> FastAPI:
+    """Build the app. ``services``, when given, must already be loaded (tests share one set);
+    otherwise the lifespan builds, loads and warms them up, and closes them at shutdown."""
+    config = config or V3Config()
+    server = config.server
+    registry = AppRegistry(
+        config=config,
+        sessions=SessionManager(server.max_sessions, server.idle_timeout_s, server.max_session_s),
+        services=services,
+        web_dist=routes_http.find_web_dist(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = registry.services is None
+        if owned:
+            from ..services.factory import build_services, load_services
+
+            try:
+                registry.services = build_services(config)
+                await load_services(registry.services, warmup=True)
+            except Exception as exc:
+                registry.load_error = f"{type(exc).__name__}: {exc}"
+                log.error("loading the models failed: %s", registry.load_error)
+                raise
+        registry.services_ready = True
+        registry.sessions.start()
+        log.info("voice-agent %s ready (max %d sessions)", __version__, server.max_sessions)
+        try:
+            yield
+        finally:
+            await registry.sessions.stop()  # closes every session
+            registry.services_ready = False
+            if owned and registry.services is not None:
+                _close_services(registry.services)
+
+    app = FastAPI(title="voice-agent", version=__version__, lifespan=lifespan,
+                  description="Local-first real-time voice agent. See docs/protocol.md.")
+    app.state.registry = registry
+    if server.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=server.cors_origins,
+                           allow_methods=["GET"], allow_headers=["*"])
+    app.include_router(routes_http.router)
+    app.include_router(signaling.router)
+    if registry.web_dist is not None and (registry.web_dist / "assets").is_dir():
+        app.mount("/assets", StaticFiles(directory=registry.web_dist / "assets"), name="assets")
+    return app
+
+
+def _close_services(services: object) -> None:
+    close = getattr(services, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception as exc:
+            log.warning("closing the models: %r", exc)

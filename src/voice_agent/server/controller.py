@@ -1,0 +1,98 @@
+"""Client messages, whatever they came over (signaling socket, data channel, audio socket).
+
+One place validates and dispatches them, so every transport behaves the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..transport import protocol
+from ..transport.protocol import (ErrorCode, IceCandidateMessage, InterruptMessage, OfferMessage,
+                                  PingMessage, ProtocolError, TextMessage)
+from ..transport.webrtc import TransportError, WebRTCSession
+from .sessions import CLOSE_NORMAL, Sender, Session, SessionManager
+
+if TYPE_CHECKING:
+    from ..pipeline.agent import VoicePipeline
+
+log = logging.getLogger(__name__)
+
+
+class RateLimiter:
+    """Token bucket: ``rate`` messages per second, bursts of up to ``2 * rate``."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, 2 * rate)
+        self._tokens = self.capacity
+        self._at = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+class SessionController:
+    def __init__(self, session: Session, manager: SessionManager, pipeline: VoicePipeline, *,
+                 webrtc: WebRTCSession | None, max_message_bytes: int,
+                 messages_per_second: float) -> None:
+        self.session = session
+        self.manager = manager
+        self.pipeline = pipeline
+        self.webrtc = webrtc
+        self.max_message_bytes = max_message_bytes
+        self._limiter = RateLimiter(messages_per_second)
+
+    async def handle_raw(self, raw: str | bytes, *, via: str, reply: Sender) -> None:
+        """Validate and handle one message; errors go back to ``reply`` and the session goes on."""
+        session = self.session
+        session.info.touch()
+        if not self._limiter.allow():
+            session.send_error(ErrorCode.RATE_LIMITED, "too many messages; this one was dropped",
+                               reply=reply)
+            return
+        try:
+            message = protocol.parse_client_message(raw, max_bytes=self.max_message_bytes)
+        except ProtocolError as exc:
+            session.send_error(exc.code, exc.message, reply=reply)
+            return
+        try:
+            await self._dispatch(message, via=via, reply=reply)
+        except (TransportError, ProtocolError) as exc:
+            session.send_error(exc.code, exc.message, reply=reply)
+        except Exception as exc:  # a bug must not end the session
+            log.exception("session %s: handling %s failed", session.id, message.type)
+            session.send_error(ErrorCode.INTERNAL, f"could not handle '{message.type}': {exc}",
+                               reply=reply)
+
+    async def _dispatch(self, message: Any, *, via: str, reply: Sender) -> None:
+        session = self.session
+        if isinstance(message, OfferMessage):
+            webrtc = self._signaling_only(via, "offer")
+            sdp = await webrtc.handle_offer(message.sdp)
+            reply(protocol.answer(sdp))
+        elif isinstance(message, IceCandidateMessage):
+            webrtc = self._signaling_only(via, "ice-candidate")
+            await webrtc.add_candidate(message.candidate)
+        elif isinstance(message, TextMessage):
+            await self.pipeline.push_text(message.text)
+        elif isinstance(message, InterruptMessage):
+            await self.pipeline.interrupt()
+        elif isinstance(message, PingMessage):
+            reply(protocol.pong(message.timestamp, time.time()))
+        else:  # EndMessage
+            self.manager.request_close(session.id, CLOSE_NORMAL, "client ended the session")
+
+    def _signaling_only(self, via: str, kind: str) -> WebRTCSession:
+        if self.webrtc is None or via != "signaling":
+            raise ProtocolError(ErrorCode.UNSUPPORTED,
+                                f"'{kind}' is only accepted on the /ws/v3 signaling socket")
+        return self.webrtc

@@ -1,0 +1,47 @@
+"""The app's one registry (``app.state.registry``): config, services, sessions, start time."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core.config import V3Config
+from .sessions import SessionManager
+
+if TYPE_CHECKING:
+    from ..services.factory import Services
+
+
+@dataclass
+class AppRegistry:
+    config: V3Config
+    sessions: SessionManager
+    services: Services | None = None
+    services_ready: bool = False
+    """True once the models are loaded and warmed up; sessions are refused before that."""
+    load_error: str | None = None
+    web_dist: Path | None = None
+    started_at: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+    @property
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+    def authorized(self, headers: Any, query: Any) -> bool:
+        """Bearer token check (only when ``auth_token`` is configured)."""
+        token = self.config.auth_token
+        if token is None:
+            return True
+        given = query.get("token") or ""
+        auth = headers.get("authorization") or ""
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
+
+
+def get_registry(app: Any) -> AppRegistry:
+    return app.state.registry  # type: ignore[no-any-return]

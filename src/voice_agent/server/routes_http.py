@@ -1,0 +1,127 @@
+"""HTTP endpoints: the page, service info, health, sessions, WebRTC stats, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from .. import __version__
+from .registry import AppRegistry, get_registry
+
+router = APIRouter()
+
+ENDPOINTS = {
+    "page": "/",
+    "health": "/v3/health",
+    "sessions": "/v3/sessions",
+    "webrtc_stats": "/v3/webrtc/stats",
+    "config": "/v3/config",
+    "signaling": "/ws/v3",
+    "audio": "/ws/v3/audio",
+    "docs": "/docs",
+}
+ROLES = ("stt", "vad", "llm", "tts")
+
+
+def find_web_dist() -> Path | None:
+    """web/dist of the repository this package runs from (src layout), else of the cwd."""
+    here = Path(__file__).resolve()
+    candidates = [here.parents[3] / "web" / "dist", Path.cwd() / "web" / "dist"]
+    for path in candidates:
+        if (path / "index.html").is_file():
+            return path
+    return None
+
+
+def _wants_json(request: Request) -> bool:
+    if request.query_params.get("format") == "json":
+        return True
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def service_info() -> dict[str, Any]:
+    return {"name": "voice-agent", "version": __version__, "endpoints": ENDPOINTS}
+
+
+@router.get("/", response_model=None)
+async def index(request: Request) -> Response:
+    registry = get_registry(request.app)
+    if registry.web_dist is not None and not _wants_json(request):
+        return FileResponse(registry.web_dist / "index.html", media_type="text/html")
+    return JSONResponse(service_info())
+
+
+def _models(registry: AppRegistry) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for role in ROLES:
+        service = getattr(registry.services, role, None) if registry.services else None
+        name = getattr(service, "name", None) if service is not None else None
+        out[role] = {"loaded": registry.services_ready and service is not None,
+                     "name": name if isinstance(name, str) else type(service).__name__}
+    return out
+
+
+def _require_auth(request: Request, registry: AppRegistry) -> None:
+    if not registry.authorized(request.headers, request.query_params):
+        raise HTTPException(status_code=401, detail="missing or wrong token",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+@router.get("/v3/health")
+async def health(request: Request) -> JSONResponse:
+    registry = get_registry(request.app)
+    models = _models(registry)
+    if registry.load_error:
+        status = "error"
+    elif not registry.services_ready:
+        status = "loading"
+    elif all(m["loaded"] for m in models.values()):
+        status = "ok"
+    else:
+        status = "degraded"
+    body = {
+        "status": status,
+        "version": __version__,
+        "models": models,
+        "uptime_s": round(registry.uptime_s, 3),
+        "active_sessions": len(registry.sessions),
+        "max_sessions": registry.sessions.max_sessions,
+    }
+    if registry.load_error:
+        body["error"] = registry.load_error
+    return JSONResponse(body, status_code=200 if status in ("ok", "degraded") else 503)
+
+
+@router.get("/v3/sessions")
+async def sessions(request: Request) -> list[dict[str, Any]]:
+    registry = get_registry(request.app)
+    _require_auth(request, registry)
+    return [s.info.as_dict() for s in registry.sessions.list()]
+
+
+@router.get("/v3/webrtc/stats")
+async def webrtc_stats(request: Request) -> dict[str, Any]:
+    registry = get_registry(request.app)
+    _require_auth(request, registry)
+    out: dict[str, Any] = {}
+    for session in registry.sessions.list():
+        transport = session.transport
+        stats: dict[str, Any] = {"transport": session.info.transport}
+        if transport is not None and not session.closing:
+            try:
+                stats.update(await transport.stats())
+            except Exception as exc:  # a connection closing under us
+                stats["error"] = repr(exc)
+        out[session.id] = stats
+    return {"sessions": out, "active_sessions": len(out)}
+
+
+@router.get("/v3/config")
+async def config(request: Request) -> dict[str, Any]:
+    registry = get_registry(request.app)
+    _require_auth(request, registry)
+    return registry.config.redacted()

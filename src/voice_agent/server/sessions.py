@@ -1,0 +1,245 @@
+"""Sessions: one conversation each, with its pipeline, transport and client connection.
+
+The manager enforces the session limit, reaps idle and over-long sessions, and makes sure every
+resource (peer connection, tracks, tasks, pipeline) is released however a session ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+
+from ..core.events import (ErrorEvent, PipelineEvent, StatusEvent, TranscriptEvent,
+                           event_to_wire)
+from ..core.status import ConnectionStatus, SessionInfo
+from ..transport import protocol
+
+log = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
+CLOSE_IDLE = 4000
+CLOSE_TOO_LONG = 4001
+
+
+class ServerBusyError(Exception):
+    """No room for another session (max_sessions reached)."""
+
+    code = protocol.ErrorCode.SERVER_BUSY
+
+
+class Transport(Protocol):
+    async def close(self) -> None: ...
+
+    async def stats(self) -> dict[str, Any]: ...
+
+
+class Pipeline(Protocol):
+    async def close(self) -> None: ...
+
+
+Sender = Callable[[dict[str, Any]], None]
+Closer = Callable[[int, str], Awaitable[None]]
+
+
+class Session:
+    def __init__(self, info: SessionInfo) -> None:
+        self.info = info
+        self.pipeline: Pipeline | None = None
+        self.transport: Transport | None = None
+        self.senders: list[Sender] = []
+        """Where server messages go: the WebSocket, and the data channel when there is one."""
+        self.closer: Closer | None = None
+        """Closes the client connection (set by the route that accepted it)."""
+        self.closed = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    @property
+    def id(self) -> str:
+        return self.info.session_id
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    # -- output -------------------------------------------------------------------------------
+    def send(self, message: dict[str, Any]) -> None:
+        for sender in list(self.senders):
+            sender(message)
+
+    def send_status(self) -> None:
+        self.send(protocol.status(self.info.connection_status.value,
+                                  self.info.processing_status.value))
+
+    def send_error(self, code: str, message: str, *, fatal: bool = False,
+                   reply: Sender | None = None) -> None:
+        self.info.errors += 1
+        log.warning("session %s: error %s: %s", self.id, code, message)
+        msg = protocol.error(code, message, fatal=fatal)
+        if reply is not None:
+            reply(msg)
+        else:
+            self.send(msg)
+
+    def set_connection_status(self, status: ConnectionStatus) -> None:
+        if status != self.info.connection_status:
+            self.info.connection_status = status
+            self.send_status()
+
+    async def emit(self, event: PipelineEvent) -> None:
+        """The pipeline's EventSink: keep SessionInfo current and forward to the client."""
+        if self._closing:
+            return
+        if isinstance(event, StatusEvent):
+            if event.processing_status != self.info.processing_status:
+                self.info.processing_status = event.processing_status
+                self.send_status()
+            return
+        if isinstance(event, TranscriptEvent) and event.final:
+            self.info.messages_processed += 1
+        if isinstance(event, ErrorEvent):
+            self.info.errors += 1
+            log.warning("session %s: pipeline error %s: %s", self.id, event.code, event.message)
+        self.send(event_to_wire(event))
+
+    # -- tasks and shutdown -------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
+        """A task owned by the session: cancelled when it closes."""
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.id}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session %s: task %s failed: %r", self.id, task.get_name(),
+                      task.exception())
+
+    async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Release everything. Idempotent; safe to call from any task but the session's own."""
+        if self._closing:
+            await self.closed.wait()
+            return
+        self._closing = True
+        log.info("session %s: closing (%s)", self.id, reason or code)
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for name, part in (("pipeline", self.pipeline), ("transport", self.transport)):
+            if part is None:
+                continue
+            try:
+                await part.close()
+            except Exception as exc:  # keep releasing the rest
+                log.error("session %s: closing the %s failed: %r", self.id, name, exc)
+        self.info.connection_status = ConnectionStatus.DISCONNECTED
+        if self.closer is not None:
+            with contextlib.suppress(Exception):
+                await self.closer(code, reason)
+        self.senders.clear()
+        self.pipeline = None
+        self.transport = None
+        self.closed.set()
+
+
+class SessionManager:
+    def __init__(self, max_sessions: int, idle_timeout_s: float, max_session_s: float,
+                 reap_interval_s: float | None = None) -> None:
+        self.max_sessions = max_sessions
+        self.idle_timeout_s = idle_timeout_s
+        self.max_session_s = max_session_s
+        self.reap_interval_s = reap_interval_s or max(0.05, min(1.0, idle_timeout_s / 4))
+        self._sessions: dict[str, Session] = {}
+        self._closers: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def create(self, transport: str = "webrtc") -> Session:
+        if len(self._sessions) >= self.max_sessions:
+            raise ServerBusyError(f"server busy: {self.max_sessions} sessions already active")
+        session = Session(SessionInfo(transport=transport,
+                                      connection_status=ConnectionStatus.CONNECTED))
+        self._sessions[session.id] = session
+        log.info("session %s: created (%s, %d active)", session.id, transport, len(self._sessions))
+        return session
+
+    def get(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    def list(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    async def close(self, session_id: str, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return
+        try:
+            await session.close(code, reason)
+        finally:
+            self._sessions.pop(session_id, None)
+
+    def request_close(self, session_id: str, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        """Close from inside one of the session's own tasks (which close() cancels)."""
+        task = asyncio.get_running_loop().create_task(self.close(session_id, code, reason))
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    async def close_all(self, code: int = CLOSE_GOING_AWAY, reason: str = "server shutdown") -> None:
+        await asyncio.gather(*(self.close(s, code, reason) for s in list(self._sessions)),
+                             return_exceptions=True)
+        if self._closers:
+            await asyncio.gather(*list(self._closers), return_exceptions=True)
+
+    # -- reaper -------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_forever(),
+                                                                  name="session-reaper")
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        await self.close_all()
+
+    async def reap_once(self) -> list[str]:
+        """Close sessions idle or open too long; return their ids."""
+        now = time.monotonic()
+        reaped = []
+        for session in list(self._sessions.values()):
+            if session.closing:
+                continue
+            if now - session.info.last_activity > self.idle_timeout_s:
+                code, reason = CLOSE_IDLE, f"no activity for {self.idle_timeout_s:g} s"
+            elif session.info.duration_s > self.max_session_s:
+                code, reason = CLOSE_TOO_LONG, f"session longer than {self.max_session_s:g} s"
+            else:
+                continue
+            session.send_error(protocol.ErrorCode.SESSION_TIMEOUT, reason, fatal=True)
+            reaped.append(session.id)
+            self.request_close(session.id, code, reason)
+        return reaped
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reap_interval_s)
+            try:
+                await self.reap_once()
+            except Exception:  # the reaper must survive any one bad session
+                log.exception("session reaper failed")

@@ -1,0 +1,190 @@
+"""WebSocket endpoints: ``/ws/v3`` (WebRTC signaling + events) and ``/ws/v3/audio`` (raw PCM).
+
+Both build the same Session + VoicePipeline + SessionController; only the media path differs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from ..core.status import ConnectionStatus
+from ..transport import protocol
+from ..transport.protocol import ErrorCode
+from ..transport.webrtc import WebRTCSession
+from ..transport.ws_audio import AudioFormatError, WebSocketAudioTransport, parse_rate
+from .controller import SessionController
+from .outbox import Outbox
+from .registry import AppRegistry, get_registry
+from .sessions import (CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN,
+                       ServerBusyError, Session)
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+_PC_STATES = {
+    "new": ConnectionStatus.CONNECTING, "connecting": ConnectionStatus.CONNECTING,
+    "connected": ConnectionStatus.CONNECTED, "failed": ConnectionStatus.FAILED,
+    "disconnected": ConnectionStatus.DISCONNECTED, "closed": ConnectionStatus.DISCONNECTED,
+}
+
+
+async def _refuse(ws: WebSocket, code: str, message: str, close_code: int) -> None:
+    log.warning("refusing %s: %s: %s", ws.url.path, code, message)
+    await ws.send_json(protocol.error(code, message, fatal=True))
+    await ws.close(code=close_code, reason=code)
+
+
+async def _open_session(ws: WebSocket, transport: str) -> tuple[AppRegistry, Session] | None:
+    """Accept the socket and make a session, or refuse with a fatal error and close."""
+    registry = get_registry(ws.app)
+    await ws.accept()
+    if not registry.authorized(ws.headers, ws.query_params):
+        await _refuse(ws, ErrorCode.UNAUTHORIZED, "missing or wrong token", CLOSE_POLICY)
+        return None
+    if not registry.services_ready or registry.services is None:
+        await _refuse(ws, ErrorCode.SERVER_BUSY, "models are still loading", CLOSE_TRY_AGAIN)
+        return None
+    try:
+        session = registry.sessions.create(transport)
+    except ServerBusyError as exc:
+        await _refuse(ws, ErrorCode.SERVER_BUSY, str(exc), CLOSE_TRY_AGAIN)
+        return None
+    return registry, session
+
+
+def _make_pipeline(registry: AppRegistry, session: Session, sink: Any) -> Any:
+    from ..pipeline.agent import VoicePipeline  # the heavy import only when a session starts
+
+    return VoicePipeline(registry.services, registry.config, emit=session.emit, sink=sink,
+                         session_id=session.id)
+
+
+async def _receive_loop(ws: WebSocket, session: Session, controller: SessionController,
+                        outbox: Outbox, on_binary: Any) -> tuple[int, str]:
+    """Read client frames until the client leaves or the session is closed."""
+    while not session.closing:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return CLOSE_NORMAL, "client disconnected"
+        if message.get("text") is not None:
+            await controller.handle_raw(message["text"], via="signaling", reply=outbox.send)
+        elif message.get("bytes") is not None:
+            await on_binary(message["bytes"])
+    return CLOSE_NORMAL, "session closed"
+
+
+async def _run_session(ws: WebSocket, registry: AppRegistry, session: Session, outbox: Outbox,
+                       controller: SessionController, on_binary: Any) -> None:
+    code, reason = CLOSE_NORMAL, "client disconnected"
+    try:
+        code, reason = await _receive_loop(ws, session, controller, outbox, on_binary)
+    except WebSocketDisconnect:
+        pass
+    except Exception as exc:
+        log.exception("session %s: connection failed", session.id)
+        session.send_error(ErrorCode.INTERNAL, f"session failed: {exc}", fatal=True)
+        code, reason = CLOSE_INTERNAL, "internal error"
+    finally:
+        await registry.sessions.close(session.id, code, reason)
+
+
+@router.websocket("/ws/v3")
+async def signaling_socket(ws: WebSocket) -> None:
+    opened = await _open_session(ws, "webrtc")
+    if opened is None:
+        return
+    registry, session = opened
+    config = registry.config
+    outbox = Outbox(ws, session.id)
+    session.closer = outbox.close
+    session.senders.append(outbox.send)
+    controller: SessionController | None = None
+
+    async def on_dc_message(raw: str | bytes) -> None:
+        if controller is not None:
+            await controller.handle_raw(raw, via="data_channel", reply=webrtc.send_data)
+
+    async def on_pc_state(state: str) -> None:
+        session.set_connection_status(_PC_STATES.get(state, ConnectionStatus.CONNECTING))
+        if state == "failed":
+            session.send_error("transport_failed", "the peer connection failed")
+
+    async def push_audio(pcm: Any) -> None:
+        await pipeline.push_audio(pcm)
+
+    webrtc = WebRTCSession(session.id, config, push_audio=push_audio, on_message=on_dc_message,
+                           on_state=on_pc_state, on_activity=session.info.touch)
+    session.transport = webrtc
+    session.senders.append(webrtc.send_data)  # the data channel mirrors every server message
+    try:
+        pipeline = _make_pipeline(registry, session, webrtc.sink)
+    except Exception as exc:
+        log.exception("session %s: cannot start the pipeline", session.id)
+        session.send_error(ErrorCode.INTERNAL, f"cannot start: {exc}", fatal=True)
+        await registry.sessions.close(session.id, CLOSE_INTERNAL, "pipeline failed")
+        return
+    session.pipeline = pipeline
+    controller = SessionController(session, registry.sessions, pipeline, webrtc=webrtc,
+                                   max_message_bytes=config.server.max_message_bytes,
+                                   messages_per_second=config.server.messages_per_second)
+    outbox.send(protocol.connection_established(session.id, mode=config.webrtc.mode))
+    await pipeline.start()
+
+    async def no_binary(data: bytes) -> None:
+        session.send_error(ErrorCode.UNSUPPORTED,
+                           "binary frames are not accepted here; audio goes over WebRTC "
+                           "(or use /ws/v3/audio)", reply=outbox.send)
+
+    await _run_session(ws, registry, session, outbox, controller, no_binary)
+
+
+@router.websocket("/ws/v3/audio")
+async def audio_socket(ws: WebSocket) -> None:
+    try:
+        rate = parse_rate(ws.query_params.get("rate"))
+    except AudioFormatError as exc:
+        await ws.accept()
+        await _refuse(ws, ErrorCode.INVALID_MESSAGE, str(exc), CLOSE_POLICY)
+        return
+    opened = await _open_session(ws, "websocket_audio")
+    if opened is None:
+        return
+    registry, session = opened
+    config = registry.config
+    outbox = Outbox(ws, session.id)
+    session.closer = outbox.close
+    session.senders.append(outbox.send)
+
+    async def push_audio(pcm: Any) -> None:
+        await pipeline.push_audio(pcm)
+
+    transport = WebSocketAudioTransport(session.id, rate, outbox.send, push_audio)
+    session.transport = transport
+    try:
+        pipeline = _make_pipeline(registry, session, transport.sink)
+    except Exception as exc:
+        log.exception("session %s: cannot start the pipeline", session.id)
+        session.send_error(ErrorCode.INTERNAL, f"cannot start: {exc}", fatal=True)
+        await registry.sessions.close(session.id, CLOSE_INTERNAL, "pipeline failed")
+        return
+    session.pipeline = pipeline
+    controller = SessionController(session, registry.sessions, pipeline, webrtc=None,
+                                   max_message_bytes=config.server.max_message_bytes,
+                                   messages_per_second=config.server.messages_per_second)
+    established = protocol.connection_established(session.id, transport="websocket_audio")
+    established["audio"] = transport.audio_format()
+    outbox.send(established)
+    transport.start()
+    await pipeline.start()
+
+    async def on_binary(data: bytes) -> None:
+        session.info.touch()
+        try:
+            await transport.handle_binary(data)
+        except AudioFormatError as exc:
+            session.send_error(exc.code, str(exc), reply=outbox.send)
+
+    await _run_session(ws, registry, session, outbox, controller, on_binary)

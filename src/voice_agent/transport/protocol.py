@@ -1,0 +1,180 @@
+"""Wire protocol: client messages (validated) and server message builders.
+
+Every message is a JSON object with a ``type`` field; docs/protocol.md describes them all. Unknown
+extra fields are ignored so that newer clients keep working with this server.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+from .. import __version__
+
+MAX_TEXT_CHARS = 4000
+"""Longest typed message; a turn of speech is far shorter than this."""
+MAX_SDP_CHARS = 64 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
+
+
+class ErrorCode:
+    """Error codes sent in ``{"type": "error", "code": ...}``; listed in docs/protocol.md."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_MESSAGE = "invalid_message"
+    UNKNOWN_TYPE = "unknown_type"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    RATE_LIMITED = "rate_limited"
+    INVALID_SDP = "invalid_sdp"
+    DUPLICATE_OFFER = "duplicate_offer"
+    NO_OFFER = "no_offer"
+    INVALID_CANDIDATE = "invalid_candidate"
+    UNSUPPORTED = "unsupported"
+    SERVER_BUSY = "server_busy"
+    UNAUTHORIZED = "unauthorized"
+    SESSION_TIMEOUT = "session_timeout"
+    INTERNAL = "internal_error"
+
+
+class ProtocolError(Exception):
+    """A client message was refused; ``code`` is one of :class:`ErrorCode`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class IceCandidateInit(_Message):
+    """The browser's RTCIceCandidateInit."""
+
+    candidate: str = ""
+    sdpMid: str | None = None
+    sdpMLineIndex: int | None = Field(None, ge=0, le=1024)
+    usernameFragment: str | None = None
+
+
+class OfferMessage(_Message):
+    type: Literal["offer"]
+    sdp: str = Field(min_length=1, max_length=MAX_SDP_CHARS)
+
+
+class IceCandidateMessage(_Message):
+    type: Literal["ice-candidate"]
+    candidate: IceCandidateInit | None = None
+
+    @property
+    def end_of_candidates(self) -> bool:
+        """A null candidate or an empty candidate string means the client has no more."""
+        return self.candidate is None or not self.candidate.candidate.strip()
+
+
+class TextMessage(_Message):
+    type: Literal["text"]
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("text must not be blank")
+        return v
+
+
+class InterruptMessage(_Message):
+    type: Literal["interrupt"]
+
+
+class PingMessage(_Message):
+    type: Literal["ping"]
+    timestamp: float | None = None
+    """Echoed back in the pong, so the client can measure the round trip."""
+
+
+class EndMessage(_Message):
+    type: Literal["end"]
+
+
+ClientMessage = Annotated[
+    Union[OfferMessage, IceCandidateMessage, TextMessage, InterruptMessage, PingMessage, EndMessage],
+    Field(discriminator="type"),
+]
+CLIENT_MESSAGE_TYPES = ("offer", "ice-candidate", "text", "interrupt", "ping", "end")
+_ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+
+def _summarise(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        where = ".".join(str(p) for p in err["loc"][1:]) or "message"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_client_message(
+    raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> ClientMessage:
+    """Validate one client message; raise :class:`ProtocolError` saying what is wrong."""
+    if len(raw) > max_bytes:
+        raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE,
+                            f"message of {len(raw)} bytes exceeds the limit of {max_bytes}")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a message must be a JSON object")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a message needs a string 'type' field")
+    if kind not in CLIENT_MESSAGE_TYPES:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"bad '{kind}' message: {_summarise(exc)}") \
+            from None
+
+
+# --- server -> client -------------------------------------------------------------------------
+
+def connection_established(session_id: str, *, transport: str = "webrtc",
+                           mode: str | None = None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"type": "connection_established", "session_id": session_id,
+                           "status": "connected", "version": __version__, "transport": transport}
+    if mode is not None:
+        msg["mode"] = mode
+    return msg
+
+
+def answer(sdp: str) -> dict[str, Any]:
+    return {"type": "answer", "sdp": sdp}
+
+
+def ice_candidate(candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> dict[str, Any]:
+    return {"type": "ice-candidate",
+            "candidate": {"candidate": candidate, "sdpMid": sdp_mid,
+                          "sdpMLineIndex": sdp_mline_index}}
+
+
+def status(connection_status: str, processing_status: str) -> dict[str, Any]:
+    return {"type": "status", "connection_status": connection_status,
+            "processing_status": processing_status}
+
+
+def pong(timestamp: float | None, server_time: float) -> dict[str, Any]:
+    msg: dict[str, Any] = {"type": "pong", "server_time": server_time}
+    if timestamp is not None:
+        msg["timestamp"] = timestamp
+    return msg
+
+
+def error(code: str, message: str, *, fatal: bool = False) -> dict[str, Any]:
+    return {"type": "error", "code": code, "message": message, "fatal": fatal}

@@ -1,0 +1,262 @@
+"""One WebRTC peer connection per session: the user's audio in, the agent's audio out, and an
+optional "events" data channel that mirrors the signaling messages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.sdp import candidate_from_sdp
+from aiortc.stats import (
+    RTCInboundRtpStreamStats,
+    RTCOutboundRtpStreamStats,
+    RTCRemoteInboundRtpStreamStats,
+    RTCTransportStats,
+)
+
+from ..core.config import V3Config
+from ..services.base import AudioChunk
+from .audio_in import InboundStats, PushAudio, consume_audio_track, drain_track
+from .audio_out import OutgoingAudioTrack
+from .protocol import ErrorCode, IceCandidateInit
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "events"
+OPUS_CLOCK = 48_000
+
+
+class TransportError(Exception):
+    """A signaling step failed; ``code`` is an :class:`ErrorCode` sent back to the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class SinkProxy:
+    """The pipeline's AudioSink for a WebRTC session.
+
+    The pipeline exists before the offer (typed text works without media), so its sink is this
+    proxy: audio goes to the outgoing track once there is one, and is dropped before that.
+    """
+
+    def __init__(self) -> None:
+        self.target: OutgoingAudioTrack | None = None
+
+    async def play(self, chunk: AudioChunk) -> None:
+        if self.target is not None:
+            await self.target.play(chunk)
+
+    def clear(self) -> None:
+        if self.target is not None:
+            self.target.clear()
+
+    def queued_s(self) -> float:
+        return self.target.queued_s() if self.target is not None else 0.0
+
+    @property
+    def playback_started_at(self) -> float | None:
+        return self.target.playback_started_at if self.target is not None else None
+
+
+def rtc_configuration(config: V3Config) -> RTCConfiguration:
+    servers = [
+        RTCIceServer(urls=s.urls, username=s.username,
+                     credential=s.credential.get_secret_value() if s.credential else None)
+        for s in config.webrtc.ice_servers
+    ]
+    # An explicit empty list: aiortc's default would be a public STUN server.
+    return RTCConfiguration(iceServers=servers)
+
+
+class WebRTCSession:
+    def __init__(self, session_id: str, config: V3Config, *, push_audio: PushAudio,
+                 on_message: Callable[[str | bytes], Awaitable[None]],
+                 on_state: Callable[[str], Awaitable[None]],
+                 on_activity: Callable[[], None]) -> None:
+        self.session_id = session_id
+        self.config = config
+        self.mode = config.webrtc.mode
+        self.sink = SinkProxy()
+        self.inbound = InboundStats()
+        self._video_frames = [0]
+        self._push_audio = push_audio
+        self._on_message = on_message
+        self._on_state = on_state
+        self._on_activity = on_activity
+        self._pc: RTCPeerConnection | None = None
+        self._track: OutgoingAudioTrack | None = None
+        self._channel: RTCDataChannel | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._answered = False
+        self._closed = False
+
+    # -- signaling ----------------------------------------------------------------------------
+    async def handle_offer(self, sdp: str) -> str:
+        """Apply the client's offer; return the answer SDP (it carries our candidates)."""
+        if self._closed:
+            raise TransportError(ErrorCode.INTERNAL, "session is closed")
+        if self._answered:
+            raise TransportError(ErrorCode.DUPLICATE_OFFER,
+                                 "an offer was already answered; renegotiation is not supported")
+        if not sdp.lstrip().startswith("v=0"):
+            raise TransportError(ErrorCode.INVALID_SDP, "SDP must start with 'v=0'")
+        pc = self._new_peer_connection()
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            if any(t.kind == "audio" for t in pc.getTransceivers()):
+                self._track = OutgoingAudioTrack()
+                pc.addTrack(self._track)
+                self.sink.target = self._track
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # aiortc raises many kinds on garbage SDP
+            self.sink.target = None
+            self._track = None
+            self._pc = None
+            await pc.close()
+            raise TransportError(ErrorCode.INVALID_SDP, f"cannot use this offer: {exc}") from None
+        self._answered = True
+        return pc.localDescription.sdp
+
+    async def add_candidate(self, init: IceCandidateInit | None) -> None:
+        pc = self._pc
+        if pc is None or pc.remoteDescription is None:
+            raise TransportError(ErrorCode.NO_OFFER, "send the offer before ICE candidates")
+        text = (init.candidate if init is not None else "").strip()
+        try:
+            if not text:
+                await pc.addIceCandidate(None)  # end of candidates
+                return
+            candidate = candidate_from_sdp(text.removeprefix("candidate:"))
+            candidate.sdpMid = init.sdpMid if init is not None else None
+            candidate.sdpMLineIndex = init.sdpMLineIndex if init is not None else None
+            if candidate.sdpMid is None and candidate.sdpMLineIndex is None:
+                candidate.sdpMLineIndex = 0  # bundle: every m-line shares the first transport
+            await pc.addIceCandidate(candidate)
+        except Exception as exc:
+            raise TransportError(ErrorCode.INVALID_CANDIDATE, f"bad ICE candidate: {exc}") from None
+
+    # -- peer connection ----------------------------------------------------------------------
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session %s: transport task failed: %r", self.session_id, task.exception())
+
+    def _new_peer_connection(self) -> RTCPeerConnection:
+        pc = RTCPeerConnection(rtc_configuration(self.config))
+        self._pc = pc
+
+        @pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            if track.kind == "audio":
+                self._spawn(consume_audio_track(track, self._push_audio, self.inbound,
+                                                self._on_activity))
+            else:
+                if self.mode != "audio_video":
+                    log.info("session %s: video track ignored in %s mode", self.session_id, self.mode)
+                self._spawn(drain_track(track, self._video_frames))
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if channel.label != EVENTS_CHANNEL:
+                log.info("session %s: ignoring data channel %r", self.session_id, channel.label)
+                return
+            self._channel = channel
+
+            @channel.on("message")
+            def on_message(message: str | bytes) -> None:
+                self._on_activity()
+                self._spawn(self._on_message(message))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc is self._pc and not self._closed:
+                await self._on_state(pc.connectionState)
+
+        return pc
+
+    @property
+    def connection_state(self) -> str:
+        return self._pc.connectionState if self._pc is not None else "new"
+
+    def send_data(self, message: dict[str, Any]) -> None:
+        """Mirror a server message over the data channel when it is open."""
+        channel = self._channel
+        if channel is not None and channel.readyState == "open":
+            try:
+                channel.send(json.dumps(message))
+            except Exception as exc:  # the channel closed between the check and the send
+                log.debug("session %s: data channel send failed: %r", self.session_id, exc)
+
+    async def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mode": self.mode,
+            "connection_state": self.connection_state,
+            "ice_connection_state": self._pc.iceConnectionState if self._pc else "new",
+            "data_channel": self._channel.readyState if self._channel else None,
+            "packets_sent": 0, "bytes_sent": 0, "packets_received": 0, "bytes_received": 0,
+            "audio_packets_sent": 0, "audio_bytes_sent": 0, "audio_packets_received": 0,
+            "packets_lost": 0, "jitter_ms": None, "round_trip_time_ms": None,
+            "inbound_audio_s": round(self.inbound.seconds, 3),
+            "inbound_peak": round(self.inbound.peak, 4),
+            "outbound_queued_s": round(self._track.queued_s(), 3) if self._track else 0.0,
+            "video_frames_received": self._video_frames[0],
+        }
+        if self._pc is None:
+            return out
+        report = await self._pc.getStats()
+        for s in report.values():
+            if isinstance(s, RTCTransportStats):
+                out["packets_sent"] += s.packetsSent
+                out["bytes_sent"] += s.bytesSent
+                out["packets_received"] += s.packetsReceived
+                out["bytes_received"] += s.bytesReceived
+            elif isinstance(s, RTCOutboundRtpStreamStats) and s.kind == "audio":
+                out["audio_packets_sent"] += s.packetsSent
+                out["audio_bytes_sent"] += s.bytesSent
+            elif isinstance(s, RTCInboundRtpStreamStats) and s.kind == "audio":
+                out["audio_packets_received"] += s.packetsReceived
+                out["packets_lost"] += s.packetsLost
+                out["jitter_ms"] = round(s.jitter * 1000 / OPUS_CLOCK, 2)  # RTP clock units
+            elif isinstance(s, RTCRemoteInboundRtpStreamStats) and s.kind == "audio":
+                out["round_trip_time_ms"] = round(s.roundTripTime * 1000, 2)
+        return out
+
+    async def close(self) -> None:
+        """Release the peer connection, tracks and tasks. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.sink.target = None
+        if self._track is not None:
+            self._track.stop()
+        if self._pc is not None:
+            try:
+                await self._pc.close()
+            except Exception as exc:
+                log.warning("session %s: closing the peer connection: %r", self.session_id, exc)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._channel = None
+        self._pc = None
