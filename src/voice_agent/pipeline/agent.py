@@ -68,6 +68,8 @@ class VoicePipeline:
         self._pending = np.zeros(0, np.float32)
         self._preroll: deque[np.ndarray] = deque(maxlen=max(1, int(PREROLL_MS / self._detector.frame_ms)))
         self._stt: STTStream | None = None
+        self._utterance: list[np.ndarray] = []  # frames of the current utterance
+        self._untranscribed: list[np.ndarray] = []  # an ended utterance whose transcript isn't final yet
         self._interim_loop: asyncio.Task[None] | None = None
         self._interim_running: asyncio.Task[None] | None = None
         self._interim_again = False
@@ -137,6 +139,7 @@ class VoicePipeline:
         event = self._detector.process(frame)
         if self._stt is not None:
             self._stt.feed(frame)
+            self._utterance.append(frame)
         else:
             self._preroll.append(frame)
         if event is TurnEvent.SPEECH_START:
@@ -147,11 +150,15 @@ class VoicePipeline:
             self._on_end_of_turn()
 
     async def _on_speech_start(self) -> None:
+        carried: list[np.ndarray] = []
         if self._turn_task is not None and not self._turn_task.done():
             log.info("[%s] barge-in", self.session_id)
+            # Still transcribing the last utterance: the user only paused, so hear it all again.
+            carried = self._untranscribed
             await self.interrupt(by_speech=True)
         self._stt = self.services.stt.create_stream()
-        for f in self._preroll:
+        self._utterance = [*carried, *self._preroll]
+        for f in self._utterance:
             self._stt.feed(f)
         self._preroll.clear()
         self._latest = None
@@ -191,6 +198,7 @@ class VoicePipeline:
 
     def _on_end_of_turn(self) -> None:
         stream, self._stt = self._stt, None
+        self._untranscribed, self._utterance = self._utterance, []
         if self._interim_loop is not None:
             self._interim_loop.cancel()
         if stream is None:
@@ -219,6 +227,7 @@ class VoicePipeline:
         except ProviderError as exc:
             await self._fail(exc, metrics)
             return
+        self._untranscribed = []
         text = f"{self._carry_over} {transcript.text}".strip()
         self._carry_over = ""
         if not text:  # noise, a cough, or words Whisper could not make out: no turn
