@@ -13,6 +13,8 @@ import {
 
 /** A repeated final with the same text inside this window is a mirrored duplicate. */
 export const DUPLICATE_WINDOW_MS = 5000;
+/** A late interim that is a prefix of a final this recent is a mirrored straggler. */
+export const LATE_INTERIM_WINDOW_MS = 1500;
 
 interface LastFinal {
   text: string;
@@ -81,7 +83,7 @@ const recent = (last: LastFinal | null, text: string, at: number): boolean =>
   last !== null && last.text === text && at - last.at < DUPLICATE_WINDOW_MS;
 
 const isPrefixOfRecent = (last: LastFinal | null, text: string, at: number): boolean =>
-  last !== null && last.text.startsWith(text) && at - last.at < DUPLICATE_WINDOW_MS;
+  last !== null && last.text.startsWith(text) && at - last.at < LATE_INTERIM_WINDOW_MS;
 
 function onTranscript(s: AgentState, a: Extract<AgentAction, { kind: "transcript" }>): AgentState {
   const text = a.text.trim();

@@ -82,8 +82,23 @@ export function isTerminalClose(code: number): boolean {
 }
 
 export function errorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message || err.name;
+  if (err && typeof err === "object" && "message" in err && typeof err.message === "string") {
+    return err.message || String((err as { name?: unknown }).name ?? "Error");
+  }
   return String(err);
+}
+
+/** A readable explanation of a getUserMedia failure. */
+export function microphoneErrorMessage(err: unknown): string {
+  const name = err && typeof err === "object" && "name" in err ? String(err.name) : "";
+  if (name === "NotAllowedError" || name === "SecurityError") {
+    return "Microphone access was denied. Allow it in the browser, then retry.";
+  }
+  if (name === "NotFoundError" || name === "OverconstrainedError") {
+    return "No microphone was found. Connect one or pick another, then retry.";
+  }
+  if (name === "NotReadableError") return "The microphone is in use by another application.";
+  return `Microphone unavailable: ${errorMessage(err)}`;
 }
 
 /** Start playback; autoplay refusals are reported to the caller, not thrown. */

@@ -1,7 +1,9 @@
 // React hook: WebSocket signaling + WebRTC audio + data-channel events for the voice agent.
 // Browser APIs are injectable (options) so tests can drive it with small fakes.
 import { useCallback, useEffect, useReducer, useRef, useState } from "react";
-import { agentReducer, initialAgentState, type AgentAction } from "./agentState";
+import { agentReducer, initialAgentState } from "./agentState";
+import { eventKey, eventToAction } from "./serverEvents";
+import { closeConn, newConn, sendOn, type Conn } from "./transport";
 import {
   audioConstraints,
   backoffDelay,
@@ -9,6 +11,7 @@ import {
   defaultGetUserMedia,
   errorMessage,
   isTerminalClose,
+  microphoneErrorMessage,
   playAudio,
   waitForIceGathering,
   type GetUserMedia,
@@ -38,30 +41,6 @@ export interface VoiceAgentOptions {
   createAudioElement?: () => HTMLAudioElement;
 }
 
-interface Conn {
-  ws: WebSocket | null;
-  pc: RTCPeerConnection | null;
-  channels: RTCDataChannel[];
-  offerSent: boolean;
-  answerApplied: boolean;
-  pendingLocal: (RTCIceCandidateInit | null)[];
-  pendingRemote: RTCIceCandidateInit[];
-  timers: Set<ReturnType<typeof setTimeout>>;
-  ping: ReturnType<typeof setInterval> | null;
-}
-
-const newConn = (): Conn => ({
-  ws: null,
-  pc: null,
-  channels: [],
-  offerSent: false,
-  answerApplied: false,
-  pendingLocal: [],
-  pendingRemote: [],
-  timers: new Set(),
-  ping: null,
-});
-
 export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
   const [state, dispatch] = useReducer(agentReducer, initialAgentState);
   const [muted, setMutedState] = useState(false);
@@ -81,47 +60,13 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
   const seen = useRef<Set<string>>(new Set());
   const microphoneIdRef = useRef(microphoneId);
 
-  const send = useCallback((msg: ClientMessage): boolean => {
-    const { ws, channels } = conn.current;
-    const data = JSON.stringify(msg);
-    if (ws && ws.readyState === 1) {
-      ws.send(data);
-      return true;
-    }
-    const dc = channels.find((c) => c.readyState === "open");
-    if (dc) {
-      dc.send(data);
-      return true;
-    }
-    return false;
-  }, []);
+  const send = useCallback((msg: ClientMessage): boolean => sendOn(conn.current, msg), []);
 
   /** Close ws/pc/channels and clear timers; the microphone stays unless releaseMedia runs. */
   const closeTransport = useCallback(() => {
     gen.current += 1;
-    const c = conn.current;
+    closeConn(conn.current);
     conn.current = newConn();
-    c.timers.forEach(clearTimeout);
-    if (c.ping) clearInterval(c.ping);
-    for (const dc of c.channels) {
-      dc.onmessage = null;
-      try {
-        dc.close();
-      } catch {
-        /* already closed */
-      }
-    }
-    if (c.pc) {
-      c.pc.onicecandidate = null;
-      c.pc.ontrack = null;
-      c.pc.onconnectionstatechange = null;
-      c.pc.ondatachannel = null;
-      c.pc.close();
-    }
-    if (c.ws) {
-      c.ws.onopen = c.ws.onmessage = c.ws.onclose = c.ws.onerror = null;
-      if (c.ws.readyState === 0 || c.ws.readyState === 1) c.ws.close(1000, "client closed");
-    }
     if (audioEl.current) {
       audioEl.current.pause?.();
       audioEl.current.srcObject = null;
@@ -185,9 +130,8 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
     (raw: unknown) => {
       const msg = parseServerMessage(raw);
       if (!msg) return;
-      const key = msg.id ?? msg.seq;
-      if (key !== undefined && key !== null) {
-        const k = `${msg.type}:${String(key)}`;
+      const k = eventKey(msg);
+      if (k !== null) {
         if (seen.current.has(k)) return; // mirrored on the other channel
         seen.current.add(k);
         if (seen.current.size > 1000) seen.current = new Set([k]);
@@ -226,35 +170,17 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
           else c.pendingRemote.push(cand);
           break;
         }
-        case "transcript":
-          dispatch({ kind: "transcript", text: String(msg.text ?? ""), final: msg.final === true, at });
+        case "error":
+          if (msg.fatal === true) {
+            fail({ code: String(msg.code ?? "error"), message: String(msg.message ?? "Unknown error") });
+            break;
+          }
+          dispatch(eventToAction(msg, at)!);
           break;
-        case "ai_response":
-          dispatch({
-            kind: "reply",
-            text: String(msg.text ?? ""),
-            final: msg.final === true,
-            interrupted: msg.interrupted === true,
-            spokenText: typeof msg.spoken_text === "string" ? msg.spoken_text : null,
-            at,
-          });
-          break;
-        case "status":
-          dispatch({ kind: "status", connection: msg.connection_status, processing: msg.processing_status });
-          break;
-        case "metrics": {
-          const { type: _type, ...metrics } = msg;
-          dispatch({ kind: "metrics", metrics });
-          break;
+        default: {
+          const action = eventToAction(msg, at); // transcript, ai_response, status, metrics
+          if (action) dispatch(action);
         }
-        case "error": {
-          const error = { code: String(msg.code ?? "error"), message: String(msg.message ?? "Unknown error") };
-          if (msg.fatal === true) fail(error);
-          else dispatch({ kind: "error", error, at } satisfies AgentAction);
-          break;
-        }
-        default:
-          break; // pong and unknown types
       }
     },
     [fail, onDrop],
@@ -278,7 +204,7 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
         try {
           s = await gum(audioConstraints(o.deviceId));
         } catch (err) {
-          if (g === gen.current) fail({ code: "microphone_unavailable", message: errorMessage(err) });
+          if (g === gen.current) fail({ code: "microphone_unavailable", message: microphoneErrorMessage(err) });
           return;
         }
         if (g !== gen.current) {

@@ -1,0 +1,46 @@
+// Map a parsed server event that only changes UI state to a reducer action.
+import type { AgentAction } from "./agentState";
+import type { ServerMessage } from "../types";
+
+type Msg = ServerMessage & Record<string, unknown>;
+
+/** The action for transcript / ai_response / status / metrics / non-fatal error; else null. */
+export function eventToAction(msg: Msg, at: number): AgentAction | null {
+  switch (msg.type) {
+    case "transcript":
+      return { kind: "transcript", text: String(msg.text ?? ""), final: msg.final === true, at };
+    case "ai_response":
+      return {
+        kind: "reply",
+        text: String(msg.text ?? ""),
+        final: msg.final === true,
+        interrupted: msg.interrupted === true,
+        spokenText: typeof msg.spoken_text === "string" ? msg.spoken_text : null,
+        at,
+      };
+    case "status":
+      return {
+        kind: "status",
+        connection: typeof msg.connection_status === "string" ? msg.connection_status : undefined,
+        processing: typeof msg.processing_status === "string" ? msg.processing_status : undefined,
+      };
+    case "metrics": {
+      const { type: _type, ...metrics } = msg;
+      return { kind: "metrics", metrics };
+    }
+    case "error":
+      return {
+        kind: "error",
+        error: { code: String(msg.code ?? "error"), message: String(msg.message ?? "Unknown error") },
+        at,
+      };
+    default:
+      return null;
+  }
+}
+
+/** Key for id/seq based de-duplication of mirrored events, or null when the event has none. */
+export function eventKey(msg: Msg): string | null {
+  const key = msg.id ?? msg.seq;
+  return key === undefined || key === null ? null : `${msg.type}:${String(key)}`;
+}
