@@ -1,0 +1,84 @@
+"""Build the providers the configuration names, then load and warm them off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from voice_agent.core.config import V3Config
+from voice_agent.services.base import LLMService, STTService, TTSService, VADFactory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    stt: STTService
+    llm: LLMService
+    tts: TTSService
+    vad: VADFactory
+
+    def close(self) -> None:
+        for service in (self.stt, self.llm, self.tts):
+            try:
+                service.close()
+            except Exception:  # closing must never mask the error that led here
+                log.exception("closing %s failed", service.name)
+
+
+def build_services(config: V3Config) -> Services:
+    """Instantiate (not load) the providers selected by ``config``; imports stay lazy."""
+    from voice_agent.services.stt_whisper import WhisperSTT
+    from voice_agent.services.vad_silero import SileroVADFactory
+
+    stt: STTService = WhisperSTT(config)
+
+    if config.ai.provider == "llamacpp":
+        from voice_agent.services.llm_llamacpp import LlamaCppLLM
+
+        llm: LLMService = LlamaCppLLM(config)
+    else:
+        raise NotImplementedError(
+            f"LLM provider {config.ai.provider!r} is not implemented yet; "
+            "use ai.provider = 'llamacpp' (VOICE_AGENT_AI__PROVIDER=llamacpp)")
+
+    tts: TTSService
+    if config.voice.provider == "piper":
+        from voice_agent.services.tts_piper import PiperTTS
+
+        tts = PiperTTS(config)
+    else:
+        from voice_agent.services.tts_espeak import EspeakTTS
+
+        tts = EspeakTTS(config)
+
+    return Services(stt=stt, llm=llm, tts=tts, vad=SileroVADFactory(config))
+
+
+def _load_one(what: str, load: Callable[[], None], warmup: Callable[[], None] | None) -> None:
+    t0 = time.perf_counter()
+    load()
+    t1 = time.perf_counter()
+    if warmup is not None:
+        warmup()
+    t2 = time.perf_counter()
+    log.info("%s loaded in %.2f s, warmed up in %.2f s", what, t1 - t0, t2 - t1)
+
+
+async def load_services(services: Services, *, warmup: bool = True) -> None:
+    """Load every provider in a worker thread, one after another.
+
+    Sequential on purpose: on 2 cores parallel loads only fight for the CPU and the disk, and
+    the order (VAD, STT, TTS, LLM: small to large) surfaces a missing model quickly.
+    """
+    t0 = time.perf_counter()
+    vad_load = getattr(services.vad, "load", None)
+    if callable(vad_load):
+        await asyncio.to_thread(_load_one, f"vad {services.vad.name}", vad_load, None)
+    for service in (services.stt, services.tts, services.llm):
+        await asyncio.to_thread(_load_one, f"{type(service).__name__} ({service.name})",
+                                service.load, service.warmup if warmup else None)
+    log.info("all services ready in %.2f s", time.perf_counter() - t0)

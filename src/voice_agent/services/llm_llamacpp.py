@@ -1,0 +1,200 @@
+"""A GGUF model run in-process by llama.cpp (xllamacpp), streamed token by token.
+
+``Server.handle_chat_completions`` blocks until the reply is done, calling back with each chunk;
+the callback returning True stops generation. Each reply runs in its own thread (not the shared
+to_thread pool, which several waiting sessions could exhaust) and hands pieces to the event loop.
+One model copy serves every session: replies are queued behind a lock, and one slot
+(``n_parallel=1``) keeps the system prompt's KV cache warm between turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from voice_agent.core.config import V3Config
+from voice_agent.services.base import ChatMessage, LLMService
+from voice_agent.services.errors import ProviderError
+from voice_agent.services.models import model_path
+
+if TYPE_CHECKING:
+    import xllamacpp
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class GenerationStats:
+    """What the last reply cost; ``stop_latency_s`` is set when it was cancelled."""
+
+    first_token_s: float | None = None
+    tokens: int = 0
+    tokens_per_s: float | None = None
+    cached_prompt_tokens: int | None = None
+    stop_latency_s: float | None = None
+    """From the stop request to llama.cpp returning (the model is free again)."""
+
+
+class _Done:
+    """End-of-stream marker put on the queue by the worker thread."""
+
+
+_DONE = _Done()
+
+
+class LlamaCppLLM(LLMService):
+    name = "llamacpp"
+
+    def __init__(self, config: V3Config) -> None:
+        self._config = config
+        self._server: xllamacpp.Server | None = None
+        self._lock = threading.Lock()  # one generation at a time on the one model copy
+        self.path: Path | None = None
+        self.last_stats = GenerationStats()
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def load(self) -> None:
+        import xllamacpp
+
+        ai = self._config.ai
+        self.path = model_path(self._config, "llm", prepare_missing=True)
+        params = xllamacpp.CommonParams()
+        params.model.path = str(self.path)
+        params.n_ctx = ai.context_size
+        params.n_parallel = 1  # one slot: every call reuses the system prompt's cached tokens
+        params.cpuparams.n_threads = ai.threads
+        params.cpuparams_batch.n_threads = ai.threads
+        params.use_jinja = True  # the GGUF's own chat template
+        params.cache_prompt = True
+        params.verbosity = 0  # llama.cpp is chatty on stderr otherwise
+        try:
+            self._server = xllamacpp.Server(params)
+        except Exception as exc:
+            raise ProviderError(self.name, f"cannot load {self.path}: {exc}",
+                                retryable=False) from exc
+
+    def warmup(self) -> None:
+        """One short reply after the system prompt, which leaves that prompt in the KV cache."""
+        msgs = [ChatMessage("system", self._config.ai.system_prompt), ChatMessage("user", "Hi")]
+        self._generate(msgs, 2, threading.Event(), lambda _piece: None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._server = None  # the Server frees the model when its last reference goes
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no reply is running (True), or ``timeout`` passes (False)."""
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        self._lock.release()
+        return True
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def _request(self, messages: list[ChatMessage], max_tokens: int) -> dict[str, Any]:
+        return {
+            "messages": [m.as_dict() for m in messages],
+            "stream": True,
+            "max_tokens": max_tokens,
+            "temperature": self._config.ai.temperature,
+            "cache_prompt": True,
+        }
+
+    def _generate(self, messages: list[ChatMessage], max_tokens: int, stop: threading.Event,
+                  emit: Callable[[str], None]) -> None:
+        """Blocking: run one reply, calling ``emit(text)`` per piece, until done or ``stop``."""
+        stats = GenerationStats()
+        errors: list[str] = []
+        t0 = time.perf_counter()
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            if stop.is_set():
+                return True
+            if "error" in chunk:
+                err = chunk["error"]
+                errors.append(err.get("message", str(err)) if isinstance(err, dict) else str(err))
+                return True
+            for choice in chunk.get("choices", ()):
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    if stats.first_token_s is None:
+                        stats.first_token_s = time.perf_counter() - t0
+                    stats.tokens += 1
+                    emit(piece)
+            timings = chunk.get("timings")
+            if timings:
+                stats.tokens_per_s = timings.get("predicted_per_second")
+                stats.cached_prompt_tokens = timings.get("cache_n")
+            return stop.is_set()
+
+        with self._lock:
+            if stop.is_set():  # cancelled while queued: never start
+                return
+            server = self._server
+            if server is None:
+                raise ProviderError(self.name, "model not loaded", retryable=False)
+            try:
+                server.handle_chat_completions(self._request(messages, max_tokens), on_chunk)
+            except Exception as exc:
+                raise ProviderError(self.name, f"generation failed: {exc}") from exc
+            finally:
+                if stop.is_set() and stats.stop_latency_s is None:
+                    stop_at = getattr(stop, "at", None)
+                    if stop_at is not None:
+                        stats.stop_latency_s = time.perf_counter() - stop_at
+                self.last_stats = stats
+        if errors:
+            raise ProviderError(self.name, errors[0], retryable=False)
+
+    async def stream(self, messages: list[ChatMessage], *,
+                     max_tokens: int | None = None) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | BaseException | _Done] = asyncio.Queue()
+        stop = _StopEvent()
+        limit = max_tokens or self._config.ai.max_tokens
+
+        def put(item: str | BaseException | _Done) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the loop closed under us: nobody is listening
+                stop.set()
+
+        def work() -> None:
+            try:
+                self._generate(messages, limit, stop, put)
+            except BaseException as exc:  # handed to the consumer, which re-raises
+                put(exc)
+            finally:
+                put(_DONE)
+
+        threading.Thread(target=work, name="llm-generate", daemon=True).start()
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _Done):
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            # Closing or cancelling the consumer lands here: the callback sees the flag on the
+            # next token (~60 ms on 2 cores) and llama.cpp returns, freeing the model.
+            stop.set()
+
+
+class _StopEvent(threading.Event):
+    """An Event that remembers when it was first set (for the stop-latency measurement)."""
+
+    at: float | None = None
+
+    def set(self) -> None:
+        if self.at is None:
+            self.at = time.perf_counter()
+        super().set()

@@ -1,0 +1,87 @@
+"""Piper neural text to speech (ONNX), one audio chunk per sentence.
+
+Piper's own ``synthesize`` is a generator that phonemizes the text and makes each sentence's audio
+on demand; stepping it one sentence at a time in a worker thread yields the first sentence
+(~90 ms) while later ones are still text, and closing our generator simply stops stepping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from voice_agent.core.config import V3Config
+from voice_agent.services.base import AudioChunk, TTSService
+from voice_agent.services.errors import ProviderError
+from voice_agent.services.models import model_path
+
+if TYPE_CHECKING:
+    from piper import PiperVoice, SynthesisConfig
+    from piper.voice import AudioChunk as PiperChunk
+
+
+class PiperTTS(TTSService):
+    name = "piper"
+    sample_rate = 22_050
+
+    def __init__(self, config: V3Config) -> None:
+        self._config = config
+        self._voice: PiperVoice | None = None
+        self._syn: SynthesisConfig | None = None
+        # espeak-ng's phonemizer inside piper keeps global state: one sentence at a time.
+        self._lock = threading.Lock()
+        self.path: Path | None = None
+
+    def load(self) -> None:
+        from piper import PiperVoice, SynthesisConfig
+
+        self.path = model_path(self._config, "tts", prepare_missing=True)
+        config_file = self.path.with_name(self.path.name + ".json")
+        try:
+            voice = PiperVoice.load(self.path, config_path=config_file)
+        except Exception as exc:
+            raise ProviderError(self.name, f"cannot load voice {self.path}: {exc}",
+                                retryable=False) from exc
+        self.sample_rate = int(voice.config.sample_rate)
+        # speed 2.0 halves phoneme durations: length_scale is the inverse of the speaking rate.
+        self._syn = SynthesisConfig(length_scale=voice.config.length_scale / self._config.voice.speed)
+        self._voice = voice
+
+    def warmup(self) -> None:
+        for _ in self._sentences("Hello."):
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._voice = None
+
+    def _sentences(self, text: str) -> Iterator[PiperChunk]:
+        if self._voice is None:
+            raise ProviderError(self.name, "voice not loaded", retryable=False)
+        return iter(self._voice.synthesize(text, self._syn))
+
+    def _next(self, it: Iterator[PiperChunk]) -> PiperChunk | None:
+        with self._lock:
+            try:
+                return next(it, None)
+            except Exception as exc:
+                raise ProviderError(self.name, f"synthesis failed: {exc}") from exc
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        if not text.strip():
+            return
+        it = self._sentences(text)
+        # Closing this generator just stops stepping ``it``: piper's generator holds no native
+        # resources, so dropping it is enough (and a sentence in flight finishes in its thread).
+        while True:
+            chunk = await asyncio.to_thread(self._next, it)
+            if chunk is None:
+                return
+            pcm = np.ascontiguousarray(chunk.audio_int16_array, dtype=np.int16).reshape(-1)
+            if len(pcm):
+                yield AudioChunk(pcm=pcm, sample_rate=int(chunk.sample_rate))
