@@ -11,9 +11,11 @@ interface Props {
 }
 
 export function Conversation({ history, transcript, interimTranscript, aiResponse, processing }: Props) {
-  const endRef = useRef<HTMLDivElement>(null);
+  const listRef = useRef<HTMLOListElement>(null);
+  // Keep the newest message in view.
   useEffect(() => {
-    endRef.current?.scrollIntoView?.({ block: "end", behavior: "smooth" });
+    const el = listRef.current;
+    if (el) el.scrollTop = el.scrollHeight;
   }, [history.length, interimTranscript, aiResponse]);
 
   const last = history[history.length - 1];
@@ -25,7 +27,7 @@ export function Conversation({ history, transcript, interimTranscript, aiRespons
       <div className="card-head">
         <h2 id="conv-title">Conversation</h2>
       </div>
-      <ol className="history" data-testid="history" aria-label="Conversation history">
+      <ol ref={listRef} className="history" data-testid="history" aria-label="Conversation history">
         {history.length === 0 && !interimTranscript && !streaming && (
           <li className="muted empty">Press Start and say something, or type a message below.</li>
         )}
@@ -52,7 +54,6 @@ export function Conversation({ history, transcript, interimTranscript, aiRespons
           </li>
         )}
       </ol>
-      <div ref={endRef} />
       <div className="live-grid">
         <div className="live">
           <span className="live-label">You said</span>

@@ -47,7 +47,9 @@ export function LatencyPanel({ metrics }: { metrics: TurnMetrics | null }) {
             <span className="latency-value" data-testid="latency-value">
               {headline === null ? "n/a" : fmt(headline)}
             </span>
-            <span className="latency-caption">heard to first audio</span>
+            <span className="latency-caption">
+              {headlineKey === "voice_to_voice_ms" ? "voice to voice" : "end of speech to first audio"}
+            </span>
           </div>
           {stages.length > 0 && (
             <dl className="stages">

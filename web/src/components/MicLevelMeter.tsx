@@ -21,7 +21,7 @@ export function MicLevelMeter({ level, active, muted }: Props) {
         data-testid="mic-level"
         data-level={pct}
       >
-        <div className="meter-fill" style={{ transform: `scaleX(${pct / 100})` }} />
+        <div className="meter-fill" style={{ clipPath: `inset(0 ${100 - pct}% 0 0)` }} />
       </div>
     </div>
   );

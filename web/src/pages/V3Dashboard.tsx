@@ -31,7 +31,9 @@ export function V3Dashboard({ agentOptions }: { agentOptions?: VoiceAgentOptions
         </div>
         <div className="session">
           <span className="muted">Session</span>{" "}
-          <code data-testid="session-id">{agent.sessionId ?? "none"}</code>
+          <code data-testid="session-id" className={agent.sessionId ? "" : "none"} title={agent.sessionId ?? undefined}>
+            {agent.sessionId ?? "none"}
+          </code>
           {agent.version && <span className="muted version">v{agent.version}</span>}
         </div>
       </header>
