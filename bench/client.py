@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import fractions
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -222,6 +223,7 @@ class BenchClient:
         self._transcript = ""
         self._reply = ""
         self.closed_at: float | None = None
+        self.answer_ips: list[str] = []  # addresses in the server's ICE candidates
 
     async def connect(self, timeout_s: float = 15.0) -> None:
         import websockets
@@ -253,6 +255,7 @@ class BenchClient:
         await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers candidates
         await self.send({"type": "offer", "sdp": self.pc.localDescription.sdp})
         answer = await asyncio.wait_for(self._answer, timeout_s)
+        self.answer_ips = sorted(set(re.findall(r"a=candidate:\S+ \d+ \S+ \d+ (\S+) ", answer)))
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
         await asyncio.wait_for(connected.wait(), timeout_s)
         self.media_ms = (time.monotonic() - t1) * 1000

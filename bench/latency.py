@@ -1,0 +1,211 @@
+"""`voice-agent bench latency`: voice-to-voice latency at a real WebRTC client.
+
+For each pipeline mode (streaming, then the naive baseline on the same questions) a fresh server
+subprocess is started; N turns are spoken per session, with 1, 2, 4... concurrent sessions as asked.
+The report (docs/benchmarks.md) is overwritten on every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from voice_agent.core.config import V3Config
+
+from .client import BenchClient, TurnResult, loopback_only
+from .report import render_report, render_table
+from .server_proc import ServerProcess
+from .speech_set import QUESTIONS, SpeechItem, make_speech_set
+from .transport_probe import one_way_latency_ms
+
+TURN_TIMEOUT_S = 30.0
+BETWEEN_TURNS_S = 0.5
+HTTP_ENDPOINTS = ("/v3/health", "/v3/sessions", "/v3/config")
+
+
+@dataclass
+class SessionOps:
+    connect_ms: float | None = None  # socket open → connection_established
+    media_ms: float | None = None  # offer sent → peer connection connected
+    end_closed_ms: float | None = None  # "end" sent → server closed the socket
+    end_gone_ms: float | None = None  # "end" sent → session absent from GET /v3/sessions
+    answer_ips: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass
+class RunResult:
+    mode: str
+    sessions: int
+    turns: list[TurnResult] = field(default_factory=list)
+    ops: list[SessionOps] = field(default_factory=list)
+    wall_s: float = 0.0
+    server_cpu_s: float = 0.0
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    ready_s: float | None = None
+    mem_ready_kb: dict[str, int] = field(default_factory=dict)
+    mem_end_kb: dict[str, int] = field(default_factory=dict)
+    runs: list[RunResult] = field(default_factory=list)
+    http_ms: dict[str, list[float]] = field(default_factory=dict)
+    error: str = ""
+
+
+async def _wait_gone(http: httpx.AsyncClient, session_id: str, t0: float,
+                     timeout_s: float = 5.0) -> float | None:
+    """Poll /v3/sessions until ``session_id`` is no longer listed; ms since ``t0``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            r = await http.get("/v3/sessions")
+            if r.status_code == 200 and all(s.get("session_id") != session_id for s in r.json()):
+                return round((time.monotonic() - t0) * 1000, 1)
+        await asyncio.sleep(0.005)
+    return None
+
+
+async def _one_session(base_url: str, items: list[SpeechItem], turns: int, offset: int,
+                       http: httpx.AsyncClient) -> tuple[list[TurnResult], SessionOps]:
+    client = BenchClient(base_url)
+    ops = SessionOps()
+    results: list[TurnResult] = []
+    try:
+        await client.connect()
+        ops.connect_ms = round(client.connect_ms or 0, 1)
+        ops.media_ms = round(client.media_ms or 0, 1)
+        ops.answer_ips = client.answer_ips
+        for t in range(turns):
+            item = items[(t + offset) % len(items)]
+            results.append(await client.turn(item, timeout_s=TURN_TIMEOUT_S))
+            await asyncio.sleep(BETWEEN_TURNS_S)
+        t0 = time.monotonic()
+        gone = asyncio.create_task(_wait_gone(http, client.session_id, t0))
+        closed = await client.end()
+        ops.end_closed_ms = round(closed, 1) if closed is not None and closed >= 0 else None
+        ops.end_gone_ms = await gone
+    except Exception as exc:  # a session that cannot start fails all its remaining turns
+        ops.error = f"{type(exc).__name__}: {exc}"
+        results += [TurnResult(question=items[(t + offset) % len(items)].text, ok=False,
+                               error=ops.error) for t in range(len(results), turns)]
+    finally:
+        await client.close()
+    return results, ops
+
+
+async def _run_sessions(server: ServerProcess, items: list[SpeechItem], turns: int,
+                        sessions: int) -> RunResult:
+    run = RunResult(mode=server.mode, sessions=sessions)
+    cpu0, t0 = server.cpu_s(), time.monotonic()
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=5.0) as http:
+        # All sessions speak at once: the worst case for the shared models.
+        done = await asyncio.gather(*(_one_session(server.base_url, items, turns, i * 3, http)
+                                      for i in range(sessions)))
+    for results, ops in done:
+        run.turns += results
+        run.ops.append(ops)
+    run.wall_s = round(time.monotonic() - t0, 1)
+    run.server_cpu_s = round(server.cpu_s() - cpu0, 1)
+    return run
+
+
+async def _http_latency(base_url: str, requests: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as http:
+        for path in HTTP_ENDPOINTS:
+            with contextlib.suppress(httpx.HTTPError):
+                await http.get(path)  # warm the connection and any lazy imports
+            times: list[float] = []
+            for _ in range(requests):
+                t0 = time.monotonic()
+                try:
+                    r = await http.get(path)
+                    if r.status_code == 200:
+                        times.append(round((time.monotonic() - t0) * 1000, 2))
+                except httpx.HTTPError:
+                    pass
+            out[path] = times
+    return out
+
+
+def _env_overrides(args: argparse.Namespace) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if getattr(args, "stt_model", None):
+        env["VOICE_AGENT_STT__MODEL"] = args.stt_model
+    if getattr(args, "llm_model", None):
+        env["VOICE_AGENT_AI__MODEL"] = args.llm_model
+    return env
+
+
+async def _bench_mode(mode: str, args: argparse.Namespace, items: list[SpeechItem],
+                      session_counts: list[int], http_requests: int) -> ModeResult:
+    result = ModeResult(mode=mode)
+    server = ServerProcess(mode, _env_overrides(args), config_file=getattr(args, "config", None),
+                           max_sessions=max(4, max(session_counts) + 1))
+    print(f"[{mode}] starting the server on {server.base_url} ...", flush=True)
+    try:
+        await asyncio.to_thread(server.start)
+        result.ready_s = round(server.ready_s or 0, 1)
+        result.mem_ready_kb = server.memory_kb()
+        if http_requests:
+            result.http_ms = await _http_latency(server.base_url, http_requests)
+        for n in session_counts:
+            print(f"[{mode}] {n} session(s) x {args.turns} turns ...", flush=True)
+            run = await _run_sessions(server, items, args.turns, n)
+            ok = [t for t in run.turns if t.ok]
+            print(f"[{mode}]   {len(ok)}/{len(run.turns)} turns ok in {run.wall_s} s", flush=True)
+            for t in run.turns:
+                if not t.ok:
+                    print(f"[{mode}]   failed: {t.question!r}: {t.error}", flush=True)
+            result.runs.append(run)
+        result.mem_end_kb = server.memory_kb()
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+        print(f"[{mode}] error: {result.error}", file=sys.stderr, flush=True)
+    finally:
+        await asyncio.to_thread(server.stop)
+        if result.error and server.last_log:
+            print(server.last_log[-3000:], file=sys.stderr)
+    return result
+
+
+async def _bench(config: V3Config, args: argparse.Namespace) -> dict[str, Any]:
+    loopback_only()
+    quick = bool(getattr(args, "quick", False))
+    questions = tuple(q for q in QUESTIONS if len(q) < 40) if quick else QUESTIONS
+    with tempfile.TemporaryDirectory(prefix="va-bench-speech-") as tmp:
+        items = await asyncio.to_thread(make_speech_set, Path(tmp), questions)
+        print(f"transport probe (two aiortc peers on loopback) ...", flush=True)
+        probe = await one_way_latency_ms(bursts=5 if quick else 20)
+        modes = [await _bench_mode("streaming", args, items, args.sessions, 10 if quick else 50)]
+        if not args.no_baseline:
+            # The baseline runs one session: it is the reference, not a load test.
+            modes.append(await _bench_mode("naive", args, items, [1], 0))
+    return {"probe_ms": probe, "modes": modes, "items": items, "config": config}
+
+
+def run_latency(config: V3Config, args: argparse.Namespace) -> int:
+    started = time.time()
+    data = asyncio.run(_bench(config, args))
+    modes: list[ModeResult] = data["modes"]
+    table = render_table(modes, data["probe_ms"])
+    print(table)
+    report = render_report(modes, data["probe_ms"], data["items"], args=args, started=started,
+                           config=config)
+    path = Path(args.report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report)
+    print(f"report written to {path}")
+    streaming_ok = any(t.ok for m in modes if m.mode == "streaming" for r in m.runs for t in r.turns)
+    return 0 if streaming_ok and not any(m.error for m in modes) else 1

@@ -1,0 +1,278 @@
+"""Figures from the bench results: the console table and the markdown report."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from voice_agent.core.config import V3Config
+
+    from .latency import ModeResult, RunResult
+    from .speech_set import SpeechItem
+
+STAGES = (  # server metrics, in the order a turn passes them (pipeline/metrics.py)
+    ("end_of_turn_delay_ms", "end of speech → end of turn (VAD silence wait)"),
+    ("stt_ms", "end of turn → final transcript"),
+    ("llm_first_token_ms", "final transcript → first LLM token"),
+    ("first_sentence_ms", "first token → first speakable clause"),
+    ("tts_first_audio_ms", "clause → first TTS audio"),
+    ("transport_ms", "first TTS audio → first frame sent (server queue)"),
+    ("end_of_speech_to_first_audio_ms", "server total: end of speech → first frame sent"),
+    ("reply_total_ms", "end of speech → whole reply generated"),
+)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(float(np.percentile(vals, q)), 1) if vals else None
+
+
+def fmt(v: float | None, unit: str = "") -> str:
+    return "—" if v is None else f"{v:.0f}{unit}" if abs(v) >= 10 else f"{v:.1f}{unit}"
+
+
+def _v2v(run: RunResult) -> list[float]:
+    return [t.v2v_ms for t in run.turns if t.ok and t.v2v_ms is not None]
+
+
+def _stage(run: RunResult, key: str) -> list[float]:
+    return [t.metrics[key] for t in run.turns if t.ok and t.metrics.get(key) is not None]
+
+
+def _residual(run: RunResult) -> list[float]:
+    """Client v2v − server total: both network legs + the client's playout position."""
+    return [t.v2v_ms - t.metrics["end_of_speech_to_first_audio_ms"] for t in run.turns
+            if t.ok and t.v2v_ms is not None
+            and t.metrics.get("end_of_speech_to_first_audio_ms") is not None]
+
+
+def _single(modes: list[ModeResult], mode: str) -> RunResult | None:
+    for m in modes:
+        if m.mode == mode:
+            for r in m.runs:
+                if r.sessions == 1:
+                    return r
+    return None
+
+
+def _mb(kb: dict[str, int], key: str) -> str:
+    return f"{kb[key] / 1024:.0f} MB" if key in kb else "—"
+
+
+def v2v_rows(modes: list[ModeResult]) -> list[str]:
+    rows = ["| mode | sessions | turns ok | p50 | p95 | max | mean | server CPU s/turn |",
+            "|---|---|---|---|---|---|---|---|"]
+    for m in modes:
+        for r in m.runs:
+            v = _v2v(r)
+            ok = len(v)
+            cpu = r.server_cpu_s / ok if ok else None
+            mean = round(float(np.mean(v)), 1) if v else None
+            rows.append(f"| {m.mode} | {r.sessions} | {ok}/{len(r.turns)} | {fmt(pct(v, 50), ' ms')} "
+                        f"| {fmt(pct(v, 95), ' ms')} | {fmt(max(v) if v else None, ' ms')} "
+                        f"| {fmt(mean, ' ms')} | {fmt(cpu, ' s')} |")
+    return rows
+
+
+def ratio_line(modes: list[ModeResult]) -> str:
+    s, n = _single(modes, "streaming"), _single(modes, "naive")
+    if s is None or n is None or not _v2v(s) or not _v2v(n):
+        return "Baseline not run (or no successful turns)."
+    p50 = (pct(_v2v(n), 50) or 0) / (pct(_v2v(s), 50) or 1)
+    p95 = (pct(_v2v(n), 95) or 0) / (pct(_v2v(s), 95) or 1)
+    return (f"Naive baseline / streaming, 1 session: p50 {fmt(pct(_v2v(n), 50))} / "
+            f"{fmt(pct(_v2v(s), 50))} ms = **{p50:.2f}×**; p95 {fmt(pct(_v2v(n), 95))} / "
+            f"{fmt(pct(_v2v(s), 95))} ms = **{p95:.2f}×**.")
+
+
+def stage_rows(modes: list[ModeResult]) -> list[str]:
+    runs = [(m.mode, r) for m in modes for r in m.runs]
+    head = "| stage (server metrics, median ms) | " + " | ".join(
+        f"{mode} ×{r.sessions}" for mode, r in runs) + " |"
+    rows = [head, "|---|" + "---|" * len(runs)]
+    for key, label in STAGES:
+        rows.append(f"| `{key}`: {label} | " + " | ".join(
+            fmt(pct(_stage(r, key), 50)) for _, r in runs) + " |")
+    rows.append("| client v2v − server total (network both ways + playout position) | " + " | ".join(
+        fmt(pct(_residual(r), 50)) for _, r in runs) + " |")
+    rows.append("| **client voice-to-voice** | " + " | ".join(
+        f"**{fmt(pct(_v2v(r), 50))}**" for _, r in runs) + " |")
+    rows.append("| transcript from the pause reused (no STT after end of turn) | " + " | ".join(
+        f"{sum(1 for t in r.turns if t.metrics.get('transcript_reused'))}/{len(_v2v(r))}"
+        for _, r in runs) + " |")
+    return rows
+
+
+def stall_rows(modes: list[ModeResult]) -> list[str]:
+    rows = ["| mode | sessions | replies | frame-arrival gaps > 200 ms | max frame gap | "
+            "silent runs > 200 ms inside replies | their median |", "|---|---|---|---|---|---|---|"]
+    for m in modes:
+        for r in m.runs:
+            ok = [t for t in r.turns if t.ok]
+            gaps = [g for t in ok for g in t.audio_gaps_ms]
+            rows.append(f"| {m.mode} | {r.sessions} | {len(ok)} | {sum(t.frame_stalls for t in ok)} "
+                        f"| {fmt(max((t.max_frame_gap_ms for t in ok), default=None), ' ms')} "
+                        f"| {len(gaps)} | {fmt(pct(gaps, 50), ' ms')} |")
+    return rows
+
+
+def ops_rows(modes: list[ModeResult]) -> list[str]:
+    rows = ["| mode | sessions | connect → connection_established | offer → ICE+DTLS connected "
+            "| end → socket closed | end → gone from /v3/sessions | server ICE addresses |",
+            "|---|---|---|---|---|---|---|"]
+    for m in modes:
+        for r in m.runs:
+            def med(attr: str) -> str:
+                return fmt(pct([getattr(o, attr) for o in r.ops if getattr(o, attr) is not None], 50), " ms")
+            ips = sorted({ip for o in r.ops for ip in o.answer_ips})
+            rows.append(f"| {m.mode} | {r.sessions} | {med('connect_ms')} | {med('media_ms')} "
+                        f"| {med('end_closed_ms')} | {med('end_gone_ms')} | {', '.join(ips) or '—'} |")
+    return rows
+
+
+def http_rows(modes: list[ModeResult]) -> list[str]:
+    rows = ["| endpoint | requests | median | p95 |", "|---|---|---|---|"]
+    for m in modes:
+        for path, times in m.http_ms.items():
+            rows.append(f"| GET {path} | {len(times)} | {fmt(pct(times, 50), ' ms')} "
+                        f"| {fmt(pct(times, 95), ' ms')} |")
+    return rows
+
+
+def memory_rows(modes: list[ModeResult]) -> list[str]:
+    rows = ["| mode | models loaded in | RSS when ready | RSS at the end | peak (VmHWM) |",
+            "|---|---|---|---|---|"]
+    for m in modes:
+        rows.append(f"| {m.mode} | {fmt(m.ready_s, ' s')} | {_mb(m.mem_ready_kb, 'VmRSS')} "
+                    f"| {_mb(m.mem_end_kb, 'VmRSS')} | {_mb(m.mem_end_kb or m.mem_ready_kb, 'VmHWM')} |")
+    return rows
+
+
+def render_table(modes: list[ModeResult], probe_ms: list[float]) -> str:
+    lines = ["", "voice-to-voice at the client (end of speech sent → first agent sample heard)"]
+    lines += v2v_rows(modes) + ["", ratio_line(modes), ""] + stage_rows(modes) + [""]
+    lines += [f"aiortc one-way audio latency on loopback: p50 {fmt(pct(probe_ms, 50))} ms, "
+              f"p95 {fmt(pct(probe_ms, 95))} ms ({len(probe_ms)} bursts)", ""]
+    lines += memory_rows(modes) + [""] + stall_rows(modes) + [""] + ops_rows(modes) + [""]
+    lines += http_rows(modes)
+    return "\n".join(lines)
+
+
+def _machine() -> str:
+    cpu = platform.processor() or "?"
+    ram = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                ram = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu}, {ram} RAM, " \
+           f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def _git() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return head + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def _turn_rows(modes: list[ModeResult]) -> list[str]:
+    rows = ["| mode | question | heard as | v2v | reply (start) |", "|---|---|---|---|---|"]
+    for m in modes:
+        for r in m.runs[:1]:
+            for t in r.turns:
+                reply = (t.reply[:70] + "…") if len(t.reply) > 70 else t.reply
+                rows.append(f"| {m.mode} | {t.question} | {t.transcript or t.error or '—'} "
+                            f"| {fmt(t.v2v_ms, ' ms')} | {reply.replace('|', '/')} |")
+    return rows
+
+
+def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[SpeechItem], *,
+                  args: argparse.Namespace, started: float, config: V3Config) -> str:
+    cmd = "voice-agent " + " ".join(sys.argv[1:]) if sys.argv[1:] else "voice-agent bench latency"
+    when = dt.datetime.fromtimestamp(started, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    s = _single(modes, "streaming")
+    transport_med = pct(_stage(s, "transport_ms"), 50) if s else None
+    residual = pct(_residual(s), 50) if s else None
+    env = ", ".join(f"{k}={v}" for k, v in sorted(_overrides(args).items())) or "defaults"
+    speech = [round(i.speech_end_s - 0.3, 1) for i in items]
+    out = [
+        "# Benchmarks", "",
+        "Written by `voice-agent bench latency` (bench/latency.py); every run overwrites this page.", "",
+        f"- Command: `{cmd}`",
+        f"- Date: {when}; git commit {_git()}",
+        f"- Machine: {_machine()}; no GPU",
+        f"- Models: STT whisper `{getattr(args, 'stt_model', None) or config.stt.model}`, "
+        f"LLM `{getattr(args, 'llm_model', None) or config.ai.model}` "
+        f"(max {config.ai.max_tokens} tokens), TTS `{config.voice.provider}` `{config.voice.voice}`; "
+        f"end-of-turn silence {config.stt.end_of_turn_silence_ms} ms; bench overrides: {env}",
+        f"- Input: {len(items)} espeak-ng questions at 48 kHz ({min(speech)}–{max(speech)} s of speech), "
+        f"{args.turns} turns per session, cycled; a turn fails after 30 s.", "",
+        "## How it is measured",
+        "The server runs as a subprocess (`voice-agent serve` on 127.0.0.1, a free port, "
+        "`VOICE_AGENT_PIPELINE__MODE=streaming` or `naive`). Each session is a real aiortc peer "
+        "(bench/client.py) with ICE on 127.0.0.1 only (both processes' aioice host addresses are "
+        "patched; the last table lists the addresses the server offered). The client plays the "
+        "question in 20 ms Opus frames paced on an absolute clock, then silence. **Voice-to-voice** "
+        "= the `time.monotonic()` at which the frame holding the last speech sample (found from the "
+        "WAV's energy, before its trailing pad) was handed to the encoder → the arrival time of the "
+        "first agent sample above −40 dBFS (frame arrival + its offset in the frame at 48 kHz). "
+        "It includes both network legs and aiortc's receive jitter buffer, but no sound-card "
+        "playout buffer. Sessions in a run speak at the same time (the worst case).", "",
+        "## Voice-to-voice at the client", *v2v_rows(modes), "", ratio_line(modes), "",
+        "## Where the time goes", *stage_rows(modes), "",
+        "Server stages come from the `metrics` events (one clock inside the server). The server's "
+        "`speech_end` is the VAD's estimate (end of turn minus the silence run), so the "
+        "client-minus-server residual holds both network legs plus VAD frame rounding.", "",
+        "## Transport (one-way audio latency)",
+        f"- aiortc ↔ aiortc on loopback, measured in one process with one clock (bench/transport_probe.py, "
+        f"tone bursts): p50 **{fmt(pct(probe_ms, 50))} ms**, p95 {fmt(pct(probe_ms, 95))} ms, "
+        f"{len(probe_ms)} bursts. Most of it is aiortc's audio jitter buffer, which holds 4 packets "
+        "(80 ms) before it releases the first one.",
+        f"- Inside the server, first TTS audio → first frame sent (`transport_ms`): median "
+        f"{fmt(transport_med)} ms.",
+        f"- Client v2v − server total (both legs): median {fmt(residual)} ms, i.e. about "
+        f"{fmt(residual / 2 if residual is not None else None)} ms each way.", "",
+        "## Memory (server process)", *memory_rows(modes), "",
+        "## Stalls",
+        "Frame-arrival gaps are transport stalls (no audio frame for > 200 ms while the agent was "
+        "speaking). Silent runs are counted on the audio's own sample clock between two loud samples "
+        "of one reply: they include the voice's natural pauses between sentences, so compare the "
+        "streaming count with the naive baseline, which synthesises the reply in one piece.", "",
+        *stall_rows(modes), "",
+        "## Session operations", *ops_rows(modes), "",
+        "## HTTP endpoints (idle server, sequential requests, keep-alive)", *http_rows(modes), "",
+        "## Recovery after a provider failure",
+        "Not measured here: the server exposes no way to make a provider fail from outside. "
+        "Retry, backoff and circuit breakers are covered by tests/unit/test_core_recovery.py.", "",
+        "## Turns (first run of each mode)", *_turn_rows(modes), "",
+    ]
+    return "\n".join(out)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if getattr(args, "stt_model", None):
+        out["VOICE_AGENT_STT__MODEL"] = args.stt_model
+    if getattr(args, "llm_model", None):
+        out["VOICE_AGENT_AI__MODEL"] = args.llm_model
+    return out

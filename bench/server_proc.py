@@ -1,0 +1,148 @@
+"""The server under test, as a subprocess: `voice-agent serve` on 127.0.0.1 and a free port.
+
+It is a separate process so that its memory (VmHWM/VmRSS) and CPU time are its own, and so that the
+client's event loop never competes with the server's inside one interpreter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+# The server's aioice must offer 127.0.0.1 only. `voice-agent serve` has no option for it, so a
+# sitecustomize on the child's PYTHONPATH applies the same patch the client uses (bench/client.py).
+_SITECUSTOMIZE = '''\
+try:
+    import aioice.ice as _ice
+    _ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+except Exception:  # the bench must see the failure in the offered candidates, not crash here
+    pass
+'''
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_status_kb(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM, ... of ``pid`` in kB (empty if the process is gone)."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key.startswith("Vm") and rest.strip().endswith("kB"):
+                out[key] = int(rest.split()[0])
+    return out
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+@dataclass
+class ServerProcess:
+    mode: str
+    env_overrides: dict[str, str]
+    config_file: str | None = None
+    max_sessions: int = 4
+    ready_timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready_s: float | None = None
+        self.last_log = ""  # the log's tail, kept when the temp dir goes
+        self._tmp = tempfile.TemporaryDirectory(prefix="va-bench-server-")
+        self.log_path = Path(self._tmp.name) / "server.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def command(self) -> list[str]:
+        exe = Path(sys.executable).with_name("voice-agent")
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "voice_agent.cli"]
+        if self.config_file:
+            cmd += ["--config", self.config_file]
+        return cmd + ["serve", "--host", "127.0.0.1", "--port", str(self.port)]
+
+    def start(self) -> None:
+        tmp = Path(self._tmp.name)
+        (tmp / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+        env = dict(os.environ)
+        env.update({
+            "PYTHONPATH": os.pathsep.join(p for p in (str(tmp), env.get("PYTHONPATH", "")) if p),
+            "HF_HUB_OFFLINE": "1",
+            "VOICE_AGENT_PIPELINE__MODE": self.mode,
+            "VOICE_AGENT_SERVER__MAX_SESSIONS": str(self.max_sessions),
+            "VOICE_AGENT_SERVER__TRANSCRIPTS_DIR": str(tmp / "transcripts"),
+            "VOICE_AGENT_LOG_LEVEL": "INFO",
+        })
+        env.update(self.env_overrides)
+        t0 = time.monotonic()
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(self.command(), env=env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self._wait_ready(t0)
+
+    def _wait_ready(self, t0: float) -> None:
+        """Poll /v3/health until it says ok; the lifespan loads and warms the models first."""
+        deadline = t0 + self.ready_timeout_s
+        with httpx.Client(timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    r = http.get(self.base_url + "/v3/health")
+                    if r.status_code == 200 and r.json().get("status") in ("ok", "degraded"):
+                        self.ready_s = time.monotonic() - t0
+                        return
+                time.sleep(0.2)
+        tail = self.log_tail()
+        self.stop()
+        raise RuntimeError(f"server not ready after {self.ready_timeout_s:.0f} s:\n{tail}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def memory_kb(self) -> dict[str, int]:
+        return proc_status_kb(self.pid) if self.proc is not None else {}
+
+    def cpu_s(self) -> float:
+        return proc_cpu_s(self.pid) if self.proc is not None else 0.0
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGINT (uvicorn's graceful shutdown), then SIGTERM, then SIGKILL; each bounded."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            for sig, wait in ((signal.SIGINT, timeout_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+                try:
+                    proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        self.last_log = self.log_tail(200)
+        self._tmp.cleanup()

@@ -1,0 +1,35 @@
+"""The latency bench end to end, small: 2 turns, 1 session, no baseline, the light models."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.models, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_bench_latency_writes_p50_figures(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    exe = Path(sys.executable).with_name("voice-agent")
+    cmd = [str(exe), "bench", "latency", "--turns", "2", "--sessions", "1", "--no-baseline",
+           "--quick", "--stt-model", "tiny.en", "--llm-model", "smollm2-135m",
+           "--report", str(report)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = report.read_text()
+    # The voice-to-voice row: mode, sessions, turns ok, then p50 | p95 | max in ms.
+    row = re.search(r"\| streaming \| 1 \| (\d)/2 \| (\d+) ms \| (\d+) ms \| (\d+) ms \|", text)
+    assert row, text
+    ok, p50, p95, worst = (int(g) for g in row.groups())
+    assert ok >= 1
+    assert 0 < p50 <= p95 <= worst < 30_000
+    assert "aiortc ↔ aiortc on loopback" in text and "p50 **" in text
+    # Every ICE address the server offered was loopback.
+    ops = re.search(r"\| streaming \| 1 \| [^\n]*\| ([0-9., ]+) \|\n", text)
+    assert ops and ops.group(1).strip() == "127.0.0.1", text
