@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--sessions", type=int, nargs="+", default=[1])
     lat.add_argument("--no-baseline", action="store_true", help="skip the naive baseline run")
     lat.add_argument("--report", default="docs/benchmarks.md", help="markdown report to write")
+    lat.add_argument("--stt-model", choices=["base", "tiny.en"], help="override stt.model")
+    lat.add_argument("--llm-model", choices=["qwen2.5-coder-1.5b", "smollm2-135m"],
+                     help="override ai.model")
+    lat.add_argument("--quick", action="store_true",
+                     help="short questions only, fewer transport probes and HTTP requests (CI)")
     return p
 
 
