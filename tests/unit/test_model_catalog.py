@@ -38,10 +38,13 @@ def test_every_catalog_entry_points_to_installed_package_data(tmp_path: Path) ->
 
 
 def test_config_selects_one_model_per_role() -> None:
-    config = V3Config()
+    config = V3Config(stt={"model": "base"}, voice={"provider": "piper"},
+                      ai={"provider": "llamacpp", "model": "qwen2.5-coder-1.5b"})
     names = {spec.role: spec.name for spec in CATALOG if selected_name(config, spec.role) == spec.name}
     assert names == {"stt": "base", "vad": "silero", "llm": "qwen2.5-coder-1.5b",
                      "tts": "en_US-joe-medium"}
+    remote = config.model_copy(update={"ai": config.ai.model_copy(update={"provider": "openai"})})
+    assert selected_name(remote, "llm") is None
 
 
 def test_unassembled_model_tells_user_to_run_models(tmp_path: Path) -> None:
