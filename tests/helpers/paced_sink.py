@@ -15,25 +15,32 @@ class PacedSink:
         self._queued_s = 0.0       # audio queued in the current burst
         self._burst_start: float | None = None
         self.cleared = 0
+        self._played_before = 0.0  # audio of earlier bursts, all played
 
     async def play(self, chunk: AudioChunk) -> None:
         now = time.monotonic()
         if self._burst_start is None or self.queued_s() == 0:
+            self._played_before += self._queued_s
             self._burst_start, self._queued_s = now, 0.0
         self.chunks.append(chunk)
         self._queued_s += chunk.duration_s
 
     def clear(self) -> None:
         self.cleared += 1
+        self._played_before += self._burst_played_s()
         self._burst_start, self._queued_s = None, 0.0
 
-    def played_s(self) -> float:
+    def _burst_played_s(self) -> float:
         if self._burst_start is None:
             return 0.0
         return min(self._queued_s, time.monotonic() - self._burst_start)
 
+    def played_s(self) -> float:
+        """All audio played since the sink was made."""
+        return self._played_before + self._burst_played_s()
+
     def queued_s(self) -> float:
-        return max(0.0, self._queued_s - self.played_s())
+        return max(0.0, self._queued_s - self._burst_played_s())
 
     @property
     def playback_started_at(self) -> float | None:
