@@ -43,13 +43,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_config(**sections: dict[str, Any]) -> V3Config:
+def make_config(**sections: Any) -> V3Config:
     # One thread each: on a shared 2-core machine llama.cpp's spinning threads slow down 10-20x
     # as soon as anything else runs (measured: a one-sentence reply took 16 s with 2 threads).
     base: dict[str, Any] = {"server": {"max_sessions": 4},
                             "ai": {"max_tokens": 60, "threads": 1}, "stt": {"threads": 1}}
     for key, value in sections.items():
-        base[key] = {**base.get(key, {}), **value}
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return V3Config(**base)
 
 
@@ -113,7 +113,7 @@ async def server_factory(services: Services) -> AsyncIterator[
         Callable[..., Awaitable[RunningServer]]]:
     started: list[RunningServer] = []
 
-    async def make(**sections: dict[str, Any]) -> RunningServer:
+    async def make(**sections: Any) -> RunningServer:
         running = await start_server(make_config(**sections), services)
         started.append(running)
         return running

@@ -125,3 +125,15 @@ async def config(request: Request) -> dict[str, Any]:
     registry = get_registry(request.app)
     _require_auth(request, registry)
     return registry.config.redacted()
+
+
+@router.get("/{filename}", include_in_schema=False, response_model=None)
+async def dist_file(filename: str, request: Request) -> Response:
+    """Files at the root of web/dist (the microphone-level worklet, icons). One path segment
+    only, and only names that exist there, so nothing outside web/dist can be reached."""
+    dist = get_registry(request.app).web_dist
+    if dist is not None and not filename.startswith("."):
+        names = {p.name: p for p in dist.iterdir() if p.is_file()}
+        if filename in names:
+            return FileResponse(names[filename])
+    raise HTTPException(status_code=404, detail="not found")
