@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -23,7 +24,7 @@ from voice_agent.core.config import V3Config
 
 from .client import BenchClient, TurnResult, loopback_only
 from .report import render_report, render_table
-from .server_proc import ServerProcess
+from .server_proc import ServerProcess, machine_busy_s
 from .speech_set import QUESTIONS, SpeechItem, make_speech_set
 from .transport_probe import one_way_latency_ms
 
@@ -50,6 +51,9 @@ class RunResult:
     ops: list[SessionOps] = field(default_factory=list)
     wall_s: float = 0.0
     server_cpu_s: float = 0.0
+    other_cores: float = 0.0
+    """Average CPU cores used by processes other than the server and this client during the run:
+    the bench shares the machine, and on 2 cores any other work shows in every figure."""
 
 
 @dataclass
@@ -61,6 +65,8 @@ class ModeResult:
     runs: list[RunResult] = field(default_factory=list)
     http_ms: dict[str, list[float]] = field(default_factory=dict)
     error: str = ""
+    load: list[float] = field(default_factory=list)
+    """1-minute load average before and after: other work on the machine skews every figure."""
 
 
 async def _wait_gone(http: httpx.AsyncClient, session_id: str, t0: float,
@@ -107,7 +113,7 @@ async def _one_session(base_url: str, items: list[SpeechItem], turns: int, offse
 async def _run_sessions(server: ServerProcess, items: list[SpeechItem], turns: int,
                         sessions: int) -> RunResult:
     run = RunResult(mode=server.mode, sessions=sessions)
-    cpu0, t0 = server.cpu_s(), time.monotonic()
+    cpu0, t0, busy0, own0 = server.cpu_s(), time.monotonic(), machine_busy_s(), _own_cpu_s()
     async with httpx.AsyncClient(base_url=server.base_url, timeout=5.0) as http:
         # All sessions speak at once: the worst case for the shared models.
         done = await asyncio.gather(*(_one_session(server.base_url, items, turns, i * 3, http)
@@ -115,9 +121,18 @@ async def _run_sessions(server: ServerProcess, items: list[SpeechItem], turns: i
     for results, ops in done:
         run.turns += results
         run.ops.append(ops)
-    run.wall_s = round(time.monotonic() - t0, 1)
-    run.server_cpu_s = round(server.cpu_s() - cpu0, 1)
+    wall = time.monotonic() - t0
+    server_cpu = server.cpu_s() - cpu0
+    other = machine_busy_s() - busy0 - server_cpu - (_own_cpu_s() - own0)
+    run.wall_s = round(wall, 1)
+    run.server_cpu_s = round(server_cpu, 1)
+    run.other_cores = round(max(0.0, other) / max(wall, 1e-3), 2)
     return run
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 async def _http_latency(base_url: str, requests: int) -> dict[str, list[float]]:
@@ -148,12 +163,27 @@ def _env_overrides(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+async def _wait_quiet(limit_s: float, max_cores: float = 0.3, window_s: float = 3.0) -> float:
+    """Wait (at most ``limit_s``) until the machine is nearly idle; return the last busy figure."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        b0, o0 = machine_busy_s(), _own_cpu_s()
+        await asyncio.sleep(window_s)
+        busy = (machine_busy_s() - b0 - (_own_cpu_s() - o0)) / window_s
+        if busy <= max_cores or time.monotonic() >= deadline:
+            return round(busy, 2)
+        print(f"  waiting for a quieter machine: other processes use {busy:.1f} cores", flush=True)
+
+
 async def _bench_mode(mode: str, args: argparse.Namespace, items: list[SpeechItem],
                       session_counts: list[int], http_requests: int) -> ModeResult:
     result = ModeResult(mode=mode)
     server = ServerProcess(mode, _env_overrides(args), config_file=getattr(args, "config", None),
                            max_sessions=max(4, max(session_counts) + 1))
+    if getattr(args, "wait_idle", 0):
+        await _wait_quiet(args.wait_idle)
     print(f"[{mode}] starting the server on {server.base_url} ...", flush=True)
+    result.load.append(round(os.getloadavg()[0], 2))
     try:
         await asyncio.to_thread(server.start)
         result.ready_s = round(server.ready_s or 0, 1)
@@ -164,12 +194,14 @@ async def _bench_mode(mode: str, args: argparse.Namespace, items: list[SpeechIte
             print(f"[{mode}] {n} session(s) x {args.turns} turns ...", flush=True)
             run = await _run_sessions(server, items, args.turns, n)
             ok = [t for t in run.turns if t.ok]
-            print(f"[{mode}]   {len(ok)}/{len(run.turns)} turns ok in {run.wall_s} s", flush=True)
+            print(f"[{mode}]   {len(ok)}/{len(run.turns)} turns ok in {run.wall_s} s; other "
+                  f"processes used {run.other_cores} cores meanwhile", flush=True)
             for t in run.turns:
                 if not t.ok:
                     print(f"[{mode}]   failed: {t.question!r}: {t.error}", flush=True)
             result.runs.append(run)
         result.mem_end_kb = server.memory_kb()
+        result.load.append(round(os.getloadavg()[0], 2))
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
         print(f"[{mode}] error: {result.error}", file=sys.stderr, flush=True)
@@ -186,7 +218,7 @@ async def _bench(config: V3Config, args: argparse.Namespace) -> dict[str, Any]:
     questions = tuple(q for q in QUESTIONS if len(q) < 40) if quick else QUESTIONS
     with tempfile.TemporaryDirectory(prefix="va-bench-speech-") as tmp:
         items = await asyncio.to_thread(make_speech_set, Path(tmp), questions)
-        print(f"transport probe (two aiortc peers on loopback) ...", flush=True)
+        print("transport probe (two aiortc peers on loopback) ...", flush=True)
         probe = await one_way_latency_ms(bursts=5 if quick else 20)
         modes = [await _bench_mode("streaming", args, items, args.sessions, 10 if quick else 50)]
         if not args.no_baseline:

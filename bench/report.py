@@ -27,6 +27,7 @@ STAGES = (  # server metrics, in the order a turn passes them (pipeline/metrics.
     ("tts_first_audio_ms", "clause → first TTS audio"),
     ("transport_ms", "first TTS audio → first frame sent (server queue)"),
     ("end_of_speech_to_first_audio_ms", "server total: end of speech → first frame sent"),
+    ("at_tts_first_audio_ms", "server: end of speech → first TTS audio"),
     ("reply_total_ms", "end of speech → whole reply generated"),
 )
 
@@ -48,11 +49,10 @@ def _stage(run: RunResult, key: str) -> list[float]:
     return [t.metrics[key] for t in run.turns if t.ok and t.metrics.get(key) is not None]
 
 
-def _residual(run: RunResult) -> list[float]:
-    """Client v2v − server total: both network legs + the client's playout position."""
-    return [t.v2v_ms - t.metrics["end_of_speech_to_first_audio_ms"] for t in run.turns
-            if t.ok and t.v2v_ms is not None
-            and t.metrics.get("end_of_speech_to_first_audio_ms") is not None]
+def _residual(run: RunResult, key: str = "end_of_speech_to_first_audio_ms") -> list[float]:
+    """Client v2v − a server span that starts at the server's end of speech."""
+    return [t.v2v_ms - t.metrics[key] for t in run.turns
+            if t.ok and t.v2v_ms is not None and t.metrics.get(key) is not None]
 
 
 def _single(modes: list[ModeResult], mode: str) -> RunResult | None:
@@ -69,8 +69,8 @@ def _mb(kb: dict[str, int], key: str) -> str:
 
 
 def v2v_rows(modes: list[ModeResult]) -> list[str]:
-    rows = ["| mode | sessions | turns ok | p50 | p95 | max | mean | server CPU s/turn |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| mode | sessions | turns ok | p50 | p95 | max | mean | server CPU s/turn "
+            "| other processes' CPU (cores) |", "|---|---|---|---|---|---|---|---|---|"]
     for m in modes:
         for r in m.runs:
             v = _v2v(r)
@@ -79,7 +79,7 @@ def v2v_rows(modes: list[ModeResult]) -> list[str]:
             mean = round(float(np.mean(v)), 1) if v else None
             rows.append(f"| {m.mode} | {r.sessions} | {ok}/{len(r.turns)} | {fmt(pct(v, 50), ' ms')} "
                         f"| {fmt(pct(v, 95), ' ms')} | {fmt(max(v) if v else None, ' ms')} "
-                        f"| {fmt(mean, ' ms')} | {fmt(cpu, ' s')} |")
+                        f"| {fmt(mean, ' ms')} | {fmt(cpu, ' s')} | {r.other_cores:.2f} |")
     return rows
 
 
@@ -104,6 +104,8 @@ def stage_rows(modes: list[ModeResult]) -> list[str]:
             fmt(pct(_stage(r, key), 50)) for _, r in runs) + " |")
     rows.append("| client v2v − server total (network both ways + playout position) | " + " | ".join(
         fmt(pct(_residual(r), 50)) for _, r in runs) + " |")
+    rows.append("| client v2v − server end of speech → first TTS audio (server queue + both legs) | "
+                + " | ".join(fmt(pct(_residual(r, "at_tts_first_audio_ms"), 50)) for _, r in runs) + " |")
     rows.append("| **client voice-to-voice** | " + " | ".join(
         f"**{fmt(pct(_v2v(r), 50))}**" for _, r in runs) + " |")
     rows.append("| transcript from the pause reused (no STT after end of turn) | " + " | ".join(
@@ -149,11 +151,13 @@ def http_rows(modes: list[ModeResult]) -> list[str]:
 
 
 def memory_rows(modes: list[ModeResult]) -> list[str]:
-    rows = ["| mode | models loaded in | RSS when ready | RSS at the end | peak (VmHWM) |",
-            "|---|---|---|---|---|"]
+    rows = ["| mode | models loaded in | RSS when ready | RSS at the end | peak (VmHWM) "
+            "| machine load (1 min) before → after |", "|---|---|---|---|---|---|"]
     for m in modes:
+        load = " → ".join(f"{x:.1f}" for x in m.load) or "—"
         rows.append(f"| {m.mode} | {fmt(m.ready_s, ' s')} | {_mb(m.mem_ready_kb, 'VmRSS')} "
-                    f"| {_mb(m.mem_end_kb, 'VmRSS')} | {_mb(m.mem_end_kb or m.mem_ready_kb, 'VmHWM')} |")
+                    f"| {_mb(m.mem_end_kb, 'VmRSS')} | {_mb(m.mem_end_kb or m.mem_ready_kb, 'VmHWM')} "
+                    f"| {load} |")
     return rows
 
 

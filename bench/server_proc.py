@@ -55,6 +55,15 @@ def proc_cpu_s(pid: int) -> float:
     return 0.0
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all processes on the machine spent busy so far (from /proc/stat)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = f[:8]
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 @dataclass
 class ServerProcess:
     mode: str

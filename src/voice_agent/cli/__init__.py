@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override ai.model")
     lat.add_argument("--quick", action="store_true",
                      help="short questions only, fewer transport probes and HTTP requests (CI)")
+    lat.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                     help="before each mode, wait up to this long for other processes to go quiet")
     return p
 
 
