@@ -2,8 +2,10 @@
 
     audio in ─► VAD turn detector ─► STT stream (interims while the user speaks)
       speech start during a reply ─► barge-in: sink flushed, LLM and TTS cancelled
-      pause ─► a transcript is started early, so at end of turn it is usually ready
-      end of turn ─► final transcript ─► ReplySpeaker (LLM → chunker → TTS → sink)
+      pause ─► a transcript is started early; if it covers all the speech, the reply is
+               prepared speculatively but held back (resume ─► it is dropped, unheard)
+      end of turn ─► the held reply is released, or: final transcript ─► ReplySpeaker
+                     (LLM → chunker → TTS → sink)
       reply played ─► history gets what was said; metrics event for the turn
 """
 
@@ -45,6 +47,16 @@ class _Interim:
     transcript: Transcript
 
 
+@dataclass
+class _Speculation:
+    """A reply started during the user's pause; heard only if the turn really ends."""
+
+    stream: STTStream
+    metrics: TurnMetrics
+    commit: asyncio.Event
+    task: asyncio.Task[None]
+
+
 class VoicePipeline:
     def __init__(self, services: Services, config: V3Config, *, emit: EventSink, sink: AudioSink,
                  session_id: str = "", conversation: ConversationManager | None = None,
@@ -74,6 +86,7 @@ class VoicePipeline:
         self._interim_running: asyncio.Task[None] | None = None
         self._interim_again = False
         self._latest: _Interim | None = None
+        self._spec: _Speculation | None = None
         self._turn_task: asyncio.Task[None] | None = None
         self._reply: ReplyState | None = None
         self._carry_over = ""  # words of a turn cut off by the user before the agent said anything
@@ -103,7 +116,6 @@ class VoicePipeline:
         metrics = self._new_metrics(source="text")
         metrics.mark("end_of_turn")
         metrics.mark("transcript_final")
-        await self._emit(TranscriptEvent(text.strip(), final=True))
         self._turn_task = asyncio.create_task(self._respond(text.strip(), metrics))
 
     async def interrupt(self, *, by_speech: bool = False) -> None:
@@ -127,6 +139,7 @@ class VoicePipeline:
         if self._closed:
             return
         await self.interrupt()
+        self._drop_speculation()
         self._closed = True
         for t in (self._interim_loop, self._interim_running, self._turn_task):
             if t is not None and not t.done():
@@ -146,6 +159,8 @@ class VoicePipeline:
             await self._on_speech_start()
         elif event is TurnEvent.PAUSE and self._streaming:
             self._request_interim(again=True)
+        elif event is TurnEvent.RESUME:
+            self._drop_speculation()
         elif event is TurnEvent.END_OF_TURN:
             self._on_end_of_turn()
 
@@ -192,9 +207,28 @@ class VoicePipeline:
             self._latest = _Interim(stream, covers, transcript)
             if transcript.text and stream is self._stt:
                 await self._emit(TranscriptEvent(transcript.text, final=False))
+                self._maybe_speculate(stream, covers, transcript.text)
         if self._interim_again and stream is self._stt:
             self._interim_again = False
             self._interim_running = asyncio.create_task(self._run_interim(stream))
+
+    def _maybe_speculate(self, stream: STTStream, covers_s: float, text: str) -> None:
+        """The user is pausing and this transcript covers all they said: start the reply now."""
+        speech_end_s = stream.duration_s - self._detector.silence_run_ms / 1000
+        if self._spec is not None or not self._detector.paused or covers_s < speech_end_s:
+            return
+        metrics = TurnMetrics(turn=0, source="voice", transcript_reused=True)
+        metrics.mark("transcript_final")
+        commit = asyncio.Event()
+        text = f"{self._carry_over} {text}".strip()
+        task = asyncio.create_task(self._respond(text, metrics, commit=commit))
+        self._spec = _Speculation(stream, metrics, commit, task)
+
+    def _drop_speculation(self) -> None:
+        """The user went on talking: the held reply was never heard, so just cancel it."""
+        spec, self._spec = self._spec, None
+        if spec is not None:
+            spec.task.cancel()  # not awaited: the audio loop must not wait for the LLM to stop
 
     def _on_end_of_turn(self) -> None:
         stream, self._stt = self._stt, None
@@ -204,11 +238,23 @@ class VoicePipeline:
         if stream is None:
             return
         silence_s = self._detector.silence_run_ms / 1000
-        metrics = self._new_metrics(source="voice")
+        speech_end_s = max(0.0, stream.duration_s - silence_s)
+        spec, self._spec = self._spec, None
+        metrics = spec.metrics if spec is not None and spec.stream is stream else None
+        if metrics is None:
+            if spec is not None:
+                spec.task.cancel()
+            metrics = TurnMetrics(turn=0, source="voice")
+        self._turns += 1
+        metrics.turn = self._turns
         metrics.mark("speech_end", time.monotonic() - silence_s)
         metrics.mark("end_of_turn")
-        speech_end_s = max(0.0, stream.duration_s - silence_s)
         metrics.user_speech_ms = speech_end_s * 1000
+        if spec is not None and spec.metrics is metrics:
+            self._untranscribed, self._carry_over = [], ""
+            self._turn_task = spec.task
+            spec.commit.set()  # the reply prepared during the pause is heard now
+            return
         self._turn_task = asyncio.create_task(
             self._run_turn(stream, speech_end_s, self._interim_running, metrics))
 
@@ -234,21 +280,34 @@ class VoicePipeline:
             await self._set_status(ProcessingStatus.LISTENING)
             return
         metrics.mark("transcript_final")
-        await self._emit(TranscriptEvent(text, final=True))
         await self._respond(text, metrics)
 
     # ── answering ─────────────────────────────────────────────────────────────────────────
-    async def _respond(self, user_text: str, metrics: TurnMetrics) -> None:
+    async def _respond(self, user_text: str, metrics: TurnMetrics,
+                       commit: asyncio.Event | None = None) -> None:
+        """Answer ``user_text``. With ``commit``, prepare the reply but release nothing
+        (events, audio) until the turn is committed."""
         messages = self.conversation.context(user_text)
-        state = self._reply = ReplyState()
-        self.sink.clear()  # a new burst: playback_started_at now refers to this reply
-        await self._set_status(ProcessingStatus.PROCESSING)
+        state = ReplyState()
+        release = asyncio.Event()
+        speaker = asyncio.create_task(self._speaker.run(
+            messages, state, metrics, on_first_audio=self._on_first_audio, gate=release))
         try:
-            await self._speaker.run(messages, state, metrics, on_first_audio=self._on_first_audio)
+            if commit is not None:
+                await commit.wait()
+            self._reply = state
+            self.sink.clear()  # a new burst: playback_started_at now refers to this reply
+            await self._emit(TranscriptEvent(user_text, final=True))
+            await self._set_status(ProcessingStatus.PROCESSING)
+            release.set()
+            await speaker
             while self.sink.queued_s() > 0:  # still speaking until the last frame went out
                 await asyncio.sleep(0.02)
         except asyncio.CancelledError:
-            await self._record_interrupted(user_text, state, metrics)
+            speaker.cancel()
+            await asyncio.gather(speaker, return_exceptions=True)
+            if release.is_set():
+                await self._record_interrupted(user_text, state, metrics)
             raise
         except ProviderError as exc:
             self.conversation.add_user(user_text)
@@ -295,6 +354,7 @@ class VoicePipeline:
 
     # ── plumbing ──────────────────────────────────────────────────────────────────────────
     def _new_metrics(self, *, source: str) -> TurnMetrics:
+        """Metrics for a turn that starts now (speculative replies number theirs at commit)."""
         self._turns += 1
         return TurnMetrics(turn=self._turns, source=source)
 

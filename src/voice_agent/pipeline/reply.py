@@ -62,11 +62,13 @@ class ReplySpeaker:
         """False gives the naive baseline: whole reply first, then the whole TTS."""
 
     async def run(self, messages: list[ChatMessage], state: ReplyState, metrics: TurnMetrics,
-                  *, on_first_audio: Callable[[], Awaitable[None]]) -> None:
+                  *, on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event) -> None:
+        """Make the reply. Nothing is heard or shown before ``gate`` is set: a reply prepared
+        while the user pauses waits there until the turn really ends."""
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        speaker = asyncio.create_task(self._speak(pieces, state, metrics, on_first_audio))
+        speaker = asyncio.create_task(self._speak(pieces, state, metrics, on_first_audio, gate))
         try:
-            await self._think(messages, pieces, state, metrics)
+            await self._think(messages, pieces, state, metrics, gate)
             await pieces.put(None)
             await speaker
         finally:
@@ -75,7 +77,7 @@ class ReplySpeaker:
                 await asyncio.gather(speaker, return_exceptions=True)
 
     async def _think(self, messages: list[ChatMessage], pieces: asyncio.Queue[str | None],
-                     state: ReplyState, metrics: TurnMetrics) -> None:
+                     state: ReplyState, metrics: TurnMetrics, gate: asyncio.Event) -> None:
         chunker = SentenceChunker()
         stream = self.recovery.guard_stream(
             self.llm.name, lambda: self.llm.stream(messages, max_tokens=self.max_tokens),
@@ -86,7 +88,8 @@ class ReplySpeaker:
                 state.text += token
                 if not self.streaming:
                     continue
-                await self.emit(ResponseEvent(state.text, final=False))
+                if gate.is_set():  # interim events carry the whole text so far
+                    await self.emit(ResponseEvent(state.text, final=False))
                 for piece in chunker.push(token):
                     metrics.mark("first_sentence")
                     await pieces.put(piece)
@@ -98,8 +101,8 @@ class ReplySpeaker:
             metrics.mark("first_sentence")
             await pieces.put(rest)
 
-    async def _speak(self, pieces: asyncio.Queue[str | None], state: ReplyState,
-                     metrics: TurnMetrics, on_first_audio: Callable[[], Awaitable[None]]) -> None:
+    async def _speak(self, pieces: asyncio.Queue[str | None], state: ReplyState, metrics: TurnMetrics,
+                     on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event) -> None:
         while (text := await pieces.get()) is not None:
             start = state.audio_queued_s
             stream = self.recovery.guard_stream(
@@ -109,6 +112,7 @@ class ReplySpeaker:
                 async for chunk in stream:
                     if "tts_first_audio" not in metrics.marks:
                         metrics.mark("tts_first_audio")
+                        await gate.wait()
                         await on_first_audio()
                     await self.sink.play(chunk)
                     state.audio_queued_s += chunk.duration_s

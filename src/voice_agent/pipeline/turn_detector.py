@@ -27,6 +27,7 @@ class TurnOptions:
 class TurnEvent(Enum):
     SPEECH_START = "speech_start"
     PAUSE = "pause"  # the user went quiet; the turn may be about to end
+    RESUME = "resume"  # speech again after a PAUSE, within the same turn
     END_OF_TURN = "end_of_turn"
 
 
@@ -50,6 +51,11 @@ class TurnDetector:
         self._paused = False
         self.last_probability = 0.0
 
+    @property
+    def paused(self) -> bool:
+        """In a turn, and silent for at least early_silence_ms."""
+        return self.in_speech and self._paused
+
     def process(self, frame: np.ndarray) -> TurnEvent | None:
         p = self.vad.speech_probability(frame)
         self.last_probability = p
@@ -67,7 +73,9 @@ class TurnDetector:
             self.silence_run_ms += self.frame_ms
         elif p >= self.options.threshold:
             self.silence_run_ms = 0.0
-            self._paused = False
+            if self._paused:
+                self._paused = False
+                return TurnEvent.RESUME
         ended = self.silence_run_ms >= self.options.end_of_turn_silence_ms
         if ended or self.utterance_ms >= self.options.max_utterance_s * 1000:
             self.in_speech = False
