@@ -150,3 +150,60 @@ async def test_barge_in_stops_the_reply_and_keeps_only_what_was_heard(services, 
     assert last["role"] == "assistant" and last["interrupted"] and last["text"] == spoken
     assert full.startswith(spoken.split()[0])
     await p.close()
+
+
+def trim(audio: np.ndarray) -> np.ndarray:
+    """Cut espeak's own leading and trailing silence."""
+    loud = np.flatnonzero(np.abs(audio) > 0.02)
+    return audio[loud[0]: loud[-1] + 1]
+
+
+async def push_realtime(pipeline, audio: np.ndarray, chunk_s: float = 0.02) -> None:
+    """Feed audio paced like a microphone, so timers (interims, pauses) see real time."""
+    n = int(16000 * chunk_s)
+    t0 = time.monotonic()
+    for i in range(0, len(audio), n):
+        await pipeline.push_audio(audio[i:i + n])
+        delay = t0 + (i + n) / 16000 - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+async def test_reply_prepared_during_the_pause_is_released_at_end_of_turn(services, config):
+    p, rec = new_pipeline(services, config)
+    await p.start()
+    await push_realtime(p, speech_16k("What is the capital of France?", pad_after=1.2))
+    await p.drain()
+    replies = rec.of(ResponseEvent, final=True)
+    assert len(replies) == 1 and "paris" in replies[0].text.lower()
+    m = rec.of(MetricsEvent)[0].metrics
+    # The transcript made during the pause was the final one: no STT left at end of turn.
+    assert m["transcript_reused"] is True
+    assert m["at_transcript_final_ms"] < m["at_end_of_turn_ms"]
+    # Nothing of the reply was shown before the user's turn had ended.
+    kinds = [type(e).__name__ for e in rec.events]
+    assert kinds.index("TranscriptEvent") < kinds.index("ResponseEvent")
+    finals = [i for i, e in enumerate(rec.events) if isinstance(e, TranscriptEvent) and e.final]
+    assert finals[0] < kinds.index("ResponseEvent")
+    await p.close()
+
+
+async def test_a_pause_mid_question_drops_the_early_reply_unheard(services, config, caplog):
+    caplog.set_level("INFO", logger="voice_agent.pipeline.agent")
+    sink = BufferSink()
+    # A long end-of-turn silence leaves the pause transcript time to finish on a busy machine.
+    slow_eot = config.model_copy(update={"stt": config.stt.model_copy(update={"end_of_turn_silence_ms": 1500})})
+    p, rec = new_pipeline(services, slow_eot, sink)
+    await p.start()
+    first = trim(speech_16k("Tell me the capital", pad_after=0.0))
+    second = np.concatenate([trim(speech_16k("of Germany.", pad_before=0.0, pad_after=0.0)), silence_16k(1.2)])
+    # 1 s of silence: long enough to start a reply early, too short to end the turn.
+    await push_realtime(p, np.concatenate([first, silence_16k(1.0), second, silence_16k(1.0)]))
+    await p.drain()
+    finals = rec.of(TranscriptEvent, final=True)
+    assert len(finals) == 1 and "germany" in finals[0].text.lower()
+    replies = rec.of(ResponseEvent, final=True)
+    assert len(replies) == 1 and "berlin" in replies[0].text.lower()
+    assert len(p.conversation.history) == 2
+    assert "early reply dropped" in caplog.text  # the pause did start a reply, which was dropped
+    await p.close()

@@ -223,11 +223,13 @@ class VoicePipeline:
         text = f"{self._carry_over} {text}".strip()
         task = asyncio.create_task(self._respond(text, metrics, commit=commit))
         self._spec = _Speculation(stream, metrics, commit, task)
+        log.info("[%s] reply started early on %r", self.session_id, text)
 
     def _drop_speculation(self) -> None:
         """The user went on talking: the held reply was never heard, so just cancel it."""
         spec, self._spec = self._spec, None
         if spec is not None:
+            log.info("[%s] early reply dropped: the user went on", self.session_id)
             spec.task.cancel()  # not awaited: the audio loop must not wait for the LLM to stop
 
     def _on_end_of_turn(self) -> None:
