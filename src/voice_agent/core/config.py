@@ -106,6 +106,9 @@ class WebRTCConfig(_Section):
     mode: Literal["audio_only", "data_channel", "audio_video"] = "audio_only"
     ice_servers: list[IceServer] = Field(default_factory=list)
     """STUN/TURN servers; none by default so that nothing leaves the machine."""
+    host_addresses: list[str] = Field(default_factory=list)
+    """Local addresses ICE may offer (e.g. ["127.0.0.1"] for loopback only). Empty: every
+    interface, as aioice does by default. Applies to the whole server process."""
 
 
 class ServerConfig(_Section):
