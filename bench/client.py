@@ -307,6 +307,11 @@ class BenchClient:
             result.ok = True
         except TimeoutError:
             result.error = "timeout"
+            # Stop the late reply so it cannot overlap the next question (a barge-in), and eat
+            # its metrics event so the next turn does not take it for its own.
+            with contextlib.suppress(Exception):
+                await self.send({"type": "interrupt"})
+                await asyncio.wait_for(self._metrics.get(), 5.0)
         except Exception as exc:  # a broken session fails its turn, not the benchmark
             result.error = f"{type(exc).__name__}: {exc}"
         cap_now = self.recorder.capture

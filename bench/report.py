@@ -161,9 +161,27 @@ def memory_rows(modes: list[ModeResult]) -> list[str]:
     return rows
 
 
+def shares_line(modes: list[ModeResult]) -> str:
+    """The streaming single-session turn, split into its stages as shares of the client v2v."""
+    r = _single(modes, "streaming")
+    total = pct(_v2v(r), 50) if r else None
+    if r is None or not total:
+        return ""
+    parts = []
+    for key, label in STAGES[:5]:
+        v = pct(_stage(r, key), 50)
+        if v is not None:
+            parts.append(f"{label.split(' → ')[-1].split(' (')[0]} {fmt(v)} ms ({v / total:.0%})")
+    rest = pct(_residual(r, "at_tts_first_audio_ms"), 50)
+    if rest is not None:
+        parts.append(f"server queue + network both ways {fmt(rest)} ms ({rest / total:.0%})")
+    return f"Streaming, 1 session, medians: v2v {fmt(total)} ms = " + "; ".join(parts) + \
+        " (medians of separate spans do not add up exactly)."
+
+
 def render_table(modes: list[ModeResult], probe_ms: list[float]) -> str:
     lines = ["", "voice-to-voice at the client (end of speech sent → first agent sample heard)"]
-    lines += v2v_rows(modes) + ["", ratio_line(modes), ""] + stage_rows(modes) + [""]
+    lines += v2v_rows(modes) + ["", ratio_line(modes), ""] + stage_rows(modes) + ["", shares_line(modes), ""]
     lines += [f"aiortc one-way audio latency on loopback: p50 {fmt(pct(probe_ms, 50))} ms, "
               f"p95 {fmt(pct(probe_ms, 95))} ms ({len(probe_ms)} bursts)", ""]
     lines += memory_rows(modes) + [""] + stall_rows(modes) + [""] + ops_rows(modes) + [""]
@@ -243,7 +261,7 @@ def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[Sp
         "It includes both network legs and aiortc's receive jitter buffer, but no sound-card "
         "playout buffer. Sessions in a run speak at the same time (the worst case).", "",
         "## Voice-to-voice at the client", *v2v_rows(modes), "", ratio_line(modes), "",
-        "## Where the time goes", *stage_rows(modes), "",
+        "## Where the time goes", *stage_rows(modes), "", shares_line(modes), "",
         "Server stages come from the `metrics` events (one clock inside the server). The server's "
         "`speech_end` is the VAD's estimate (end of turn minus the silence run), so the "
         "client-minus-server residual holds both network legs plus VAD frame rounding.", "",
