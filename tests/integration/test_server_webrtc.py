@@ -6,13 +6,13 @@ import asyncio
 import gc
 import time
 
-import numpy as np
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import VideoStreamTrack
 
-from tests.helpers.rtc import rms, wait_for
-from tests.integration.conftest import (RunningServer, connect, negotiate, speech_only,
-                                        to_16k_float)
+from tests.helpers.rtc import PcmPlayerTrack, new_peer, rms, wait_for
+from tests.integration.conftest import (RtcClient, RunningServer, connect, negotiate,
+                                        speech_only, to_16k_float)
 
 pytestmark = pytest.mark.models
 
@@ -146,5 +146,31 @@ async def _get_json(server: RunningServer, path: str):
         return response.json()
 
 
-def _silence() -> np.ndarray:
-    return np.zeros(48000, np.int16)
+async def test_audio_video_mode_counts_and_discards_video(server_factory) -> None:
+    srv = await server_factory(webrtc={"mode": "audio_video"})
+    async with connect(f"{srv.ws}/ws/v3") as client:
+        hello = await client.wait_type("connection_established")
+        assert hello["mode"] == "audio_video"
+        pc = new_peer()
+        rtc = RtcClient(pc, PcmPlayerTrack(), [])
+        pc.addTrack(rtc.mic)
+        pc.addTrack(VideoStreamTrack())
+        try:
+            await pc.setLocalDescription(await pc.createOffer())
+            await client.send({"type": "offer", "sdp": pc.localDescription.sdp})
+            answer = await client.wait_type("answer", 10)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+
+            async def video_frames() -> int:
+                stats = (await _get_json(srv, "/v3/webrtc/stats"))["sessions"]
+                return stats[hello["session_id"]]["video_frames_received"]
+
+            for _ in range(100):
+                if await video_frames() > 5:
+                    break
+                await asyncio.sleep(0.1)
+            assert await video_frames() > 5
+            await client.send({"type": "ping"})
+            await client.wait_type("pong")
+        finally:
+            await rtc.close()

@@ -186,5 +186,8 @@ async def audio_socket(ws: WebSocket) -> None:
             await transport.handle_binary(data)
         except AudioFormatError as exc:
             session.send_error(exc.code, str(exc), reply=outbox.send)
+        except Exception as exc:  # the pipeline failed on this frame: report, keep the session
+            log.exception("session %s: audio frame failed", session.id)
+            session.send_error(ErrorCode.INTERNAL, f"audio frame failed: {exc}", reply=outbox.send)
 
     await _run_session(ws, registry, session, outbox, controller, on_binary)

@@ -23,6 +23,7 @@ class InboundStats:
     frames: int = 0
     samples_16k: int = 0
     peak: float = 0.0
+    push_errors: int = 0
     """Loudest sample seen so far, in [0, 1] (tells a muted microphone from a working one)."""
 
     @property
@@ -72,7 +73,12 @@ async def consume_audio_track(track: MediaStreamTrack, push: PushAudio,
             continue
         stats.samples_16k += len(pcm)
         stats.peak = max(stats.peak, float(np.abs(pcm).max()))
-        await push(pcm)
+        try:
+            await push(pcm)
+        except Exception:  # one bad frame must not stop listening for the rest of the session
+            stats.push_errors += 1
+            if stats.push_errors == 1 or stats.push_errors % 500 == 0:
+                log.exception("audio consumer: push failed (%d so far)", stats.push_errors)
 
 
 async def drain_track(track: MediaStreamTrack, counter: list[int]) -> None:
