@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..core.config import V3Config
+from ..transport.ice import restrict_host_addresses
 from . import routes_http, signaling
 from .registry import AppRegistry
 from .sessions import SessionManager
@@ -58,7 +59,9 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
         registry.sessions.start()
         log.info("voice-agent %s ready (max %d sessions)", __version__, server.max_sessions)
         try:
-            yield
+            # aioice has no per-connection setting, so the address choice covers the process.
+            with restrict_host_addresses(config.webrtc.host_addresses):
+                yield
         finally:
             await registry.sessions.stop()  # closes every session
             registry.services_ready = False
