@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import numpy as np
 
 from tests.helpers.rtc import (PcmPlayerTrack, TrackRecorder, loopback_only, new_peer, rms, tone,
                                wait_for)

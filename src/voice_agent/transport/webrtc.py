@@ -180,11 +180,14 @@ class WebRTCSession:
                 log.info("session %s: ignoring data channel %r", self.session_id, channel.label)
                 return
             self._channel = channel
+            inbox: asyncio.Queue[str | bytes] = asyncio.Queue()
+            # One consumer keeps the messages in order (a text then an interrupt, say).
+            self._spawn(self._consume_channel(inbox))
 
             @channel.on("message")
             def on_message(message: str | bytes) -> None:
                 self._on_activity()
-                self._spawn(self._on_message(message))
+                inbox.put_nowait(message)
 
         @pc.on("connectionstatechange")
         async def on_state() -> None:
@@ -192,6 +195,14 @@ class WebRTCSession:
                 await self._on_state(pc.connectionState)
 
         return pc
+
+    async def _consume_channel(self, inbox: asyncio.Queue[str | bytes]) -> None:
+        while True:
+            message = await inbox.get()
+            try:
+                await self._on_message(message)
+            except Exception:  # the handler reports errors itself; this is a last resort
+                log.exception("session %s: data channel message failed", self.session_id)
 
     @property
     def connection_state(self) -> str:
