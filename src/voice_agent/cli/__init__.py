@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print a JSON result instead of text")
 
     m = sub.add_parser("models", help="show the models, and prepare any that are missing")
-    m.add_argument("--check", action="store_true", help="only show; do not prepare anything")
+    m.add_argument("--check", action="store_true", help="only show and verify; prepare nothing")
+    m.add_argument("--all", action="store_true", help="prepare every model, not just the configured ones")
 
     s = sub.add_parser("serve", help="start the web server (WebRTC + WebSocket + HTTP API)")
     s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_talk(config, args)
     if args.command == "models":
         from .models_cmd import run_models
-        return run_models(config, check_only=args.check)
+        return run_models(config, check_only=args.check, all_models=args.all)
     if args.command == "serve":
         from .serve import run_serve
         return run_serve(config, host=args.host, port=args.port, verbose=args.verbose)

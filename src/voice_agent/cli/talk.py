@@ -27,7 +27,7 @@ def run_talk(config: V3Config, args: Namespace) -> int:
         return 2
     try:
         return asyncio.run(_talk(config, args))
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # a missing or unreadable input file
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
