@@ -252,8 +252,9 @@ def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[Sp
         "## How it is measured",
         "The server runs as a subprocess (`voice-agent serve` on 127.0.0.1, a free port, "
         "`VOICE_AGENT_PIPELINE__MODE=streaming` or `naive`). Each session is a real aiortc peer "
-        "(bench/client.py) with ICE on 127.0.0.1 only (both processes' aioice host addresses are "
-        "patched; the last table lists the addresses the server offered). The client plays the "
+        "(bench/client.py) with ICE on 127.0.0.1 only (server: `VOICE_AGENT_WEBRTC__HOST_ADDRESSES=[\"127.0.0.1\"]`; "
+        "client: aioice's host addresses patched; the session table lists the addresses the server "
+        "offered). The client plays the "
         "question in 20 ms Opus frames paced on an absolute clock, then silence. **Voice-to-voice** "
         "= the `time.monotonic()` at which the frame holding the last speech sample (found from the "
         "WAV's energy, before its trailing pad) was handed to the encoder → the arrival time of the "

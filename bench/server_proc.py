@@ -19,16 +19,6 @@ from pathlib import Path
 
 import httpx
 
-# The server's aioice must offer 127.0.0.1 only. `voice-agent serve` has no option for it, so a
-# sitecustomize on the child's PYTHONPATH applies the same patch the client uses (bench/client.py).
-_SITECUSTOMIZE = '''\
-try:
-    import aioice.ice as _ice
-    _ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
-except Exception:  # the bench must see the failure in the offered candidates, not crash here
-    pass
-'''
-
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -95,11 +85,11 @@ class ServerProcess:
 
     def start(self) -> None:
         tmp = Path(self._tmp.name)
-        (tmp / "sitecustomize.py").write_text(_SITECUSTOMIZE)
         env = dict(os.environ)
         env.update({
-            "PYTHONPATH": os.pathsep.join(p for p in (str(tmp), env.get("PYTHONPATH", "")) if p),
             "HF_HUB_OFFLINE": "1",
+            # ICE on loopback only: the server's aioice offers just these host addresses.
+            "VOICE_AGENT_WEBRTC__HOST_ADDRESSES": '["127.0.0.1"]',
             "VOICE_AGENT_PIPELINE__MODE": self.mode,
             "VOICE_AGENT_SERVER__MAX_SESSIONS": str(self.max_sessions),
             "VOICE_AGENT_SERVER__TRANSCRIPTS_DIR": str(tmp / "transcripts"),
