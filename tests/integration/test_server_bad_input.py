@@ -121,3 +121,19 @@ async def _get(server: RunningServer, path: str) -> str:
 
     async with httpx.AsyncClient(base_url=server.http) as http:
         return (await http.get(path)).text
+
+
+async def test_idle_session_is_closed_by_the_reaper(server_factory) -> None:
+    """Media counts as traffic: the session lives while the microphone streams, and is closed
+    once the peer goes quiet (here: its peer connection closes, the socket stays open)."""
+    srv = await server_factory(server={"idle_timeout_s": 0.6})
+    async with connect(f"{srv.ws}/ws/v3") as client:
+        await client.wait_type("connection_established")
+        rtc = await negotiate(client)
+        await asyncio.sleep(1.2)
+        assert srv.registry.sessions.list(), "closed although audio was flowing"
+        await rtc.close()
+        err = await client.wait_type("error", 5)
+        assert err["code"] == "session_timeout" and err["fatal"] is True
+        assert await client.wait_closed() == 4000
+        assert not srv.registry.sessions.list()
