@@ -86,6 +86,21 @@ class STTConfig(_Section):
     """A turn is cut and answered after this much continuous speech."""
 
 
+class RecoveryConfig(_Section):
+    """Retries and circuit breakers for every provider."""
+
+    attempts: int = Field(3, ge=1, le=10)
+    """Tries per call (or per stream, before its first item) before giving up."""
+    base_delay_s: float = Field(0.1, ge=0.0, le=10.0)
+    """First backoff; each retry doubles it (with full jitter) up to max_delay_s."""
+    max_delay_s: float = Field(1.0, ge=0.0, le=60.0)
+    failure_threshold: int = Field(5, ge=1, le=100)
+    """Consecutive failures that open a provider's circuit."""
+    reset_timeout_s: float = Field(1.0, gt=0.0, le=600.0)
+    """How long an open circuit refuses calls before one trial call is let through, so a
+    provider that comes back is used again within this time."""
+
+
 class PipelineConfig(_Section):
     """How turns are processed."""
 
@@ -147,6 +162,7 @@ class V3Config(BaseSettings):
     stt: STTConfig = Field(default_factory=STTConfig)
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth_token: SecretStr | None = None
     """Optional bearer token for /ws/v3, /ws/v3/audio and /v3/sessions (VOICE_AGENT_AUTH_TOKEN)."""

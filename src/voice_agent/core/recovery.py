@@ -15,9 +15,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from ..services.errors import CircuitOpenError, ProviderError, ProviderTimeoutError
+
+if TYPE_CHECKING:
+    from .config import RecoveryConfig
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -342,3 +345,11 @@ async def _aclose(agen: AsyncIterator[Any]) -> None:
             await close()
         except Exception:  # a stream that fails while closing has nothing left to give
             pass
+
+
+def recovery_from_config(config: RecoveryConfig) -> ErrorRecoveryManager:
+    """The server's one recovery manager, shaped by the `recovery` config section."""
+    policy = RetryPolicy(attempts=config.attempts, base_delay_s=config.base_delay_s,
+                         max_delay_s=config.max_delay_s)
+    return ErrorRecoveryManager(default_policy=policy, failure_threshold=config.failure_threshold,
+                                reset_timeout_s=config.reset_timeout_s)

@@ -25,7 +25,7 @@ from ..core.conversation import ConversationManager
 from ..core.events import (ErrorEvent, EventSink, MetricsEvent, PipelineEvent, ResponseEvent,
                            StatusEvent, TranscriptEvent)
 from ..core.status import ProcessingStatus
-from ..core.recovery import ErrorRecoveryManager
+from ..core.recovery import ErrorRecoveryManager, recovery_from_config
 from ..services.base import STTStream, Transcript
 from ..services.errors import ProviderError
 from ..services.factory import Services
@@ -72,7 +72,7 @@ class VoicePipeline:
             end_of_turn_silence_ms=stt.end_of_turn_silence_ms, max_utterance_s=stt.max_utterance_s))
         self._streaming = config.pipeline.mode == "streaming"
         # One recovery manager per server (shared breakers); a pipeline on its own makes its own.
-        self.recovery = recovery or ErrorRecoveryManager()
+        self.recovery = recovery or recovery_from_config(config.recovery)
         self._speaker = ReplySpeaker(services.llm, services.tts, sink, self._emit, self.recovery,
                                      max_tokens=config.ai.max_tokens, timeout_s=config.ai.timeout_s,
                                      streaming=self._streaming)
@@ -304,7 +304,9 @@ class VoicePipeline:
             release.set()
             await speaker
             while self.sink.queued_s() > 0:  # still speaking until the last frame went out
+                self._mark_first_audio_sent(metrics)
                 await asyncio.sleep(0.02)
+            self._mark_first_audio_sent(metrics)
         except asyncio.CancelledError:
             speaker.cancel()
             await asyncio.gather(speaker, return_exceptions=True)
@@ -319,6 +321,11 @@ class VoicePipeline:
         self.conversation.add_assistant(state.text)
         await self._emit(ResponseEvent(state.text, final=True))
         await self._finish_turn(metrics)
+
+    def _mark_first_audio_sent(self, metrics: TurnMetrics) -> None:
+        # A transport's track sends its first frame after play() returned, so look again here.
+        if (t := self.sink.playback_started_at) is not None:
+            metrics.mark("first_audio_sent", t)
 
     async def _on_first_audio(self) -> None:
         await self._set_status(ProcessingStatus.SPEAKING)

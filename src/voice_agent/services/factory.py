@@ -41,9 +41,9 @@ def build_services(config: V3Config) -> Services:
 
         llm: LLMService = LlamaCppLLM(config)
     else:
-        raise NotImplementedError(
-            f"LLM provider {config.ai.provider!r} is not implemented yet; "
-            "use ai.provider = 'llamacpp' (VOICE_AGENT_AI__PROVIDER=llamacpp)")
+        from voice_agent.services.llm_openai import OpenAICompatibleLLM
+
+        llm = OpenAICompatibleLLM(config)
 
     tts: TTSService
     if config.voice.provider == "piper":
