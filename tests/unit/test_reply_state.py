@@ -32,3 +32,13 @@ def test_metrics_spans_are_measured_from_the_end_of_speech():
     assert d["at_reply_done_ms"] == 700.0
     m.mark("speech_end", 0.0)  # first mark wins: a stage happens once per turn
     assert m.as_dict()["end_of_speech_to_first_audio_ms"] == 600.0
+
+
+def test_work_done_during_the_pause_shows_as_zero_span_and_early_offset():
+    m = TurnMetrics(turn=1)
+    m.mark("speech_end", 10.0)
+    m.mark("transcript_final", 10.3)  # transcribed during the pause
+    m.mark("end_of_turn", 10.5)
+    d = m.as_dict()
+    assert d["stt_ms"] == 0.0
+    assert d["at_transcript_final_ms"] == 300.0 and d["at_end_of_turn_ms"] == 500.0

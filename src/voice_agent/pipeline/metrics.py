@@ -38,6 +38,12 @@ class TurnMetrics:
             return round((self.marks[end] - self.marks[start]) * 1000, 1)
         return None
 
+    def _span(self, start: str, end: str) -> float | None:
+        """A stage's own time. 0 when it was already done before the previous stage ended, as
+        when the reply was prepared during the user's pause (the at_*_ms timeline shows when)."""
+        d = self._since(start, end)
+        return None if d is None else max(0.0, d)
+
     def as_dict(self) -> dict[str, Any]:
         """Durations in ms. Each name says which span it measures."""
         origin = "speech_end" if "speech_end" in self.marks else "end_of_turn"
@@ -48,12 +54,12 @@ class TurnMetrics:
             "transcript_reused": self.transcript_reused,
             "interrupted": self.interrupted,
             # spans between consecutive stages
-            "end_of_turn_delay_ms": self._since("speech_end", "end_of_turn"),
-            "stt_ms": self._since("end_of_turn", "transcript_final"),
-            "llm_first_token_ms": self._since("transcript_final", "llm_first_token"),
-            "first_sentence_ms": self._since("llm_first_token", "first_sentence"),
-            "tts_first_audio_ms": self._since("first_sentence", "tts_first_audio"),
-            "transport_ms": self._since("tts_first_audio", "first_audio_sent"),
+            "end_of_turn_delay_ms": self._span("speech_end", "end_of_turn"),
+            "stt_ms": self._span("end_of_turn", "transcript_final"),
+            "llm_first_token_ms": self._span("transcript_final", "llm_first_token"),
+            "first_sentence_ms": self._span("llm_first_token", "first_sentence"),
+            "tts_first_audio_ms": self._span("first_sentence", "tts_first_audio"),
+            "transport_ms": self._span("tts_first_audio", "first_audio_sent"),
             # the figure users feel: end of their speech to the first audio sent back
             "end_of_speech_to_first_audio_ms": self._since(origin, "first_audio_sent"),
             "reply_total_ms": self._since(origin, "reply_done"),

@@ -11,7 +11,13 @@ const LABELS: Record<string, string> = {
   llm_first_token_ms: "LLM first token",
   tts_first_audio_ms: "TTS first audio",
   first_audio_sent_ms: "First audio sent",
+  end_of_turn_delay_ms: "End-of-turn wait",
+  first_sentence_ms: "First sentence",
+  transport_ms: "Transport",
 };
+
+// Totals and inputs, not stages of the reply.
+const HIDDEN = new Set(["reply_total_ms", "user_speech_ms"]);
 
 function label(key: string): string {
   if (LABELS[key]) return LABELS[key];
@@ -26,7 +32,12 @@ export function LatencyPanel({ metrics }: { metrics: TurnMetrics | null }) {
   const headline = headlineKey ? (metrics?.[headlineKey] as number) : null;
   const stages = Object.entries(metrics ?? {}).filter(
     (e): e is [string, number] =>
-      e[0].endsWith("_ms") && e[0] !== headlineKey && typeof e[1] === "number" && Number.isFinite(e[1]),
+      e[0].endsWith("_ms") &&
+      !e[0].startsWith("at_") && // the timeline offsets repeat the stages; keep the card short
+      !HIDDEN.has(e[0]) &&
+      e[0] !== headlineKey &&
+      typeof e[1] === "number" &&
+      Number.isFinite(e[1]),
   );
   const max = Math.max(1, headline ?? 0, ...stages.map(([, v]) => v));
   const tone = headline === null ? "" : headline < 800 ? "good" : headline < 1500 ? "ok" : "slow";
