@@ -55,7 +55,7 @@ async def transcribe_reply(services, sink) -> str:
     pcm, rate = sink.audio()
     assert len(pcm) > rate // 2, "the agent said (almost) nothing"
     from voice_agent.core.audio_io import resample_to_16k
-    t = await services.stt.transcribe(resample_to_16k(pcm, rate))
+    t = await asyncio.to_thread(services.stt.transcribe_full_sync, resample_to_16k(pcm, rate))
     return t.text
 
 

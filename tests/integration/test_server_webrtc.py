@@ -10,6 +10,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import VideoStreamTrack
 
+from voice_agent.pipeline.metrics import STAGES
 from tests.helpers.rtc import PcmPlayerTrack, new_peer, rms, wait_for
 from tests.integration.conftest import (RtcClient, RunningServer, connect, negotiate,
                                         speech_only, to_16k_float)
@@ -35,13 +36,19 @@ async def test_spoken_question_gets_a_spoken_answer(server: RunningServer, servi
             reply = await client.wait_type("ai_response", 60, final=True)
             assert "paris" in reply["text"].lower()
             after_reply = client.messages.index(reply)
-            await client.wait_type("metrics", 30, after_reply)
+            metrics = await client.wait_type("metrics", 30, after_reply)
+            # Every stage of the turn is timed, the transport's first frame included.
+            for stage in STAGES:
+                assert metrics[f"at_{stage}_ms"] is not None, (stage, metrics)
+            assert metrics["end_of_speech_to_first_audio_ms"] > 0
+            prom = await _get_text(server, "/v3/metrics")
+            assert 'voice_agent_turn_stage_seconds_count{stage="end_of_speech_to_first_audio"}' in prom
             await client.wait_type("status", 30, after_reply, processing_status="listening")
             await asyncio.sleep(0.3)  # the last frames are still on the wire
             heard = rtc.recorder[0].audio(since=t_sent)
             voice = speech_only(heard, 48000)
             assert len(voice) > 0.5 * 48000 and rms(voice) > 0.02, "agent audio is silent"
-            text = (await services.stt.transcribe(to_16k_float(voice))).text.lower()
+            text = (await asyncio.to_thread(services.stt.transcribe_full_sync, to_16k_float(voice))).text.lower()
             assert "paris" in text, text
             stats = (await _get_json(server, "/v3/webrtc/stats"))["sessions"][hello["session_id"]]
             assert stats["audio_packets_sent"] > 50 and stats["audio_packets_received"] > 50
@@ -174,3 +181,12 @@ async def test_audio_video_mode_counts_and_discards_video(server_factory) -> Non
             await client.wait_type("pong")
         finally:
             await rtc.close()
+
+
+async def _get_text(server: RunningServer, path: str) -> str:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        response = await http.get(path)
+        response.raise_for_status()
+        return response.text

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.config import V3Config
+from ..core.recovery import ErrorRecoveryManager, recovery_from_config
+from .prometheus import TurnMetricsExporter
 from .sessions import SessionManager
 
 if TYPE_CHECKING:
@@ -26,6 +28,13 @@ class AppRegistry:
     web_dist: Path | None = None
     started_at: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
+    recovery: ErrorRecoveryManager | None = None
+    """Retries and one circuit breaker per provider, shared by every session."""
+    prometheus: TurnMetricsExporter = field(default_factory=TurnMetricsExporter)
+
+    def __post_init__(self) -> None:
+        if self.recovery is None:
+            self.recovery = recovery_from_config(self.config.recovery)
 
     @property
     def uptime_s(self) -> float:

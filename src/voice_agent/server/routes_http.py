@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from .. import __version__
+from .prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from .registry import AppRegistry, get_registry
 
 router = APIRouter()
@@ -19,6 +20,7 @@ ENDPOINTS = {
     "sessions": "/v3/sessions",
     "webrtc_stats": "/v3/webrtc/stats",
     "config": "/v3/config",
+    "metrics": "/v3/metrics",
     "signaling": "/ws/v3",
     "audio": "/ws/v3/audio",
     "docs": "/docs",
@@ -90,10 +92,19 @@ async def health(request: Request) -> JSONResponse:
         "uptime_s": round(registry.uptime_s, 3),
         "active_sessions": len(registry.sessions),
         "max_sessions": registry.sessions.max_sessions,
+        "providers": registry.recovery.status() if registry.recovery else {},
     }
     if registry.load_error:
         body["error"] = registry.load_error
     return JSONResponse(body, status_code=200 if status in ("ok", "degraded") else 503)
+
+
+@router.get("/v3/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Per-turn stage timings as Prometheus histograms (text exposition format)."""
+    registry = get_registry(request.app)
+    registry.prometheus.sessions.set(len(registry.sessions))
+    return Response(registry.prometheus.render(), media_type=PROMETHEUS_CONTENT_TYPE)
 
 
 @router.get("/v3/sessions")

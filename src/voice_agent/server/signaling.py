@@ -58,8 +58,15 @@ async def _open_session(ws: WebSocket, transport: str) -> tuple[AppRegistry, Ses
 def _make_pipeline(registry: AppRegistry, session: Session, sink: Any) -> Any:
     from ..pipeline.agent import VoicePipeline  # the heavy import only when a session starts
 
-    return VoicePipeline(registry.services, registry.config, emit=session.emit, sink=sink,
-                         session_id=session.id)
+    async def emit(event: Any) -> None:
+        if event.type == "metrics":
+            registry.prometheus.observe_turn(event.metrics)
+        elif event.type == "error":
+            registry.prometheus.observe_error(event.code)
+        await session.emit(event)
+
+    return VoicePipeline(registry.services, registry.config, emit=emit, sink=sink,
+                         session_id=session.id, recovery=registry.recovery)
 
 
 async def _receive_loop(ws: WebSocket, session: Session, controller: SessionController,
