@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +31,8 @@ from voice_agent.server.app import create_app
 from voice_agent.services.factory import Services, build_services, load_services
 
 QUESTION = "What is the capital of France?"
+TRANSCRIPTS = Path(tempfile.gettempdir()) / f"voice-agent-test-transcripts-{os.getpid()}"
+"""Where test servers write conversations (never the working directory)."""
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,7 +50,7 @@ def free_port() -> int:
 def make_config(**sections: Any) -> V3Config:
     # One thread each: on a shared 2-core machine llama.cpp's spinning threads slow down 10-20x
     # as soon as anything else runs (measured: a one-sentence reply took 16 s with 2 threads).
-    base: dict[str, Any] = {"server": {"max_sessions": 4},
+    base: dict[str, Any] = {"server": {"max_sessions": 4, "transcripts_dir": str(TRANSCRIPTS)},
                             "ai": {"max_tokens": 60, "threads": 1}, "stt": {"threads": 1}}
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value

@@ -22,6 +22,7 @@ from ..core.config import V3Config
 from ..transport.ice import restrict_host_addresses
 from . import routes_http, signaling
 from .registry import AppRegistry
+from .security import redacted_logs
 from .sessions import SessionManager
 
 if TYPE_CHECKING:
@@ -60,7 +61,8 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
         log.info("voice-agent %s ready (max %d sessions)", __version__, server.max_sessions)
         try:
             # aioice has no per-connection setting, so the address choice covers the process.
-            with restrict_host_addresses(config.webrtc.host_addresses):
+            with restrict_host_addresses(config.webrtc.host_addresses), \
+                    redacted_logs(_secrets(config)):
                 yield
         finally:
             await registry.sessions.stop()  # closes every session
@@ -71,14 +73,22 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
     app = FastAPI(title="voice-agent", version=__version__, lifespan=lifespan,
                   description="Local-first real-time voice agent. See docs/protocol.md.")
     app.state.registry = registry
+    # Cross-origin pages may read the HTTP API only when listed: no list, no CORS headers (the
+    # page served here is same-origin), and never an implied "*", with or without a token.
     if server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=server.cors_origins,
-                           allow_methods=["GET"], allow_headers=["*"])
+                           allow_methods=["GET"], allow_headers=["Authorization"])
     app.include_router(routes_http.router)
     app.include_router(signaling.router)
     if registry.web_dist is not None and (registry.web_dist / "assets").is_dir():
         app.mount("/assets", StaticFiles(directory=registry.web_dist / "assets"), name="assets")
     return app
+
+
+def _secrets(config: V3Config) -> list[str]:
+    values = [config.auth_token, config.ai.api_key,
+              *(s.credential for s in config.webrtc.ice_servers)]
+    return [v.get_secret_value() for v in values if v is not None]
 
 
 def _close_services(services: object) -> None:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+RATE_NOTICE_INTERVAL_S = 1.0
+
 
 class RateLimiter:
     """Token bucket: ``rate`` messages per second, bursts of up to ``2 * rate``."""
@@ -50,14 +52,31 @@ class SessionController:
         self.webrtc = webrtc
         self.max_message_bytes = max_message_bytes
         self._limiter = RateLimiter(messages_per_second)
+        self._limited_notice_at = -RATE_NOTICE_INTERVAL_S
+        self.dropped = 0
+        """Messages dropped by the rate limit so far."""
+
+    def allow(self, reply: Sender) -> bool:
+        """Take one message from the rate limit; over it, the message is dropped and the client
+        told so, at most once per second (answering every message of a flood would be a flood
+        of our own)."""
+        if self._limiter.allow():
+            return True
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._limited_notice_at >= RATE_NOTICE_INTERVAL_S:
+            self._limited_notice_at = now
+            self.session.send_error(
+                ErrorCode.RATE_LIMITED,
+                f"too many messages (over {self._limiter.rate:g}/s); dropping them "
+                f"({self.dropped} so far)", reply=reply)
+        return False
 
     async def handle_raw(self, raw: str | bytes, *, via: str, reply: Sender) -> None:
         """Validate and handle one message; errors go back to ``reply`` and the session goes on."""
         session = self.session
         session.info.touch()
-        if not self._limiter.allow():
-            session.send_error(ErrorCode.RATE_LIMITED, "too many messages; this one was dropped",
-                               reply=reply)
+        if not self.allow(reply):
             return
         try:
             message = protocol.parse_client_message(raw, max_bytes=self.max_message_bytes)

@@ -41,15 +41,23 @@ class AppRegistry:
         return time.monotonic() - self.started_monotonic
 
     def authorized(self, headers: Any, query: Any) -> bool:
-        """Bearer token check (only when ``auth_token`` is configured)."""
+        """Bearer token check (only when ``auth_token`` is configured): ``Authorization:
+        Bearer <token>`` or, for WebSockets (browsers cannot set their headers), ``?token=``.
+
+        Compared as bytes in constant time: ``hmac.compare_digest`` on str raises TypeError
+        for non-ASCII text, which a client must not be able to trigger.
+        """
         token = self.config.auth_token
         if token is None:
             return True
-        given = query.get("token") or ""
+        expected = token.get_secret_value().encode("utf-8")
         auth = headers.get("authorization") or ""
-        if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
+        if auth[:7].lower() == "bearer ":
+            # Header values arrive decoded as latin-1: encoding back gives the bytes sent.
+            given = auth[7:].strip().encode("latin-1", "replace")
+        else:
+            given = str(query.get("token") or "").encode("utf-8", "surrogatepass")
+        return hmac.compare_digest(given, expected)
 
 
 def get_registry(app: Any) -> AppRegistry:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from .. import __version__
 from .prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from .registry import AppRegistry, get_registry
+from .transcript_log import read_transcript, valid_session_id
 
 router = APIRouter()
 
@@ -18,6 +20,7 @@ ENDPOINTS = {
     "page": "/",
     "health": "/v3/health",
     "sessions": "/v3/sessions",
+    "transcript": "/v3/sessions/{session_id}/transcript",
     "webrtc_stats": "/v3/webrtc/stats",
     "config": "/v3/config",
     "metrics": "/v3/metrics",
@@ -112,6 +115,22 @@ async def sessions(request: Request) -> list[dict[str, Any]]:
     registry = get_registry(request.app)
     _require_auth(request, registry)
     return [s.info.as_dict() for s in registry.sessions.list()]
+
+
+@router.get("/v3/sessions/{session_id}/transcript")
+async def transcript(session_id: str, request: Request) -> dict[str, Any]:
+    """The session's records from its JSON-lines file: live sessions and ended ones alike."""
+    registry = get_registry(request.app)
+    _require_auth(request, registry)
+    # Strict format check before any path is built: no traversal, no odd names.
+    if not valid_session_id(session_id):
+        raise HTTPException(status_code=404, detail="unknown session")
+    records = await asyncio.to_thread(read_transcript, registry.config.server.transcripts_dir,
+                                      session_id)
+    if records is None:
+        raise HTTPException(status_code=404, detail="unknown session")
+    return {"session_id": session_id, "active": registry.sessions.get(session_id) is not None,
+            "records": records}
 
 
 @router.get("/v3/webrtc/stats")

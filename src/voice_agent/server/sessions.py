@@ -17,6 +17,7 @@ from ..core.events import (ErrorEvent, PipelineEvent, StatusEvent, TranscriptEve
                            event_to_wire)
 from ..core.status import ConnectionStatus, SessionInfo
 from ..transport import protocol
+from .transcript_log import TranscriptLog
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013
 CLOSE_IDLE = 4000
 CLOSE_TOO_LONG = 4001
+CLOSER_TIMEOUT_S = 3.0
+"""Closing a client's socket waits no longer than this (a client that stopped reading)."""
 
 
 class ServerBusyError(Exception):
@@ -58,6 +61,8 @@ class Session:
         """Where server messages go: the WebSocket, and the data channel when there is one."""
         self.closer: Closer | None = None
         """Closes the client connection (set by the route that accepted it)."""
+        self.transcript: TranscriptLog | None = None
+        """The conversation on disk (set by the route that accepted it)."""
         self.closed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -83,6 +88,8 @@ class Session:
                    reply: Sender | None = None) -> None:
         self.info.errors += 1
         log.warning("session %s: error %s: %s", self.id, code, message)
+        if self.transcript is not None:
+            self.transcript.error(code, message, fatal=fatal)
         msg = protocol.error(code, message, fatal=fatal)
         if reply is not None:
             reply(msg)
@@ -96,6 +103,9 @@ class Session:
 
     async def emit(self, event: PipelineEvent) -> None:
         """The pipeline's EventSink: keep SessionInfo current and forward to the client."""
+        if self.transcript is not None:
+            # Before the closing check: a reply cut short by the session closing is kept too.
+            self.transcript.event(event)
         if self._closing:
             return
         if isinstance(event, StatusEvent):
@@ -109,6 +119,21 @@ class Session:
             self.info.errors += 1
             log.warning("session %s: pipeline error %s: %s", self.id, event.code, event.message)
         self.send(event_to_wire(event))
+
+    async def _release(self) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for name, part in (("pipeline", self.pipeline), ("transport", self.transport)):
+            if part is None:
+                continue
+            try:
+                await part.close()
+            except Exception as exc:  # keep releasing the rest
+                log.error("session %s: closing the %s failed: %r", self.id, name, exc)
 
     # -- tasks and shutdown -------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
@@ -131,23 +156,15 @@ class Session:
             return
         self._closing = True
         log.info("session %s: closing (%s)", self.id, reason or code)
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for name, part in (("pipeline", self.pipeline), ("transport", self.transport)):
-            if part is None:
-                continue
-            try:
-                await part.close()
-            except Exception as exc:  # keep releasing the rest
-                log.error("session %s: closing the %s failed: %r", self.id, name, exc)
-        self.info.connection_status = ConnectionStatus.DISCONNECTED
+        try:
+            await self._release()
+        finally:  # even if the close itself is cancelled, the transcript gets its last record
+            self.info.connection_status = ConnectionStatus.DISCONNECTED
+            if self.transcript is not None:
+                self.transcript.end(code=code, reason=reason)
         if self.closer is not None:
             with contextlib.suppress(Exception):
-                await self.closer(code, reason)
+                await asyncio.wait_for(self.closer(code, reason), CLOSER_TIMEOUT_S)
         self.senders.clear()
         self.pipeline = None
         self.transport = None

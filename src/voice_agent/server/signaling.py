@@ -14,10 +14,13 @@ from ..core.status import ConnectionStatus
 from ..transport import protocol
 from ..transport.protocol import ErrorCode
 from ..transport.webrtc import WebRTCSession
+from ..services.base import STT_SAMPLE_RATE
 from ..transport.ws_audio import AudioFormatError, WebSocketAudioTransport, parse_rate
 from .controller import SessionController
 from .outbox import Outbox
 from .registry import AppRegistry, get_registry
+from .security import origin_allowed
+from .transcript_log import TranscriptLog
 from .sessions import (CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN,
                        ServerBusyError, Session)
 
@@ -37,12 +40,27 @@ async def _refuse(ws: WebSocket, code: str, message: str, close_code: int) -> No
     await ws.close(code=close_code, reason=code)
 
 
-async def _open_session(ws: WebSocket, transport: str) -> tuple[AppRegistry, Session] | None:
-    """Accept the socket and make a session, or refuse with a fatal error and close."""
+async def _open_session(ws: WebSocket, transport: str, *, mode: dict[str, str],
+                        refusal: str | None = None) -> tuple[AppRegistry, Session] | None:
+    """Accept the socket and make a session, or refuse and close.
+
+    The origin and the token are checked first: an unauthenticated client gets one fatal
+    ``unauthorized`` error and the close (1008), nothing about the models or its other
+    parameters, and no session is made. ``refusal`` is a problem with the request found
+    before (a bad ``?rate=``).
+    """
     registry = get_registry(ws.app)
     await ws.accept()
+    if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"),
+                          registry.config.server.cors_origins):
+        log.warning("refusing %s: origin %.80r not allowed", ws.url.path, ws.headers["origin"])
+        await ws.close(code=CLOSE_POLICY, reason="origin_not_allowed")
+        return None
     if not registry.authorized(ws.headers, ws.query_params):
         await _refuse(ws, ErrorCode.UNAUTHORIZED, "missing or wrong token", CLOSE_POLICY)
+        return None
+    if refusal is not None:
+        await _refuse(ws, ErrorCode.INVALID_MESSAGE, refusal, CLOSE_POLICY)
         return None
     if not registry.services_ready or registry.services is None:
         await _refuse(ws, ErrorCode.SERVER_BUSY, "models are still loading", CLOSE_TRY_AGAIN)
@@ -52,6 +70,8 @@ async def _open_session(ws: WebSocket, transport: str) -> tuple[AppRegistry, Ses
     except ServerBusyError as exc:
         await _refuse(ws, ErrorCode.SERVER_BUSY, str(exc), CLOSE_TRY_AGAIN)
         return None
+    session.transcript = TranscriptLog(registry.config.server.transcripts_dir, session.id)
+    session.transcript.start(transport=transport, **mode)
     return registry, session
 
 
@@ -100,7 +120,9 @@ async def _run_session(ws: WebSocket, registry: AppRegistry, session: Session, o
 
 @router.websocket("/ws/v3")
 async def signaling_socket(ws: WebSocket) -> None:
-    opened = await _open_session(ws, "webrtc")
+    config = get_registry(ws.app).config
+    opened = await _open_session(ws, "webrtc", mode={"mode": config.pipeline.mode,
+                                                     "webrtc_mode": config.webrtc.mode})
     if opened is None:
         return
     registry, session = opened
@@ -141,6 +163,8 @@ async def signaling_socket(ws: WebSocket) -> None:
     await pipeline.start()
 
     async def no_binary(data: bytes) -> None:
+        if controller is not None and not controller.allow(outbox.send):  # floods too
+            return
         session.send_error(ErrorCode.UNSUPPORTED,
                            "binary frames are not accepted here; audio goes over WebRTC "
                            "(or use /ws/v3/audio)", reply=outbox.send)
@@ -150,13 +174,14 @@ async def signaling_socket(ws: WebSocket) -> None:
 
 @router.websocket("/ws/v3/audio")
 async def audio_socket(ws: WebSocket) -> None:
+    rate, refusal = STT_SAMPLE_RATE, None
     try:
         rate = parse_rate(ws.query_params.get("rate"))
     except AudioFormatError as exc:
-        await ws.accept()
-        await _refuse(ws, ErrorCode.INVALID_MESSAGE, str(exc), CLOSE_POLICY)
-        return
-    opened = await _open_session(ws, "websocket_audio")
+        refusal = str(exc)
+    config = get_registry(ws.app).config
+    opened = await _open_session(ws, "websocket_audio", refusal=refusal,
+                                 mode={"mode": config.pipeline.mode})
     if opened is None:
         return
     registry, session = opened

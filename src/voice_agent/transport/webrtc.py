@@ -114,6 +114,12 @@ class WebRTCSession:
                                  "an offer was already answered; renegotiation is not supported")
         if not sdp.lstrip().startswith("v=0"):
             raise TransportError(ErrorCode.INVALID_SDP, "SDP must start with 'v=0'")
+        media = {line[2:].split(" ", 1)[0] for line in sdp.splitlines() if line.startswith("m=")}
+        if not media & {"audio", "application"}:
+            # A video-only offer would be answered, and then nothing could ever be heard.
+            raise TransportError(ErrorCode.INVALID_SDP,
+                                 "the offer has no audio (and no data channel); offer an audio "
+                                 "track with Opus, PCMU or PCMA")
         pc = self._new_peer_connection()
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
@@ -127,7 +133,10 @@ class WebRTCSession:
             self._track = None
             self._pc = None
             await pc.close()
-            raise TransportError(ErrorCode.INVALID_SDP, f"cannot use this offer: {exc}") from None
+            hint = (" (no codec in common: audio needs Opus, PCMU or PCMA)"
+                    if "send parameters" in str(exc) else "")
+            raise TransportError(ErrorCode.INVALID_SDP,
+                                 f"cannot use this offer: {exc or type(exc).__name__}{hint}") from None
         self._answered = True
         return pc.localDescription.sdp
 
