@@ -41,3 +41,17 @@ def test_flush_returns_the_unfinished_tail_once():
     assert c.push("No final punctuation") == []
     assert c.flush() == "No final punctuation"
     assert c.flush() is None
+
+
+def test_a_sentence_is_released_with_its_last_token_not_one_token_later():
+    c = SentenceChunker()
+    assert c.push("A spider has eight legs") == []
+    assert c.push(".") == ["A spider has eight legs."]
+    assert c.push(" Yes!") == ["Yes!"]
+
+
+def test_a_number_ending_in_a_dot_waits_for_the_next_token():
+    c = SentenceChunker()
+    assert c.push("Pi is about 3.") == []
+    assert c.push("14 and e is 2.") == []
+    assert c.push("72. ") == ["Pi is about 3.14 and e is 2.72."]

@@ -185,7 +185,8 @@ class VoicePipeline:
         interval = self.config.stt.interim_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
-            self._request_interim()
+            if self._spec is None:  # during a held reply only silence came in: nothing to redo
+                self._request_interim()
 
     def _request_interim(self, *, again: bool = False) -> None:
         """Transcribe what was heard so far, unless a transcription is already running."""

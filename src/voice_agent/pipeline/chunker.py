@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-_SENTENCE_END = re.compile(r"([.!?]+[\"')\]]*)\s+")
+_SENTENCE_END = re.compile(r"([.!?]+[\"')\]]*)(\s+|$)")
 _CLAUSE_END = re.compile(r"([,;:\u2014])\s+")
 _ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "etc.", "e.g.", "i.e.", "no.", "jr.", "sr."}
 _MARKDOWN = re.compile(r"[*_#`>|~]+")
@@ -57,8 +57,13 @@ class SentenceChunker:
         for m in _SENTENCE_END.finditer(self._buf):
             words = self._buf[: m.end(1)].split()
             last = words[-1].lower() if words else ""
-            if last in _ABBREVIATIONS or re.fullmatch(r"\d+\.", last):
-                continue  # "Dr. Smith", "in 1990." followed by more digits is rare; numbers like 3.5 have no space
+            if last in _ABBREVIATIONS or re.fullmatch(r"[a-z]\.", last):
+                continue  # "Dr. Smith", "J. K. Rowling"
+            at_end = m.group(2) == ""  # no space after it yet
+            if at_end and self._buf[m.start(1)] == "." and self._buf[: m.start(1)][-1:].isdigit():
+                return None  # "3." may go on as "3.5": wait for the next token
+            # Otherwise cut now, even at the end of the buffer: waiting for the next token to
+            # see a space costs a whole token (~90 ms here) on every sentence.
             return m.end()
         return None
 
