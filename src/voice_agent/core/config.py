@@ -19,9 +19,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+# Answer first, briefly: the first sentence is what the user waits for (see docs/benchmarks.md).
 DEFAULT_SYSTEM_PROMPT = (
-    "You are a friendly voice assistant. Your words are spoken aloud, so answer in one to three "
-    "short, plain sentences, with no lists, markdown, code or emojis."
+    "You are a friendly voice assistant. Your words are spoken aloud: start with the answer "
+    "itself, in a short sentence, and add at most one more short sentence. No lists, markdown, "
+    "code or emojis."
 )
 
 
@@ -80,6 +82,9 @@ class STTConfig(_Section):
     """Speech needed before a turn starts (filters clicks and short noises)."""
     end_of_turn_silence_ms: int = Field(500, ge=100, le=5000)
     """Silence after speech that ends the user's turn."""
+    pause_ms: int = Field(96, ge=32, le=2000)
+    """Silence after which the reply is prepared early (held back until the turn ends, dropped
+    if the user goes on). Shorter starts answering sooner but wastes more work on pauses."""
     interim_interval_ms: int = Field(500, ge=100, le=10000)
     """How often interim transcripts are made while the user speaks."""
     max_utterance_s: float = Field(30.0, gt=1.0, le=300.0)
@@ -132,14 +137,23 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     max_sessions: int = Field(4, ge=1, le=1000)
+    """Concurrent sessions; one more is refused with server_busy (close 1013)."""
     idle_timeout_s: float = Field(120.0, gt=0)
-    """A session with no traffic for this long is closed."""
+    """A session with no traffic from its client for this long is closed (close 4000)."""
     max_session_s: float = Field(3600.0, gt=0)
+    """Longest session; then it is closed with session_timeout (close 4001)."""
     max_message_bytes: int = Field(256 * 1024, ge=1024)
+    """Largest JSON text frame; a larger one gets message_too_large and is dropped."""
     messages_per_second: float = Field(50.0, gt=0)
+    """JSON messages per second per connection (bursts of twice that); more are dropped with
+    one rate_limited error per second."""
     cors_origins: list[str] = Field(default_factory=list)
+    """Web origins (e.g. "https://app.example") allowed to call the HTTP API from a browser and
+    to open the WebSockets. Empty: no CORS headers; WebSockets from pages of this host or of
+    loopback only. "*" is never implied, also not when auth_token is set."""
     transcripts_dir: Path = Path("transcripts")
-    """Each conversation is appended here as JSON lines, flushed per turn."""
+    """Each conversation is appended here as JSON lines (<session_id>.jsonl), flushed per
+    record; read back at GET /v3/sessions/{id}/transcript."""
 
 
 def _default_cache_dir() -> Path:

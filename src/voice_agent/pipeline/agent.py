@@ -69,7 +69,8 @@ class VoicePipeline:
         stt = config.stt
         self._detector = TurnDetector(services.vad.create(), TurnOptions(
             threshold=stt.vad_threshold, min_speech_ms=stt.min_speech_ms,
-            end_of_turn_silence_ms=stt.end_of_turn_silence_ms, max_utterance_s=stt.max_utterance_s))
+            end_of_turn_silence_ms=stt.end_of_turn_silence_ms, max_utterance_s=stt.max_utterance_s,
+            early_silence_ms=stt.pause_ms))
         self._streaming = config.pipeline.mode == "streaming"
         # One recovery manager per server (shared breakers); a pipeline on its own makes its own.
         self.recovery = recovery or recovery_from_config(config.recovery)

@@ -22,7 +22,7 @@ def speakable(text: str) -> str:
 
 
 class SentenceChunker:
-    def __init__(self, *, first_clause_min_words: int = 4, clause_min_words: int = 14) -> None:
+    def __init__(self, *, first_clause_min_words: int = 3, clause_min_words: int = 14) -> None:
         self._buf = ""
         self._first = True
         self._first_clause_min_words = first_clause_min_words
