@@ -122,9 +122,12 @@ def parse_client_message(
     raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 ) -> ClientMessage:
     """Validate one client message; raise :class:`ProtocolError` saying what is wrong."""
-    if len(raw) > max_bytes:
+    size = len(raw)
+    if isinstance(raw, str) and 4 * size > max_bytes:  # up to 4 bytes a character in UTF-8
+        size = len(raw.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
         raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE,
-                            f"message of {len(raw)} bytes exceeds the limit of {max_bytes}")
+                            f"message of {size} bytes exceeds the limit of {max_bytes}")
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -1,0 +1,89 @@
+"""Running the app under uvicorn with a graceful shutdown.
+
+Why not plain ``uvicorn.run``: on SIGTERM/SIGINT uvicorn first drops every WebSocket with close
+code 1012 and only then runs the app's shutdown, so clients never saw 1001 and the transcripts
+said "client disconnected". :class:`GracefulServer` stops accepting connections, closes every
+session (close 1001 "server shutdown", a ``session_end`` record in each transcript), then lets
+uvicorn finish; and a stop by signal exits with status 0 instead of re-raising the signal.
+
+``python -m voice_agent.server.runner`` serves the configuration from the environment (the same
+as ``voice-agent serve`` once the CLI uses :func:`serve`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+from ..core.config import V3Config
+from .registry import get_registry
+from .sessions import CLOSE_GOING_AWAY
+
+log = logging.getLogger(__name__)
+
+SESSIONS_CLOSE_TIMEOUT_S = 5.0
+GRACEFUL_SHUTDOWN_TIMEOUT_S = 5.0
+"""After the sessions are closed, how long uvicorn waits for other connections."""
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn.Server that closes the app's sessions before the connections are dropped."""
+
+    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # no new sessions while the old ones close
+        registry = get_registry(self._app)
+        try:
+            await asyncio.wait_for(
+                registry.sessions.close_all(CLOSE_GOING_AWAY, "server shutdown"),
+                SESSIONS_CLOSE_TIMEOUT_S)
+        except Exception as exc:  # the rest of the shutdown must still happen
+            log.error("closing the sessions at shutdown: %r", exc)
+        await super().shutdown(sockets)
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            # The shutdown the signal asked for is done: exit normally, don't re-raise it.
+            self._captured_signals.clear()
+
+
+def uvicorn_config(app: Any, config: V3Config, *, log_level: str = "info") -> uvicorn.Config:
+    server = config.server
+    return uvicorn.Config(
+        app, host=server.host, port=server.port, log_level=log_level, lifespan="on",
+        timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_TIMEOUT_S),
+        # Let oversized messages reach the app, which answers message_too_large.
+        ws_max_size=max(4 * 1024 * 1024, 4 * server.max_message_bytes))
+
+
+def serve(config: V3Config, *, log_level: str = "info") -> int:
+    """Serve until SIGINT/SIGTERM; return the exit status (0 after a graceful stop)."""
+    from .app import create_app
+
+    app = create_app(config)
+    GracefulServer(uvicorn_config(app, config, log_level=log_level), app).run()
+    return 0
+
+
+def main() -> int:
+    from ..core.config import load_config
+
+    config = load_config()
+    logging.basicConfig(level=config.log_level)
+    return serve(config, log_level=config.log_level.lower())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
