@@ -70,7 +70,7 @@ class ModeResult:
 
 
 async def _wait_gone(http: httpx.AsyncClient, session_id: str, t0: float,
-                     timeout_s: float = 5.0) -> float | None:
+                     timeout_s: float = 5.0, poll_s: float = 0.005) -> float | None:
     """Poll /v3/sessions until ``session_id`` is no longer listed; ms since ``t0``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -78,7 +78,7 @@ async def _wait_gone(http: httpx.AsyncClient, session_id: str, t0: float,
             r = await http.get("/v3/sessions")
             if r.status_code == 200 and all(s.get("session_id") != session_id for s in r.json()):
                 return round((time.monotonic() - t0) * 1000, 1)
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(poll_s)
     return None
 
 

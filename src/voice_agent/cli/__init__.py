@@ -46,6 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="short questions only, fewer transport probes and HTTP requests (CI)")
     lat.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                      help="before each mode, wait up to this long for other processes to go quiet")
+    soak = bsub.add_parser("soak", help="many sessions in a row and at once; errors and memory")
+    soak.add_argument("--cycles", type=int, default=200, help="phase 1: sequential cycles")
+    soak.add_argument("--concurrent", type=int, default=8, help="phase 2: concurrent sessions")
+    soak.add_argument("--minutes", type=float, default=5.0, help="phase 2: how long")
+    soak.add_argument("--light-cycles", type=int, default=0,
+                      help="also run this many sequential cycles on a second server with the "
+                           "light models (tiny.en + smollm2-135m)")
+    soak.add_argument("--report", default="docs/reliability.md", help="markdown report to write")
+    soak.add_argument("--stt-model", choices=["base", "tiny.en"], help="override stt.model")
+    soak.add_argument("--llm-model", choices=["qwen2.5-coder-1.5b", "smollm2-135m"],
+                      help="override ai.model")
+    soak.add_argument("--turn-timeout", type=float, default=90.0, help="seconds per turn")
+    soak.add_argument("--warmup", type=int, default=10,
+                      help="phase 1 cycles before the start memory figure")
+    soak.add_argument("--sample-every", type=float, default=2.0,
+                      help="seconds between server memory samples")
     return p
 
 
@@ -73,5 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench" and args.bench == "latency":
         from bench.latency import run_latency
         return run_latency(config, args)
+    if args.command == "bench" and args.bench == "soak":
+        from bench.soak import run_soak
+        return run_soak(config, args)
     build_parser().print_help()
     return 2
