@@ -53,10 +53,14 @@ class AppRegistry:
         expected = token.get_secret_value().encode("utf-8")
         auth = headers.get("authorization") or ""
         if auth[:7].lower() == "bearer ":
-            # Header values arrive decoded as latin-1: encoding back gives the bytes sent.
-            given = auth[7:].strip().encode("latin-1", "replace")
-        else:
-            given = str(query.get("token") or "").encode("utf-8", "surrogatepass")
+            # Header values arrive decoded as latin-1. A client may have sent the token's UTF-8
+            # bytes (encoding back gives them) or its latin-1 bytes: accept either, both
+            # compared every time.
+            sent = auth[7:].strip()
+            raw = sent.encode("latin-1", "replace")
+            text = sent.encode("utf-8", "surrogatepass")
+            return hmac.compare_digest(raw, expected) | hmac.compare_digest(text, expected)
+        given = str(query.get("token") or "").encode("utf-8", "surrogatepass")
         return hmac.compare_digest(given, expected)
 
 
