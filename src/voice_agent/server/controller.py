@@ -55,11 +55,15 @@ class SessionController:
         self._limited_notice_at = -RATE_NOTICE_INTERVAL_S
         self.dropped = 0
         """Messages dropped by the rate limit so far."""
+        self.ended = False
+        """The client sent ``end``: whatever it sends after that is ignored."""
 
     def allow(self, reply: Sender) -> bool:
         """Take one message from the rate limit; over it, the message is dropped and the client
         told so, at most once per second (answering every message of a flood would be a flood
-        of our own)."""
+        of our own). After ``end`` nothing is allowed, silently."""
+        if self.ended:
+            return False
         if self._limiter.allow():
             return True
         self.dropped += 1
@@ -108,6 +112,7 @@ class SessionController:
         elif isinstance(message, PingMessage):
             reply(protocol.pong(message.timestamp, time.time()))
         else:  # EndMessage
+            self.ended = True
             self.manager.request_close(session.id, CLOSE_NORMAL, "client ended the session")
 
     def _signaling_only(self, via: str, kind: str) -> WebRTCSession:

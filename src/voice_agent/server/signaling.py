@@ -213,6 +213,8 @@ async def audio_socket(ws: WebSocket) -> None:
     await pipeline.start()
 
     async def on_binary(data: bytes) -> None:
+        if controller.ended:
+            return
         session.info.touch()
         try:
             await transport.handle_binary(data)

@@ -48,7 +48,9 @@ class ProtocolError(Exception):
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Strict: a field of the wrong JSON type is an error, not coerced (``"timestamp": false``
+    # is not 0.0, ``"sdpMLineIndex": "0"`` is not 0). Numbers may still be ints or floats.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
 
 
 class IceCandidateInit(_Message):
