@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -39,6 +40,12 @@ TRANSCRIPTS = Path(tempfile.gettempdir()) / f"voice-agent-test-transcripts-{os.g
 def loopback_ice() -> Iterator[None]:
     with loopback_only():
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def transcripts_cleanup() -> Iterator[None]:
+    yield
+    shutil.rmtree(TRANSCRIPTS, ignore_errors=True)
 
 
 def free_port() -> int:
