@@ -43,6 +43,7 @@ async def services(config):
     s = build_services(config)
     await load_services(s)
     yield s
+    s.close()  # free the model's memory and threads before the next module loads its own
 
 
 class Recorder(list):
