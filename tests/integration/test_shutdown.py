@@ -20,8 +20,6 @@ from tests.integration.conftest import TRANSCRIPTS, RunningServer, connect, free
 pytestmark = pytest.mark.models
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI_USES_RUNNER = "runner" in (ROOT / "src/voice_agent/cli/serve.py").read_text()
-
 
 def records(directory: Path, sid: str) -> list[dict]:
     return [json.loads(line) for line in (directory / f"{sid}.jsonl").read_text().splitlines()]
@@ -65,12 +63,7 @@ def _serve_command(kind: str, port: int) -> list[str]:
     return [str(Path(sys.executable).with_name("voice-agent")), "serve", "--port", str(port)]
 
 
-@pytest.mark.parametrize("kind", [
-    "runner",
-    pytest.param("cli", marks=pytest.mark.xfail(
-        not CLI_USES_RUNNER, strict=True,
-        reason="cli/serve.py still calls uvicorn.run: clients get 1012, exit status -15")),
-])
+@pytest.mark.parametrize("kind", ["runner", "cli"])
 async def test_sigterm_closes_every_session_gracefully(kind: str, tmp_path: Path) -> None:
     port = free_port()
     transcripts = tmp_path / "transcripts"
