@@ -19,7 +19,6 @@ from tests.integration.conftest import TRANSCRIPTS, RunningServer, connect, free
 
 pytestmark = pytest.mark.models
 
-ROOT = Path(__file__).resolve().parents[2]
 
 def records(directory: Path, sid: str) -> list[dict]:
     return [json.loads(line) for line in (directory / f"{sid}.jsonl").read_text().splitlines()]
