@@ -186,7 +186,9 @@ class VoicePipeline:
         interval = self.config.stt.interim_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
-            if self._spec is None:  # during a held reply only silence came in: nothing to redo
+            # During a held reply only silence came in: nothing to redo. A busy STT (other
+            # sessions) would only queue this interim behind theirs: skip it.
+            if self._spec is None and not self.services.stt.busy:
                 self._request_interim()
 
     def _request_interim(self, *, again: bool = False) -> None:

@@ -7,6 +7,7 @@ int16 mono at the provider's own rate (the transport resamples).
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -60,8 +61,35 @@ class Service(ABC):
         """Free native resources."""
 
 
+class LoopLock:
+    """An asyncio.Lock made for whichever event loop uses it (a service outlives loops in tests
+    and the CLI). Providers queue callers here, in the loop, where waiting is cancellable; a
+    threading lock inside asyncio.to_thread would park executor threads instead, starving every
+    other to_thread user, and run timed-out calls later anyway."""
+
+    def __init__(self) -> None:
+        self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def get(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:
+            self._lock, self._loop = asyncio.Lock(), loop
+        return self._lock
+
+    @property
+    def locked(self) -> bool:
+        return self._lock is not None and self._lock.locked()
+
+
 class STTService(Service):
     sample_rate: int = STT_SAMPLE_RATE
+
+    @property
+    def busy(self) -> bool:
+        """True while a transcription runs: interim transcripts are skipped then (under load
+        they would only queue up behind each other); final ones always wait their turn."""
+        return False
 
     @abstractmethod
     async def transcribe(self, audio: np.ndarray, *, final: bool = True) -> Transcript:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from voice_agent.core.config import V3Config
-from voice_agent.services.base import STT_SAMPLE_RATE, STTService, Transcript
+from voice_agent.services.base import LoopLock, STT_SAMPLE_RATE, STTService, Transcript
 from voice_agent.services.errors import ProviderError
 from voice_agent.services.models import model_path
 
@@ -64,6 +64,7 @@ class WhisperSTT(STTService):
         self._no_speech_threshold = no_speech_threshold
         self._logprob_threshold = logprob_threshold
         self._lock = threading.Lock()  # one model instance, one decode at a time
+        self._queue = LoopLock()  # callers wait here, not in executor threads
         self._model: WhisperModel | None = None
         self._tokenizer: Tokenizer | None = None
         self._suppress: list[int] = []
@@ -99,8 +100,13 @@ class WhisperSTT(STTService):
 
     # -- transcription ------------------------------------------------------------------------
 
+    @property
+    def busy(self) -> bool:
+        return self._queue.locked
+
     async def transcribe(self, audio: np.ndarray, *, final: bool = True) -> Transcript:
-        result = await asyncio.to_thread(self._transcribe_sync, audio)
+        async with self._queue.get():
+            result = await asyncio.to_thread(self._transcribe_sync, audio)
         return Transcript(text=result.text, final=final, no_speech_prob=result.no_speech_prob)
 
     def fits_fast_path(self, samples: int) -> bool:

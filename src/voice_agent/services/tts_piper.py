@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from voice_agent.core.config import V3Config
-from voice_agent.services.base import AudioChunk, TTSService
+from voice_agent.services.base import AudioChunk, LoopLock, TTSService
 from voice_agent.services.errors import ProviderError
 from voice_agent.services.models import model_path
 
@@ -35,6 +35,7 @@ class PiperTTS(TTSService):
         self._syn: SynthesisConfig | None = None
         # espeak-ng's phonemizer inside piper keeps global state: one sentence at a time.
         self._lock = threading.Lock()
+        self._queue = LoopLock()  # callers wait here, not in executor threads
         self.path: Path | None = None
 
     def load(self) -> None:
@@ -96,7 +97,8 @@ class PiperTTS(TTSService):
         # Closing this generator just stops stepping ``it``: piper's generator holds no native
         # resources, so dropping it is enough (and a sentence in flight finishes in its thread).
         while True:
-            chunk = await asyncio.to_thread(self._next, it)
+            async with self._queue.get():  # sessions take turns per sentence
+                chunk = await asyncio.to_thread(self._next, it)
             if chunk is None:
                 return
             pcm = np.ascontiguousarray(chunk.audio_int16_array, dtype=np.int16).reshape(-1)
