@@ -18,7 +18,7 @@ def test_bench_soak_small_run_has_no_failures_and_reports_memory(tmp_path: Path)
     report = tmp_path / "reliability.md"
     exe = Path(sys.executable).with_name("voice-agent")
     cmd = [str(exe), "bench", "soak", "--cycles", "3", "--concurrent", "2", "--minutes", "0.25",
-           "--stt-model", "tiny.en", "--llm-model", "smollm2-135m", "--turn-timeout", "30",
+           "--stt-model", "base", "--llm-model", "smollm2-135m", "--turn-timeout", "30",
            "--sample-every", "1", "--report", str(report)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
     out = proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -27,7 +27,9 @@ def test_bench_soak_small_run_has_no_failures_and_reports_memory(tmp_path: Path)
     assert proc.returncode == 0, out + text[-3000:]
 
     # Summary row: sessions, failed sessions 0, turns (0 failed), 0 sessions left, growth figures.
-    row = re.search(r"\| light models \| tiny\.en / smollm2-135m \| (\d+) \| (\d+) \| (\d+) \((\d+)\) "
+    # Whisper base (the default STT): tiny.en sometimes drops a short Opus-coded question as
+    # no speech, which is an accuracy figure, not what this soak checks. The tiny LLM keeps it fast.
+    row = re.search(r"\| configured models \| base / smollm2-135m \| (\d+) \| (\d+) \| (\d+) \((\d+)\) "
                     r"\| (\d+) \| sequential ([+-][\d.]+) MB; concurrent ([+-][\d.]+) MB "
                     r"\| (\d+) MB → (\d+) MB \(([+-][\d.]+) MB\) \| (\d+) MB \|", text)
     assert row, text
@@ -40,7 +42,7 @@ def test_bench_soak_small_run_has_no_failures_and_reports_memory(tmp_path: Path)
     # Per-phase resource rows: RSS at start, after warm-up, at end, growth, peak, fds start → end.
     for phase in ("sequential", "concurrent"):
         section = text.split(f"## Phase {1 if phase == 'sequential' else 2}", 1)[1]
-        res = re.search(r"\| light models \| (\d+) MB \| (\d+) MB[^|]*\| (\d+) MB \| ([+-][\d.]+) MB "
+        res = re.search(r"\| configured models \| (\d+) MB \| (\d+) MB[^|]*\| (\d+) MB \| ([+-][\d.]+) MB "
                         r"\| (\d+) MB \| (\d+) → (\d+) \|", section)
         assert res, section
         assert int(res.group(6)) > 0 and int(res.group(7)) > 0
