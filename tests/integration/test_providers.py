@@ -96,7 +96,9 @@ async def test_long_audio_falls_back_to_transcribe(stt: WhisperSTT) -> None:
     # compression-ratio check, which then re-decodes at random temperatures.
     audio = np.concatenate([speech_16k("the quick brown fox jumps over the lazy dog"),
                             speech_16k("please turn on the lights in the kitchen"),
-                            speech_16k("I would like to book a table for two people")])
+                            speech_16k("I would like to book a table for two people"),
+                            speech_16k("my favourite colour is green and my dog is brown"),
+                            speech_16k("we will meet at the station at nine tomorrow")])
     assert not stt.fits_fast_path(len(audio))
     heard = set(words((await stt.transcribe(audio)).text))
     assert {"fox", "kitchen", "table"} <= heard, heard

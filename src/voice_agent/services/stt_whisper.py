@@ -2,7 +2,7 @@
 
 ``WhisperModel.transcribe`` pads every input to 30 s, so the encoder costs the same for a
 two-word answer as for half a minute of speech (~600 ms for base on 2 cores). Utterances that fit
-a shorter window take a fast path: log-mel features padded to ``fast_window_s`` (10 s, 1000
+a shorter window take a fast path: log-mel features padded to ``fast_window_s`` (15 s, 1500
 frames), encoded and decoded by the CTranslate2 model directly (~170 ms). Longer audio falls back
 to ``transcribe()``.
 """
@@ -50,7 +50,7 @@ def _is_blank(text: str) -> bool:
 class WhisperSTT(STTService):
     name = "whisper"
 
-    def __init__(self, config: V3Config, *, fast_window_s: float = 10.0,
+    def __init__(self, config: V3Config, *, fast_window_s: float = 15.0,
                  no_speech_threshold: float = 0.6, logprob_threshold: float = -1.0) -> None:
         """``fast_window_s``: encoder window of the fast path (0 disables it). Audio longer than
         the window less a 0.5 s margin goes through ``transcribe()``.
