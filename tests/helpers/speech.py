@@ -11,8 +11,9 @@ import numpy as np
 
 
 def speech_wav(text: str, path: Path, *, rate: int = 16000, channels: int = 1,
-               pad_before: float = 0.3, pad_after: float = 1.0, voice: str = "en-us") -> Path:
-    """Speak ``text`` into a WAV at ``rate`` Hz with silence around it."""
+               pad_before: float = 0.3, pad_after: float = 1.0, voice: str = "en") -> Path:
+    """Speak ``text`` into a WAV at ``rate`` Hz with silence around it. espeak's default "en"
+    voice: Whisper base hears its "of France" reliably, en-us's only now and then."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(raw), text], check=True)
