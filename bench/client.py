@@ -30,20 +30,6 @@ LOUD = 300
 STALL_S = 0.200
 
 
-def loopback_only() -> None:
-    """Make aioice offer 127.0.0.1 only, so no packet leaves the machine.
-
-    aioice's ``get_host_addresses`` skips 127.0.0.1 and lists every other interface; it is looked
-    up as a module global at gathering time, so replacing it here is enough.
-    """
-    import aioice.ice
-
-    def _loopback(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return ["127.0.0.1"] if use_ipv4 else []
-
-    aioice.ice.get_host_addresses = _loopback  # type: ignore[assignment]
-
-
 class SpeechTrack(MediaStreamTrack):
     """Microphone stand-in: plays queued WAVs then silence, 20 ms frames on an absolute clock."""
 

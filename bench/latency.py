@@ -21,8 +21,9 @@ from typing import Any
 import httpx
 
 from voice_agent.core.config import V3Config
+from voice_agent.transport.ice import restrict_host_addresses
 
-from .client import BenchClient, TurnResult, loopback_only
+from .client import BenchClient, TurnResult
 from .report import render_report, render_table
 from .server_proc import ServerProcess, machine_busy_s
 from .speech_set import QUESTIONS, SpeechItem, make_speech_set
@@ -213,7 +214,6 @@ async def _bench_mode(mode: str, args: argparse.Namespace, items: list[SpeechIte
 
 
 async def _bench(config: V3Config, args: argparse.Namespace) -> dict[str, Any]:
-    loopback_only()
     quick = bool(getattr(args, "quick", False))
     questions = tuple(q for q in QUESTIONS if len(q) < 40) if quick else QUESTIONS
     with tempfile.TemporaryDirectory(prefix="va-bench-speech-") as tmp:
@@ -229,7 +229,8 @@ async def _bench(config: V3Config, args: argparse.Namespace) -> dict[str, Any]:
 
 def run_latency(config: V3Config, args: argparse.Namespace) -> int:
     started = time.time()
-    data = asyncio.run(_bench(config, args))
+    with restrict_host_addresses(["127.0.0.1"]):  # the client offers loopback only
+        data = asyncio.run(_bench(config, args))
     modes: list[ModeResult] = data["modes"]
     table = render_table(modes, data["probe_ms"])
     print(table)

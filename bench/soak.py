@@ -21,8 +21,9 @@ from pathlib import Path
 import httpx
 
 from voice_agent.core.config import V3Config
+from voice_agent.transport.ice import restrict_host_addresses
 
-from .client import BenchClient, loopback_only
+from .client import BenchClient
 from .latency import _own_cpu_s, _wait_gone
 from .server_proc import ServerProcess, machine_busy_s, proc_status_kb
 from .speech_set import SpeechItem, make_speech_set
@@ -398,7 +399,6 @@ async def _server_run(label: str, models: dict[str, str], args: argparse.Namespa
 
 
 async def _soak(config: V3Config, args: argparse.Namespace) -> tuple[list[ServerRun], list[SpeechItem]]:
-    loopback_only()
     main = {"stt": args.stt_model or config.stt.model, "llm": args.llm_model or config.ai.model}
     light_label = "light models" if main != LIGHT else "light models (2nd server)"
     runs: list[ServerRun] = []
@@ -417,7 +417,8 @@ def run_soak(config: V3Config, args: argparse.Namespace) -> int:
     from .soak_report import render_report, verdicts
 
     started = time.time()
-    runs, items = asyncio.run(_soak(config, args))
+    with restrict_host_addresses(["127.0.0.1"]):  # the client offers loopback only
+        runs, items = asyncio.run(_soak(config, args))
     report = render_report(runs, items, args=args, started=started, config=config)
     path = Path(args.report)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import fractions
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import aioice.ice
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
@@ -17,17 +15,6 @@ from aiortc.mediastreams import MediaStreamError
 
 RATE = 48_000
 FRAME = 960
-
-
-@contextlib.contextmanager
-def loopback_only() -> Iterator[None]:
-    """Make aioice offer only 127.0.0.1 (its default skips loopback and uses every interface)."""
-    original = aioice.ice.get_host_addresses
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]  # type: ignore
-    try:
-        yield
-    finally:
-        aioice.ice.get_host_addresses = original  # type: ignore
 
 
 def new_peer() -> RTCPeerConnection:

@@ -25,7 +25,8 @@ import uvicorn
 import websockets
 from aiortc import RTCSessionDescription
 
-from tests.helpers.rtc import PcmPlayerTrack, TrackRecorder, loopback_only, new_peer
+from voice_agent.transport.ice import restrict_host_addresses
+from tests.helpers.rtc import PcmPlayerTrack, TrackRecorder, new_peer
 from tests.helpers.speech import read_wav, speech_wav
 from voice_agent.core.config import V3Config
 from voice_agent.server.app import create_app
@@ -38,7 +39,7 @@ TRANSCRIPTS = Path(tempfile.gettempdir()) / f"voice-agent-test-transcripts-{os.g
 
 @pytest.fixture(scope="session", autouse=True)
 def loopback_ice() -> Iterator[None]:
-    with loopback_only():
+    with restrict_host_addresses(["127.0.0.1"]):
         yield
 
 

@@ -6,10 +6,11 @@ import asyncio
 import time
 
 
-from tests.helpers.rtc import (PcmPlayerTrack, TrackRecorder, loopback_only, new_peer, rms, tone,
+from tests.helpers.rtc import (PcmPlayerTrack, TrackRecorder, new_peer, rms, tone,
                                wait_for)
 from voice_agent.services.base import AudioChunk
 from voice_agent.transport.audio_out import FrameQueue, OutgoingAudioTrack
+from voice_agent.transport.ice import restrict_host_addresses
 
 
 async def test_frames_are_20ms_48k_mono_with_steady_pts() -> None:
@@ -103,7 +104,7 @@ async def test_without_a_consumer_play_never_blocks() -> None:
 
 
 async def test_over_real_webrtc_tone_then_silence_then_clear() -> None:
-    with loopback_only():
+    with restrict_host_addresses(["127.0.0.1"]):
         server, client = new_peer(), new_peer()
         out = OutgoingAudioTrack()
         recorder: list[TrackRecorder] = []
