@@ -39,6 +39,12 @@ def speech_16k(text: str, *, pad_before: float = 0.3, pad_after: float = 1.0) ->
     return pcm.astype(np.float32) / 32768.0
 
 
+def trim(audio: np.ndarray) -> np.ndarray:
+    """Cut espeak's own leading and trailing silence, so a test sets its pauses exactly."""
+    loud = np.flatnonzero(np.abs(audio) > 0.02)
+    return audio[loud[0]: loud[-1] + 1]
+
+
 def noise_16k(seconds: float, level: float = 0.1, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return (rng.standard_normal(int(seconds * 16000)) * level).clip(-1, 1).astype(np.float32)

@@ -16,7 +16,7 @@ from voice_agent.pipeline.metrics import STAGES
 from voice_agent.pipeline.sink import BufferSink
 from voice_agent.services.factory import build_services, load_services
 from tests.helpers.paced_sink import PacedSink
-from tests.helpers.speech import noise_16k, silence_16k, speech_16k
+from tests.helpers.speech import noise_16k, silence_16k, speech_16k, trim
 
 pytestmark = pytest.mark.models
 
@@ -151,12 +151,6 @@ async def test_barge_in_stops_the_reply_and_keeps_only_what_was_heard(services, 
     assert last["role"] == "assistant" and last["interrupted"] and last["text"] == spoken
     assert full.startswith(spoken.split()[0])
     await p.close()
-
-
-def trim(audio: np.ndarray) -> np.ndarray:
-    """Cut espeak's own leading and trailing silence."""
-    loud = np.flatnonzero(np.abs(audio) > 0.02)
-    return audio[loud[0]: loud[-1] + 1]
 
 
 async def push_realtime(pipeline, audio: np.ndarray, chunk_s: float = 0.02) -> None:

@@ -6,7 +6,7 @@ import pytest
 from voice_agent.core.config import load_config
 from voice_agent.pipeline.turn_detector import TurnDetector, TurnEvent, TurnOptions
 from voice_agent.services.vad_silero import SileroVADFactory
-from tests.helpers.speech import noise_16k, silence_16k, speech_16k
+from tests.helpers.speech import noise_16k, silence_16k, speech_16k, trim
 
 
 @pytest.fixture(scope="module")
@@ -14,12 +14,6 @@ def vad_factory():
     f = SileroVADFactory(load_config())
     f.load()
     return f
-
-
-def trim(audio: np.ndarray) -> np.ndarray:
-    """Cut espeak's own leading and trailing silence, so the test sets the pause length."""
-    loud = np.flatnonzero(np.abs(audio) > 0.02)
-    return audio[loud[0]: loud[-1] + 1]
 
 
 def run(detector: TurnDetector, audio: np.ndarray) -> list[tuple[TurnEvent, float]]:

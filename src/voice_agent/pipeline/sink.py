@@ -50,9 +50,6 @@ class BufferSink:
     def playback_started_at(self) -> float | None:
         return self._started
 
-    def reset_burst(self) -> None:
-        self._started = None
-
     def audio(self) -> tuple[np.ndarray, int]:
         """All audio so far as one int16 array and its sample rate."""
         if not self.chunks:
