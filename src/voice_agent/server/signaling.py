@@ -89,6 +89,23 @@ def _make_pipeline(registry: AppRegistry, session: Session, sink: Any) -> Any:
                          session_id=session.id, recovery=registry.recovery)
 
 
+async def _start_pipeline(registry: AppRegistry, session: Session, sink: Any,
+                          webrtc: WebRTCSession | None) -> tuple[Any, SessionController] | None:
+    """The session's pipeline and message controller; None (session closed) if it cannot start."""
+    try:
+        pipeline = _make_pipeline(registry, session, sink)
+    except Exception as exc:
+        log.exception("session %s: cannot start the pipeline", session.id)
+        session.send_error(ErrorCode.INTERNAL, f"cannot start: {exc}", fatal=True)
+        await registry.sessions.close(session.id, CLOSE_INTERNAL, "pipeline failed")
+        return None
+    session.pipeline = pipeline
+    server = registry.config.server
+    return pipeline, SessionController(session, registry.sessions, pipeline, webrtc=webrtc,
+                                       max_message_bytes=server.max_message_bytes,
+                                       messages_per_second=server.messages_per_second)
+
+
 async def _receive_loop(ws: WebSocket, session: Session, controller: SessionController,
                         outbox: Outbox, on_binary: Any) -> tuple[int, str]:
     """Read client frames until the client leaves or the session is closed."""
@@ -148,17 +165,10 @@ async def signaling_socket(ws: WebSocket) -> None:
                            on_state=on_pc_state, on_activity=session.info.touch)
     session.transport = webrtc
     session.senders.append(webrtc.send_data)  # the data channel mirrors every server message
-    try:
-        pipeline = _make_pipeline(registry, session, webrtc.sink)
-    except Exception as exc:
-        log.exception("session %s: cannot start the pipeline", session.id)
-        session.send_error(ErrorCode.INTERNAL, f"cannot start: {exc}", fatal=True)
-        await registry.sessions.close(session.id, CLOSE_INTERNAL, "pipeline failed")
+    started = await _start_pipeline(registry, session, webrtc.sink, webrtc=webrtc)
+    if started is None:
         return
-    session.pipeline = pipeline
-    controller = SessionController(session, registry.sessions, pipeline, webrtc=webrtc,
-                                   max_message_bytes=config.server.max_message_bytes,
-                                   messages_per_second=config.server.messages_per_second)
+    pipeline, controller = started
     outbox.send(protocol.connection_established(session.id, mode=config.webrtc.mode))
     await pipeline.start()
 
@@ -195,17 +205,10 @@ async def audio_socket(ws: WebSocket) -> None:
 
     transport = WebSocketAudioTransport(session.id, rate, outbox.send, push_audio)
     session.transport = transport
-    try:
-        pipeline = _make_pipeline(registry, session, transport.sink)
-    except Exception as exc:
-        log.exception("session %s: cannot start the pipeline", session.id)
-        session.send_error(ErrorCode.INTERNAL, f"cannot start: {exc}", fatal=True)
-        await registry.sessions.close(session.id, CLOSE_INTERNAL, "pipeline failed")
+    started = await _start_pipeline(registry, session, transport.sink, webrtc=None)
+    if started is None:
         return
-    session.pipeline = pipeline
-    controller = SessionController(session, registry.sessions, pipeline, webrtc=None,
-                                   max_message_bytes=config.server.max_message_bytes,
-                                   messages_per_second=config.server.messages_per_second)
+    pipeline, controller = started
     established = protocol.connection_established(session.id, transport="websocket_audio")
     established["audio"] = transport.audio_format()
     outbox.send(established)
