@@ -114,7 +114,7 @@ class VoicePipeline:
         if self._closed or not text.strip():
             return
         await self.interrupt()
-        metrics = self._new_metrics(source="text")
+        metrics = TurnMetrics(turn=self._next_turn(), source="text")
         metrics.mark("end_of_turn")
         metrics.mark("transcript_final")
         self._turn_task = asyncio.create_task(self._respond(text.strip(), metrics))
@@ -251,8 +251,7 @@ class VoicePipeline:
             if spec is not None:
                 spec.task.cancel()
             metrics = TurnMetrics(turn=0, source="voice")
-        self._turns += 1
-        metrics.turn = self._turns
+        metrics.turn = self._next_turn()
         metrics.mark("speech_end", time.monotonic() - silence_s)
         metrics.mark("end_of_turn")
         metrics.user_speech_ms = speech_end_s * 1000
@@ -366,10 +365,10 @@ class VoicePipeline:
         await self._finish_turn(metrics)
 
     # ── plumbing ──────────────────────────────────────────────────────────────────────────
-    def _new_metrics(self, *, source: str) -> TurnMetrics:
-        """Metrics for a turn that starts now (speculative replies number theirs at commit)."""
+    def _next_turn(self) -> int:
+        """Turns are numbered when they start for real (a held reply, at its commit)."""
         self._turns += 1
-        return TurnMetrics(turn=self._turns, source=source)
+        return self._turns
 
     async def _set_status(self, status: ProcessingStatus) -> None:
         if status is not self.status:
