@@ -211,7 +211,9 @@ async def test_piper_speaks_words_whisper_can_read(config: V3Config, stt: Whispe
     assert all(c.sample_rate == 22_050 and c.pcm.dtype == np.int16 for c in chunks)
     pcm = np.concatenate([c.pcm for c in chunks]).astype(np.float32)
     assert np.sqrt(np.mean(pcm**2)) > 500  # clearly not silence
-    heard = words((await stt.transcribe(to_16k(chunks))).text)
+    # Read back with Whisper's full path, as the other audio-content checks do: Piper's output
+    # varies run to run and the fast path hears "France is" as "Francis" now and then.
+    heard = words((await asyncio.to_thread(stt.transcribe_full_sync, to_16k(chunks))).text)
     assert {"capital", "france", "paris"} <= set(heard), heard
 
 
