@@ -21,6 +21,7 @@ from .. import __version__
 from ..core.config import V3Config
 from ..transport.ice import restrict_host_addresses
 from . import routes_http, signaling
+from .memory import limit_arenas, release_free_memory
 from .registry import AppRegistry
 from .security import redacted_logs
 from .sessions import SessionManager
@@ -38,7 +39,9 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
     server = config.server
     registry = AppRegistry(
         config=config,
-        sessions=SessionManager(server.max_sessions, server.idle_timeout_s, server.max_session_s),
+        sessions=SessionManager(
+            server.max_sessions, server.idle_timeout_s, server.max_session_s,
+            after_close=release_free_memory if server.trim_memory_after_session else None),
         services=services,
         web_dist=routes_http.find_web_dist(),
     )
@@ -49,6 +52,7 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
         if owned:
             from ..services.factory import build_services, load_services
 
+            limit_arenas(server.malloc_arena_max)  # before the model threads exist
             try:
                 registry.services = build_services(config)
                 await load_services(registry.services, warmup=True)

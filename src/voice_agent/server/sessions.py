@@ -173,8 +173,11 @@ class Session:
 
 class SessionManager:
     def __init__(self, max_sessions: int, idle_timeout_s: float, max_session_s: float,
-                 reap_interval_s: float | None = None) -> None:
+                 reap_interval_s: float | None = None,
+                 after_close: Callable[[], object] | None = None) -> None:
         self.max_sessions = max_sessions
+        self.after_close = after_close
+        """Blocking clean-up run in a worker thread once a session is gone (memory release)."""
         self.idle_timeout_s = idle_timeout_s
         self.max_session_s = max_session_s
         self.reap_interval_s = reap_interval_s or max(0.05, min(1.0, idle_timeout_s / 4))
@@ -208,6 +211,11 @@ class SessionManager:
             await session.close(code, reason)
         finally:
             self._sessions.pop(session_id, None)
+        if self.after_close is not None:
+            try:
+                await asyncio.to_thread(self.after_close)
+            except Exception as exc:  # a failed clean-up must not fail the close
+                log.warning("after closing session %s: %r", session_id, exc)
 
     def request_close(self, session_id: str, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Close from inside one of the session's own tasks (which close() cancels)."""

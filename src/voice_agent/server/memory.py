@@ -1,0 +1,49 @@
+"""Keeping the server's resident memory flat across many sessions (glibc malloc only).
+
+Why: every session runs Whisper, the LLM and Piper in worker threads, and glibc gives threads
+their own malloc arenas (up to 8 per core). Freed buffers (audio, Opus, transcripts) stay in
+those arenas as free but resident pages, so RSS creeps up with each new mix of threads and
+sizes, although no object leaks. Fewer arenas and a trim after each session hand that memory
+back to the kernel. Elsewhere (musl, macOS) both calls are no-ops.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+from functools import cache
+
+log = logging.getLogger(__name__)
+
+_M_ARENA_MAX = -8  # from glibc's malloc.h
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        libc.mallopt  # noqa: B018 - glibc only
+        libc.malloc_trim  # noqa: B018
+    except (OSError, AttributeError, TypeError):
+        return None
+    return libc
+
+
+def limit_arenas(count: int) -> bool:
+    """Cap glibc's malloc arenas (``MALLOC_ARENA_MAX``) for threads made from now on. 0 leaves
+    glibc's default. Call before the models load. Returns True when the cap was set."""
+    libc = _libc()
+    if count <= 0 or libc is None:
+        return False
+    ok = bool(libc.mallopt(_M_ARENA_MAX, count))
+    log.info("malloc arenas limited to %d: %s", count, "ok" if ok else "refused")
+    return ok
+
+
+def release_free_memory() -> bool:
+    """Give free heap pages of every arena back to the kernel (``malloc_trim(0)``); takes a few
+    milliseconds on a large heap, so call it off the event loop. True when memory was released."""
+    libc = _libc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False
