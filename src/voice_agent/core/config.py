@@ -154,6 +154,11 @@ class ServerConfig(_Section):
     transcripts_dir: Path = Path("transcripts")
     """Each conversation is appended here as JSON lines (<session_id>.jsonl), flushed per
     record; read back at GET /v3/sessions/{id}/transcript."""
+    malloc_arena_max: int = Field(2, ge=0, le=64)
+    """glibc malloc arenas for the server's threads (0: glibc's default of 8 per core). Few
+    arenas keep the memory that model threads free reusable instead of resident."""
+    trim_memory_after_session: bool = True
+    """Hand free heap memory back to the kernel after each session ends (glibc malloc_trim)."""
 
 
 def _default_cache_dir() -> Path:
