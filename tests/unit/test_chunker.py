@@ -55,3 +55,25 @@ def test_a_number_ending_in_a_dot_waits_for_the_next_token():
     assert c.push("Pi is about 3.") == []
     assert c.push("14 and e is 2.") == []
     assert c.push("72. ") == ["Pi is about 3.14 and e is 2.72."]
+
+
+def test_first_piece_is_cut_after_a_few_words_when_no_punctuation_comes():
+    c = SentenceChunker(first_piece_max_words=4)
+    # Token by token, as the LLM streams: nothing until the 4th word is known to be complete.
+    got = [c.push(t) for t in ["The", " capital", " of", " France"]]
+    assert got == [[], [], [], []]  # "France" may still go on ("Frances")
+    assert c.push(" is") == ["The capital of France"]
+    assert feed(c, " Paris, a city on the Seine with many bridges. Next") == [
+        "is Paris, a city on the Seine with many bridges."]  # later pieces: sentences only
+    assert c.flush() == "Next"
+
+
+def test_an_early_sentence_end_or_clause_wins_over_the_word_count():
+    c = SentenceChunker(first_piece_max_words=4)
+    assert feed(c, "Yes. The capital of France is Paris. ") == [
+        "Yes.", "The capital of France is Paris."]
+    c = SentenceChunker(first_piece_max_words=6)
+    assert feed(c, "Well, in short, the capital is Paris. ") == [
+        "Well, in short,", "the capital is Paris."]
+    c = SentenceChunker()  # 0: no cut by word count
+    assert feed(c, "The capital of France is Paris. ") == ["The capital of France is Paris."]

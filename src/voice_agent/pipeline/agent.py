@@ -76,7 +76,8 @@ class VoicePipeline:
         self.recovery = recovery or recovery_from_config(config.recovery)
         self._speaker = ReplySpeaker(services.llm, services.tts, sink, self._emit, self.recovery,
                                      max_tokens=config.ai.max_tokens, timeout_s=config.ai.timeout_s,
-                                     streaming=self._streaming)
+                                     streaming=self._streaming,
+                                     first_piece_max_words=config.pipeline.first_piece_max_words)
         self._frame = self._detector.vad.frame_samples
         self._pending = np.zeros(0, np.float32)
         self._preroll: deque[np.ndarray] = deque(maxlen=max(1, int(PREROLL_MS / self._detector.frame_ms)))

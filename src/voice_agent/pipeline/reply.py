@@ -53,13 +53,14 @@ class ReplySpeaker:
 
     def __init__(self, llm: LLMService, tts: TTSService, sink: AudioSink, emit: EventSink,
                  recovery: ErrorRecoveryManager, *, max_tokens: int, timeout_s: float,
-                 streaming: bool = True) -> None:
+                 streaming: bool = True, first_piece_max_words: int = 0) -> None:
         self.llm, self.tts, self.sink, self.emit = llm, tts, sink, emit
         self.recovery = recovery
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
         self.streaming = streaming
         """False gives the naive baseline: whole reply first, then the whole TTS."""
+        self.first_piece_max_words = first_piece_max_words
 
     async def run(self, messages: list[ChatMessage], state: ReplyState, metrics: TurnMetrics,
                   *, on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event) -> None:
@@ -78,7 +79,7 @@ class ReplySpeaker:
 
     async def _think(self, messages: list[ChatMessage], pieces: asyncio.Queue[str | None],
                      state: ReplyState, metrics: TurnMetrics, gate: asyncio.Event) -> None:
-        chunker = SentenceChunker()
+        chunker = SentenceChunker(first_piece_max_words=self.first_piece_max_words)
         stream = self.recovery.guard_stream(
             self.llm.name, lambda: self.llm.stream(messages, max_tokens=self.max_tokens),
             first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
