@@ -28,6 +28,7 @@ from aiortc import RTCSessionDescription
 from voice_agent.transport.ice import restrict_host_addresses
 from tests.helpers.rtc import PcmPlayerTrack, TrackRecorder, new_peer
 from tests.helpers.speech import read_wav, speech_wav
+from voice_agent.core.audio_io import resample_to_16k
 from voice_agent.core.config import V3Config
 from voice_agent.server.app import create_app
 from voice_agent.services.factory import Services, build_services, load_services
@@ -269,14 +270,7 @@ async def negotiate(client: Client, *, data_channel: bool = False, audio: bool =
 
 def to_16k_float(pcm48: np.ndarray) -> np.ndarray:
     """48 kHz int16 -> 16 kHz float32 for the STT service."""
-    import av
-
-    resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm48, np.int16).reshape(1, -1),
-                                       format="s16", layout="mono")
-    frame.sample_rate = 48000
-    out = resampler.resample(frame) + resampler.resample(None)
-    return np.concatenate([f.to_ndarray().reshape(-1) for f in out]).astype(np.float32) / 32768
+    return resample_to_16k(pcm48, 48000)
 
 
 def speech_only(pcm: np.ndarray, rate: int) -> np.ndarray:
