@@ -27,6 +27,9 @@ STAGES = (  # server metrics, in the order a turn passes them (pipeline/metrics.
     ("tts_first_audio_ms", "clause → first TTS audio"),
     ("transport_ms", "first TTS audio → first frame sent (server queue)"),
     ("end_of_speech_to_first_audio_ms", "server total: end of speech → first frame sent"),
+    ("at_transcript_final_ms", "server timeline: end of speech → final transcript (pause + STT)"),
+    ("at_llm_first_token_ms", "server timeline: end of speech → first LLM token"),
+    ("at_first_sentence_ms", "server timeline: end of speech → first speakable piece"),
     ("at_tts_first_audio_ms", "server: end of speech → first TTS audio"),
     ("reply_total_ms", "end of speech → whole reply generated"),
 )

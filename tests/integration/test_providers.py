@@ -194,6 +194,30 @@ async def test_cancelling_the_consumer_stops_generation(llm: LlamaCppLLM,
     assert stop_s is not None and stop_s < _stop_budget(arrivals), (stop_s, arrivals)
 
 
+async def test_prefill_leaves_only_the_last_words_to_read(llm: LlamaCppLLM,
+                                                         config: V3Config) -> None:
+    system = ChatMessage("system", config.ai.system_prompt)
+    question = "Which river flows through the city of Paris in France?"
+    heard_so_far = question.rsplit(" ", 2)[0]  # an interim transcript: the last words missing
+
+    async def ask(text: str, *, prefill: str | None) -> tuple[str, int]:
+        # Another conversation's reply first, so the cache holds only the system prompt's part.
+        assert "".join([p async for p in llm.stream([system, ChatMessage("user", "Say hi.")],
+                                                    max_tokens=3)])
+        if prefill is not None:
+            assert llm.prefill([system, ChatMessage("user", prefill)])
+            assert not llm.prefill([system, ChatMessage("user", prefill)])  # one at a time
+        reply = "".join([p async for p in llm.stream([system, ChatMessage("user", text)],
+                                                     max_tokens=12)])
+        assert llm.last_stats.cached_prompt_tokens is not None
+        return reply, llm.last_stats.cached_prompt_tokens
+
+    plain, cached_plain = await ask(question, prefill=None)
+    warmed, cached_warm = await ask(question, prefill=heard_so_far)
+    assert cached_warm >= cached_plain + 6, (cached_plain, cached_warm)  # the question's words
+    assert "seine" in warmed.lower() and "seine" in plain.lower(), (plain, warmed)
+
+
 # --- text to speech ---------------------------------------------------------------------------
 
 

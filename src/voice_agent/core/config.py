@@ -58,6 +58,9 @@ class AIConfig(_Section):
     context_size: int = Field(2048, ge=256, le=32768)
     history_messages: int = Field(20, ge=2, le=500)
     """How many past messages (user and agent) are kept in the LLM context."""
+    prefill_while_speaking: bool = True
+    """Feed each interim transcript to the LLM's prompt cache while the user still speaks, so
+    that at the pause only the last words are left to read (local LLM only)."""
     base_url: str = "http://127.0.0.1:8080/v1"
     """OpenAI-compatible endpoint (provider=openai only)."""
     api_key: SecretStr | None = None

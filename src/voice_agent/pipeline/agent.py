@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, I'm having trouble answering right now. Please try again in a moment."
 PREROLL_MS = 300  # audio kept from before speech was confirmed, so first syllables aren't lost
+PREFILL_EVERY_WORDS = 3  # new words an interim must add before the LLM reads it again
 
 
 @dataclass
@@ -88,6 +89,7 @@ class VoicePipeline:
         self._interim_running: asyncio.Task[None] | None = None
         self._interim_again = False
         self._latest: _Interim | None = None
+        self._prefilled_words = 0  # words of this utterance the LLM has read (prefill)
         self._spec: _Speculation | None = None
         self._turn_task: asyncio.Task[None] | None = None
         self._reply: ReplyState | None = None
@@ -179,6 +181,7 @@ class VoicePipeline:
             self._stt.feed(f)
         self._preroll.clear()
         self._latest = None
+        self._prefilled_words = 0
         if self._streaming:
             self._interim_loop = asyncio.create_task(self._interims(self._stt))
         await self._set_status(ProcessingStatus.LISTENING)
@@ -212,7 +215,10 @@ class VoicePipeline:
             self._latest = _Interim(stream, covers, transcript)
             if transcript.text and stream is self._stt:
                 await self._emit(TranscriptEvent(transcript.text, final=False))
-                self._maybe_speculate(stream, covers, transcript.text)
+                if self._detector.paused:
+                    self._maybe_speculate(stream, covers, transcript.text)
+                else:
+                    self._prefill(transcript.text)
         if self._interim_again and stream is self._stt:
             self._interim_again = False
             self._interim_running = asyncio.create_task(self._run_interim(stream))
@@ -229,6 +235,19 @@ class VoicePipeline:
         task = asyncio.create_task(self._respond(text, metrics, commit=commit))
         self._spec = _Speculation(stream, metrics, commit, task)
         log.info("[%s] reply started early on %r", self.session_id, text)
+
+    def _prefill(self, text: str) -> None:
+        """The user is still speaking: let the LLM read what they said so far, so that at the
+        pause only the last words (and the chat template's tail) are left to read. Every
+        prefill re-reads that tail (~5 tokens), so it waits for a few new words, and for an
+        idle machine: with other sessions' work queued it would only add to the queue."""
+        n = len(text.split())
+        enough = n >= self._prefilled_words + PREFILL_EVERY_WORDS
+        if not (self.config.ai.prefill_while_speaking and enough) or self.services.stt.busy:
+            return
+        text = f"{self._carry_over} {text}".strip()
+        if self.services.llm.prefill(self.conversation.context(text)):
+            self._prefilled_words = n
 
     def _drop_speculation(self) -> None:
         """The user went on talking: the held reply was never heard, so just cancel it."""

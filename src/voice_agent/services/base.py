@@ -160,6 +160,12 @@ class LLMService(Service):
         generation within 100 ms and free the model for the next caller.
         """
 
+    def prefill(self, messages: list[ChatMessage]) -> bool:
+        """Optionally start reading ``messages`` into the model's prompt cache in the background
+        (no reply), so that a later :meth:`stream` whose prompt starts the same way has less
+        left to read. Returns at once; False when nothing was started (busy, or unsupported)."""
+        return False
+
 
 class TTSService(Service):
     sample_rate: int

@@ -153,6 +153,26 @@ class LlamaCppLLM(LLMService):
         if errors:
             raise ProviderError(self.name, errors[0], retryable=False)
 
+    def prefill(self, messages: list[ChatMessage]) -> bool:
+        """Read ``messages`` into the one slot's KV cache in a background thread, unless a
+        reply or another prefill holds the model: a prefill never makes a reply wait for more
+        than the prompt read that is already under way."""
+        server = self._server
+        if server is None or not self._lock.acquire(blocking=False):
+            return False
+        request = self._request(messages, 1)  # one token: llama.cpp reads the prompt, then stops
+
+        def work() -> None:
+            try:
+                server.handle_chat_completions(request, lambda _chunk: False)
+            except Exception as exc:  # only a cache warm-up: the reply will say what is wrong
+                log.debug("prefill failed: %r", exc)
+            finally:
+                self._lock.release()
+
+        threading.Thread(target=work, name="llm-prefill", daemon=True).start()
+        return True
+
     async def stream(self, messages: list[ChatMessage], *,
                      max_tokens: int | None = None) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
