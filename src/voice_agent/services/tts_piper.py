@@ -11,7 +11,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class PiperTTS(TTSService):
         self.path = model_path(self._config, "tts", prepare_missing=True)
         config_file = self.path.with_name(self.path.name + ".json")
         try:
-            voice = PiperVoice.load(self.path, config_path=config_file)
+            voice = self._load_voice(PiperVoice, config_file)
         except Exception as exc:
             raise ProviderError(self.name, f"cannot load voice {self.path}: {exc}",
                                 retryable=False) from exc
@@ -52,6 +52,23 @@ class PiperTTS(TTSService):
         # speed 2.0 halves phoneme durations: length_scale is the inverse of the speaking rate.
         self._syn = SynthesisConfig(length_scale=voice.config.length_scale / self._config.voice.speed)
         self._voice = voice
+
+    def _load_voice(self, piper_voice: type, config_file: Path) -> Any:
+        """PiperVoice.load, but with an onnxruntime session capped at ``voice.threads``: by
+        default onnxruntime takes every core and fights the LLM, which keeps generating while
+        the first piece is spoken."""
+        import json
+
+        import onnxruntime
+        from piper.config import PiperConfig
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self._config.voice.threads
+        options.inter_op_num_threads = 1
+        session = onnxruntime.InferenceSession(str(self.path), sess_options=options,
+                                               providers=["CPUExecutionProvider"])
+        config = PiperConfig.from_dict(json.loads(config_file.read_text(encoding="utf-8")))
+        return piper_voice(config=config, session=session)
 
     def warmup(self) -> None:
         for _ in self._sentences("Hello."):
