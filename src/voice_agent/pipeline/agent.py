@@ -325,11 +325,15 @@ class VoicePipeline:
             await self._emit(TranscriptEvent(user_text, final=True))
             await self._set_status(ProcessingStatus.PROCESSING)
             release.set()
-            await speaker
-            while self.sink.queued_s() > 0:  # still speaking until the last frame went out
-                self._mark_first_audio_sent(metrics)
-                await asyncio.sleep(0.02)
-            self._mark_first_audio_sent(metrics)
+            watcher = asyncio.create_task(self._watch_first_audio_sent(metrics))
+            try:
+                await speaker
+                while self.sink.queued_s() > 0:  # still speaking until the last frame went out
+                    await asyncio.sleep(0.02)
+                if (t := self.sink.playback_started_at) is not None:  # unless the watcher did
+                    metrics.mark("first_audio_sent", t)
+            finally:
+                watcher.cancel()
         except asyncio.CancelledError:
             speaker.cancel()
             await asyncio.gather(speaker, return_exceptions=True)
@@ -345,10 +349,13 @@ class VoicePipeline:
         await self._emit(ResponseEvent(state.text, final=True))
         await self._finish_turn(metrics)
 
-    def _mark_first_audio_sent(self, metrics: TurnMetrics) -> None:
-        # A transport's track sends its first frame after play() returned, so look again here.
-        if (t := self.sink.playback_started_at) is not None:
-            metrics.mark("first_audio_sent", t)
+    async def _watch_first_audio_sent(self, metrics: TurnMetrics) -> None:
+        """Mark the reply's first frame sent. A track sends it after play() returned, and the
+        sink forgets a burst's start once its queue runs dry (a short first piece can finish
+        before the next one is made), so watch from the release on instead of asking later."""
+        while (t := self.sink.playback_started_at) is None:
+            await asyncio.sleep(0.005)
+        metrics.mark("first_audio_sent", t)
 
     async def _on_first_audio(self) -> None:
         await self._set_status(ProcessingStatus.SPEAKING)
