@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -240,7 +241,9 @@ def _machine() -> str:
            f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
+@cache
 def _git() -> str:
+    """HEAD when first asked (runs call it at their start: the code the server ran)."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, timeout=5).stdout.strip()

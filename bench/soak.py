@@ -25,6 +25,7 @@ from voice_agent.transport.ice import restrict_host_addresses
 
 from .client import BenchClient
 from .latency import _own_cpu_s, _wait_gone
+from .report import _git
 from .server_proc import ServerProcess, machine_busy_s, proc_status_kb
 from .speech_set import SpeechItem, make_speech_set
 
@@ -417,6 +418,7 @@ def run_soak(config: V3Config, args: argparse.Namespace) -> int:
     from .soak_report import render_report, verdicts
 
     started = time.time()
+    _git()  # the commit the server runs, not the one checked out when the report is written
     with restrict_host_addresses(["127.0.0.1"]):  # the client offers loopback only
         runs, items = asyncio.run(_soak(config, args))
     report = render_report(runs, items, args=args, started=started, config=config)
