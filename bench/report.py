@@ -151,14 +151,19 @@ def stage_rows(modes: list[ModeResult]) -> list[str]:
 
 def stall_rows(modes: list[ModeResult]) -> list[str]:
     rows = ["| mode | sessions | replies | frame-arrival gaps > 200 ms | max frame gap | "
-            "silent runs > 200 ms inside replies | their median |", "|---|---|---|---|---|---|---|"]
+            "silent runs > 200 ms inside replies | their median | server: replies whose audio "
+            "ran dry mid-reply (gaps > 200 ms) | longest such gap |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for m in modes:
         for r in m.runs:
             ok = [t for t in r.turns if t.ok]
             gaps = [g for t in ok for g in t.audio_gaps_ms]
+            dry = [float(t.metrics.get("playback_gap_max_ms") or 0) for t in ok]
             rows.append(f"| {m.mode} | {r.sessions} | {len(ok)} | {sum(t.frame_stalls for t in ok)} "
                         f"| {fmt(max((t.max_frame_gap_ms for t in ok), default=None), ' ms')} "
-                        f"| {len(gaps)} | {fmt(pct(gaps, 50), ' ms')} |")
+                        f"| {len(gaps)} | {fmt(pct(gaps, 50), ' ms')} "
+                        f"| {sum(d > 0 for d in dry)} ({sum(d > 200 for d in dry)}) "
+                        f"| {fmt(max(dry, default=None), ' ms')} |")
     return rows
 
 
@@ -320,7 +325,10 @@ def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[Sp
         "Frame-arrival gaps are transport stalls (no audio frame for > 200 ms while the agent was "
         "speaking). Silent runs are counted on the audio's own sample clock between two loud samples "
         "of one reply: they include the voice's natural pauses between sentences, so compare the "
-        "streaming count with the naive baseline, which synthesises the reply in one piece.", "",
+        "streaming count with the naive baseline, which synthesises the reply in one piece. The server "
+        "columns come from each turn's metrics (`playback_gaps`, `playback_gap_max_ms`): times the "
+        "reply's audio queue ran dry while the rest of the reply was still being made, i.e. silences "
+        "that are not in the voice.", "",
         *stall_rows(modes), "",
         "## Session operations", *ops_rows(modes), "",
         "## HTTP endpoints (idle server, sequential requests, keep-alive)", *http_rows(modes), "",

@@ -30,6 +30,7 @@ from ..services.base import STTStream, Transcript
 from ..services.errors import ProviderError
 from ..services.factory import Services
 from .metrics import TurnMetrics
+from .playback import watch_playback
 from .reply import ReplySpeaker, ReplyState
 from .sink import AudioSink
 from .turn_detector import TurnDetector, TurnEvent, TurnOptions
@@ -325,7 +326,7 @@ class VoicePipeline:
             await self._emit(TranscriptEvent(user_text, final=True))
             await self._set_status(ProcessingStatus.PROCESSING)
             release.set()
-            watcher = asyncio.create_task(self._watch_first_audio_sent(metrics))
+            watcher = asyncio.create_task(watch_playback(self.sink, metrics, speaker))
             try:
                 await speaker
                 while self.sink.queued_s() > 0:  # still speaking until the last frame went out
@@ -348,14 +349,6 @@ class VoicePipeline:
         self.conversation.add_assistant(state.text)
         await self._emit(ResponseEvent(state.text, final=True))
         await self._finish_turn(metrics)
-
-    async def _watch_first_audio_sent(self, metrics: TurnMetrics) -> None:
-        """Mark the reply's first frame sent. A track sends it after play() returned, and the
-        sink forgets a burst's start once its queue runs dry (a short first piece can finish
-        before the next one is made), so watch from the release on instead of asking later."""
-        while (t := self.sink.playback_started_at) is None:
-            await asyncio.sleep(0.005)
-        metrics.mark("first_audio_sent", t)
 
     async def _on_first_audio(self) -> None:
         await self._set_status(ProcessingStatus.SPEAKING)

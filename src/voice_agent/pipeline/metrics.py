@@ -28,10 +28,18 @@ class TurnMetrics:
     transcript_reused: bool = False
     """True when a transcript made during the pause was used as the final (no STT left to do)."""
     interrupted: bool = False
+    playback_gaps: int = 0
+    """Times the reply's audio ran dry while more of it was still being made: a silence the
+    listener hears that is not in the voice (the next piece was late)."""
+    playback_gap_max_ms: float = 0.0
 
     def mark(self, stage: str, at: float | None = None) -> None:
         assert stage in STAGES, stage
         self.marks.setdefault(stage, time.monotonic() if at is None else at)
+
+    def add_playback_gap(self, ms: float) -> None:
+        self.playback_gaps += 1
+        self.playback_gap_max_ms = max(self.playback_gap_max_ms, ms)
 
     def _since(self, start: str, end: str) -> float | None:
         if start in self.marks and end in self.marks:
@@ -53,6 +61,8 @@ class TurnMetrics:
             "user_speech_ms": round(self.user_speech_ms, 1),
             "transcript_reused": self.transcript_reused,
             "interrupted": self.interrupted,
+            "playback_gaps": self.playback_gaps,
+            "playback_gap_max_ms": round(self.playback_gap_max_ms, 1),
             # spans between consecutive stages
             "end_of_turn_delay_ms": self._span("speech_end", "end_of_turn"),
             "stt_ms": self._span("end_of_turn", "transcript_final"),

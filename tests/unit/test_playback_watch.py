@@ -1,0 +1,63 @@
+"""The playback watcher on the real outgoing frame queue, drained at real time like a track."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+
+from voice_agent.pipeline.metrics import TurnMetrics
+from voice_agent.pipeline.playback import watch_playback
+from voice_agent.services.base import AudioChunk
+from voice_agent.transport.audio_out import FrameQueue
+
+
+def tone(seconds: float, rate: int = 48_000) -> AudioChunk:
+    t = np.arange(int(seconds * rate)) / rate
+    return AudioChunk(pcm=(8000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16), sample_rate=rate)
+
+
+async def drain(queue: FrameQueue, stop: asyncio.Event) -> None:
+    """What OutgoingAudioTrack does: one 20 ms frame per 20 ms, paced on an absolute clock."""
+    t0, n = time.monotonic(), 0
+    while not stop.is_set():
+        queue.take()
+        n += 1
+        await asyncio.sleep(max(0.0, t0 + n * 0.02 - time.monotonic()))
+
+
+async def play_pieces(queue: FrameQueue, pieces: list[tuple[float, float]]) -> None:
+    """(wait before, seconds of audio) per piece, as the reply speaker hands them over."""
+    for wait_s, seconds in pieces:
+        await asyncio.sleep(wait_s)
+        await queue.play(tone(seconds))
+
+
+async def watch(pieces: list[tuple[float, float]]) -> tuple[TurnMetrics, float]:
+    queue, stop, metrics = FrameQueue(), asyncio.Event(), TurnMetrics(turn=1)
+    consumer = asyncio.create_task(drain(queue, stop))
+    released = time.monotonic()
+    speaker = asyncio.create_task(play_pieces(queue, pieces))
+    watcher = asyncio.create_task(watch_playback(queue, metrics, speaker))
+    await speaker
+    while queue.queued_s() > 0:
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(watcher, 1.0)
+    stop.set()
+    await consumer
+    return metrics, released
+
+
+async def test_a_late_second_piece_is_counted_as_a_gap_and_the_first_frame_keeps_its_time():
+    metrics, released = await watch([(0.05, 0.2), (0.45, 0.5)])
+    sent_after = metrics.marks["first_audio_sent"] - released
+    assert 0.04 <= sent_after < 0.12, sent_after  # the first piece's frame, not the second's
+    assert metrics.playback_gaps == 1
+    assert 150 <= metrics.playback_gap_max_ms <= 350, metrics.playback_gap_max_ms  # ~250 ms
+
+
+async def test_pieces_that_arrive_in_time_play_without_a_gap():
+    metrics, _ = await watch([(0.0, 0.4), (0.2, 0.4), (0.2, 0.3)])
+    assert metrics.playback_gaps == 0 and metrics.playback_gap_max_ms == 0
+    assert metrics.as_dict()["playback_gaps"] == 0
