@@ -60,6 +60,10 @@ class AIConfig(_Section):
     context_size: int = Field(2048, ge=256, le=32768)
     history_messages: int = Field(20, ge=2, le=500)
     """How many past messages (user and agent) are kept in the LLM context."""
+    prompt_cache_mib: int = Field(32, ge=0, le=65536)
+    """RAM for llama.cpp's cache of other prompts' states (local LLM), so a conversation's next
+    turn need not re-read its history after another session used the model. 0 turns it off.
+    llama.cpp's own default, 8 GiB, let the server grow ~3 MB per turn until it was full."""
     prefill_while_speaking: bool = True
     """Feed each interim transcript to the LLM's prompt cache while the user still speaks, so
     that at the pause only the last words are left to read (local LLM only)."""

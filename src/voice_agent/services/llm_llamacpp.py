@@ -73,6 +73,7 @@ class LlamaCppLLM(LLMService):
         params.cpuparams_batch.n_threads = ai.threads
         params.use_jinja = True  # the GGUF's own chat template
         params.cache_prompt = True
+        params.cache_ram_mib = ai.prompt_cache_mib  # bounded: see AIConfig.prompt_cache_mib
         params.verbosity = 0  # llama.cpp is chatty on stderr otherwise
         try:
             self._server = xllamacpp.Server(params)
