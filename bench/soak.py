@@ -265,6 +265,14 @@ async def _sessions_left(http: httpx.AsyncClient, wait_s: float = 10.0) -> int |
         await asyncio.sleep(0.2)
 
 
+async def _heap(http: httpx.AsyncClient) -> str:
+    """The server's own view of its heap (glibc): live allocations vs free memory kept."""
+    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+        mem = (await http.get("/v3/health")).json()["memory"]
+        return f"heap in use {mem['heap_in_use_mb']:.0f} MB, free {mem['heap_free_mb']:.0f} MB, "
+    return ""
+
+
 class PhaseMeter:
     """CPU, load and memory around one phase."""
 
@@ -307,8 +315,9 @@ async def _sequential(server: ServerProcess, sampler: Sampler, http: httpx.Async
         if (i + 1) % 10 == 0 or i + 1 == cycles:
             s = sampler.now()
             bad = sum(not r.ok for r in phase.sessions)
+            heap = await _heap(http)
             print(f"  {i + 1}/{cycles} cycles, {bad} failed, RSS {s.rss_kb / 1024:.0f} MB, "
-                  f"fds {s.fds}, load {s.load1}", flush=True)
+                  f"{heap}fds {s.fds}, load {s.load1}", flush=True)
         if server.proc is not None and server.proc.poll() is not None:
             raise RuntimeError(f"server exited with {server.proc.returncode} after {i + 1} cycles")
     await meter.finish(http, settle_s=3.0)

@@ -54,6 +54,9 @@ async def test_health_reports_models_and_sessions(server: RunningServer) -> None
     assert set(body["models"]) == {"stt", "vad", "llm", "tts"}
     assert all(m["loaded"] for m in body["models"].values())
     assert body["uptime_s"] > 0 and body["max_sessions"] == 4
+    mem = body["memory"]  # the models alone take over a gigabyte, nearly all of it resident
+    assert mem["rss_mb"] > 1000 and mem["peak_rss_mb"] >= mem["rss_mb"]
+    assert mem["heap_in_use_mb"] > 0 and mem["heap_free_mb"] >= 0
     async with connect(f"{server.ws}/ws/v3") as client:
         hello = await client.wait_type("connection_established")
         assert (await get(server, "/v3/health")).json()["active_sessions"] >= 1

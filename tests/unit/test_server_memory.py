@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from voice_agent.server.memory import limit_arenas, release_free_memory
+from voice_agent.server.memory import limit_arenas, memory_report, release_free_memory
 from voice_agent.server.sessions import SessionManager
 
 glibc = pytest.mark.skipif(ctypes.util.find_library("c") is None, reason="needs glibc")
@@ -68,3 +68,20 @@ async def test_after_close_runs_once_per_closed_session_and_cannot_break_a_close
     await mgr.close(b.id)  # its clean-up raises; the close still completes
     assert len(calls) == 2 and len(mgr) == 0 and b.closed.is_set()
     assert threading.main_thread().name not in calls  # off the event loop's thread
+
+
+@glibc
+def test_memory_report_tells_live_heap_from_free_heap() -> None:
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    before = memory_report()
+    blocks = [libc.malloc(16384) for _ in range(4000)]  # ~64 MB of live heap
+    live = memory_report()
+    for b in blocks[:-1]:
+        libc.free(b)
+    freed = memory_report()
+    libc.free(blocks[-1])
+    assert live["heap_in_use_mb"] - before["heap_in_use_mb"] > 55, (before, live)
+    assert live["heap_in_use_mb"] - freed["heap_in_use_mb"] > 55, (live, freed)
+    assert freed["rss_mb"] > 0 and freed["peak_rss_mb"] >= freed["rss_mb"]

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import logging
 from functools import cache
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -47,3 +48,33 @@ def release_free_memory() -> bool:
     milliseconds on a large heap, so call it off the event loop. True when memory was released."""
     libc = _libc()
     return bool(libc.malloc_trim(0)) if libc is not None else False
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def memory_report() -> dict[str, Any]:
+    """Resident memory, and how much of glibc's heap is in use or free but kept: growth of
+    ``heap_in_use_mb`` is live allocations (a leak, or a cache), growth of ``heap_free_mb``
+    is memory the allocator holds on to."""
+    out: dict[str, Any] = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                key = {"VmRSS:": "rss_mb", "VmHWM:": "peak_rss_mb"}.get(line[:6])
+                if key:
+                    out[key] = round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    libc = _libc()
+    mallinfo2 = getattr(libc, "mallinfo2", None) if libc is not None else None
+    if mallinfo2 is not None:  # glibc 2.33+
+        mallinfo2.restype = _MallInfo2
+        info = mallinfo2()
+        mb = 1024 * 1024
+        out["heap_in_use_mb"] = round((info.uordblks + info.hblkhd) / mb, 1)
+        out["heap_free_mb"] = round(info.fordblks / mb, 1)
+    return out

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from .. import __version__
 from .prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from .memory import memory_report
 from .registry import AppRegistry, get_registry
 from .transcript_log import read_transcript, valid_session_id
 
@@ -96,6 +97,7 @@ async def health(request: Request) -> JSONResponse:
         "active_sessions": len(registry.sessions),
         "max_sessions": registry.sessions.max_sessions,
         "providers": registry.recovery.status() if registry.recovery else {},
+        "memory": memory_report(),
     }
     if registry.load_error:
         body["error"] = registry.load_error
