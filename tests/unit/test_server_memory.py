@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import threading
+import weakref
 
 import pytest
 
-from voice_agent.server.memory import limit_arenas, memory_report, release_free_memory
+from voice_agent.server.memory import after_session, limit_arenas, memory_report, release_free_memory
 from voice_agent.server.sessions import SessionManager
 
 glibc = pytest.mark.skipif(ctypes.util.find_library("c") is None, reason="needs glibc")
@@ -85,3 +87,22 @@ def test_memory_report_tells_live_heap_from_free_heap() -> None:
     assert live["heap_in_use_mb"] - before["heap_in_use_mb"] > 55, (before, live)
     assert live["heap_in_use_mb"] - freed["heap_in_use_mb"] > 55, (live, freed)
     assert freed["rss_mb"] > 0 and freed["peak_rss_mb"] >= freed["rss_mb"]
+
+
+def test_after_session_frees_what_a_session_left_in_reference_cycles() -> None:
+    class Part:  # a pipeline and its transport pointing at each other, holding audio
+        def __init__(self) -> None:
+            self.audio = bytearray(20_000_000)
+            self.peer: Part | None = None
+
+    a, b = Part(), Part()
+    a.peer, b.peer = b, a
+    gone = weakref.ref(a)
+    gc.disable()  # as if no automatic collection came along before the session ended
+    try:
+        del a, b
+        assert gone() is not None  # a cycle: reference counting alone cannot free it
+        after_session()
+        assert gone() is None
+    finally:
+        gc.enable()

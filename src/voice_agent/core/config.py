@@ -172,7 +172,9 @@ class ServerConfig(_Section):
     """glibc malloc arenas for the server's threads (0: glibc's default of 8 per core). Few
     arenas keep the memory that model threads free reusable instead of resident."""
     trim_memory_after_session: bool = True
-    """Hand free heap memory back to the kernel after each session ends (glibc malloc_trim)."""
+    """After each session ends, collect its reference cycles and hand free heap memory back to
+    the kernel (gc.collect + glibc malloc_trim); objects from start-up are frozen out of the
+    collector so this takes milliseconds."""
 
 
 def _default_cache_dir() -> Path:

@@ -21,7 +21,7 @@ from .. import __version__
 from ..core.config import V3Config
 from ..transport.ice import restrict_host_addresses
 from . import routes_http, signaling
-from .memory import limit_arenas, release_free_memory
+from .memory import after_session, freeze_startup_objects, limit_arenas
 from .registry import AppRegistry
 from .security import redacted_logs
 from .sessions import SessionManager
@@ -41,7 +41,7 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
         config=config,
         sessions=SessionManager(
             server.max_sessions, server.idle_timeout_s, server.max_session_s,
-            after_close=release_free_memory if server.trim_memory_after_session else None),
+            after_close=after_session if server.trim_memory_after_session else None),
         services=services,
         web_dist=routes_http.find_web_dist(),
     )
@@ -60,6 +60,8 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
                 registry.load_error = f"{type(exc).__name__}: {exc}"
                 log.error("loading the models failed: %s", registry.load_error)
                 raise
+        if server.trim_memory_after_session:
+            freeze_startup_objects()
         registry.services_ready = True
         registry.sessions.start()
         log.info("voice-agent %s ready (max %d sessions)", __version__, server.max_sessions)

@@ -1,17 +1,20 @@
-"""Keeping the server's resident memory flat across many sessions (glibc malloc only).
+"""Keeping the server's resident memory flat across many sessions.
 
 Why: every session runs Whisper, the LLM and Piper in worker threads, and glibc gives threads
 their own malloc arenas (up to 8 per core). Freed buffers (audio, Opus, transcripts) stay in
 those arenas as free but resident pages, so RSS creeps up with each new mix of threads and
 sizes, although no object leaks. Fewer arenas and a trim after each session hand that memory
-back to the kernel. Elsewhere (musl, macOS) both calls are no-ops.
+back to the kernel. Elsewhere (musl, macOS) both calls are no-ops. A session's objects that
+form reference cycles are collected when it closes, not at the next rare full collection.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
+import time
 from functools import cache
 from typing import Any
 
@@ -41,6 +44,25 @@ def limit_arenas(count: int) -> bool:
     ok = bool(libc.mallopt(_M_ARENA_MAX, count))
     log.info("malloc arenas limited to %d: %s", count, "ok" if ok else "refused")
     return ok
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive now (the loaded models, modules) out of the garbage collector's
+    view, so that a full collection after a session only walks what sessions made: milliseconds
+    instead of a pause the other sessions would hear."""
+    gc.collect()
+    gc.freeze()
+
+
+def after_session() -> None:
+    """Free what a closed session left in reference cycles (its buffers would otherwise wait for
+    a rare full collection: the soak saw RSS climb ~2 MB per session, then drop by 200 MB at
+    once), then hand the freed heap back to the kernel."""
+    t0 = time.perf_counter()
+    found = gc.collect()
+    release_free_memory()
+    log.debug("after session: %d unreachable objects, %.1f ms", found,
+              (time.perf_counter() - t0) * 1000)
 
 
 def release_free_memory() -> bool:
