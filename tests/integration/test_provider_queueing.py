@@ -41,3 +41,51 @@ async def test_a_burst_of_transcriptions_does_not_starve_other_work(stt):
     while stt.busy:
         await asyncio.sleep(0.01)
     assert time.monotonic() - t0 < 1.0  # no queue of cancelled calls left to drain
+
+
+async def test_replies_wait_their_turn_in_order_and_the_wait_is_not_provider_time():
+    """Three sessions ask the one local LLM at once, with a provider timeout (2 s) shorter than
+    the last one's wait: each is answered in the order it asked, and none times out."""
+    from voice_agent.core.recovery import recovery_from_config
+    from voice_agent.pipeline.metrics import TurnMetrics
+    from voice_agent.pipeline.reply import ReplySpeaker, ReplyState
+    from voice_agent.pipeline.sink import BufferSink
+    from voice_agent.services.base import ChatMessage
+    from voice_agent.services.llm_llamacpp import LlamaCppLLM
+    from voice_agent.services.tts_espeak import EspeakTTS
+
+    config = load_config()
+    llm, tts = LlamaCppLLM(config), EspeakTTS(config)
+    llm.load()
+    llm.warmup()
+    tts.load()
+    recovery = recovery_from_config(config.recovery)
+    gate = asyncio.Event()
+    gate.set()
+
+    async def emit(_event) -> None:
+        pass
+
+    async def no_op() -> None:
+        pass
+
+    async def ask(name: str) -> tuple[str, TurnMetrics, ReplyState]:
+        speaker = ReplySpeaker(llm, tts, BufferSink(), emit, recovery, max_tokens=30, timeout_s=2.0)
+        messages = [ChatMessage("system", config.ai.system_prompt),
+                    ChatMessage("user", "Count from one to twenty in words.")]
+        metrics, state = TurnMetrics(turn=1), ReplyState()
+        await speaker.run(messages, state, metrics, on_first_audio=no_op, gate=gate)
+        return name, metrics, state
+
+    try:
+        tasks = []
+        for name in "abc":
+            tasks.append(asyncio.create_task(ask(name)))
+            await asyncio.sleep(0.05)  # a asks first, then b, then c
+        done = await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    finally:
+        llm.close()
+    firsts = {name: m.marks["llm_first_token"] for name, m, _ in done}
+    assert firsts["a"] < firsts["b"] < firsts["c"], firsts
+    assert firsts["c"] - firsts["a"] > 2.0  # c really waited longer than the provider timeout
+    assert all("one" in s.text.lower() for _, _, s in done), [s.text for _, _, s in done]

@@ -80,22 +80,23 @@ class ReplySpeaker:
     async def _think(self, messages: list[ChatMessage], pieces: asyncio.Queue[str | None],
                      state: ReplyState, metrics: TurnMetrics, gate: asyncio.Event) -> None:
         chunker = SentenceChunker(first_piece_max_words=self.first_piece_max_words)
-        stream = self.recovery.guard_stream(
-            self.llm.name, lambda: self.llm.stream(messages, max_tokens=self.max_tokens),
-            first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
-        try:
-            async for token in stream:
-                metrics.mark("llm_first_token")
-                state.text += token
-                if not self.streaming:
-                    continue
-                if gate.is_set():  # interim events carry the whole text so far
-                    await self.emit(ResponseEvent(state.text, final=False))
-                for piece in chunker.push(token):
-                    metrics.mark("first_sentence")
-                    await pieces.put(piece)
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+        async with self.llm.reserve():  # other sessions' replies first; not provider time
+            stream = self.recovery.guard_stream(
+                self.llm.name, lambda: self.llm.stream(messages, max_tokens=self.max_tokens),
+                first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
+            try:
+                async for token in stream:
+                    metrics.mark("llm_first_token")
+                    state.text += token
+                    if not self.streaming:
+                        continue
+                    if gate.is_set():  # interim events carry the whole text so far
+                        await self.emit(ResponseEvent(state.text, final=False))
+                    for piece in chunker.push(token):
+                        metrics.mark("first_sentence")
+                        await pieces.put(piece)
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
         metrics.mark("reply_done")
         rest = chunker.flush() if self.streaming else SentenceChunker().flush_all(state.text)
         if rest:

@@ -8,8 +8,10 @@ int16 mono at the provider's own rate (the transport resamples).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,6 +161,12 @@ class LLMService(Service):
         Closing the iterator (``aclose()``, or cancelling the task consuming it) must stop the
         generation within 100 ms and free the model for the next caller.
         """
+
+    def reserve(self) -> AbstractAsyncContextManager[object]:
+        """Wait for this caller's turn on the model, first come first served, and hold it for
+        one reply. The wait is not the provider's time: callers start their timeouts inside.
+        A provider that serves many calls at once needs no turns (the default)."""
+        return contextlib.nullcontext()
 
     def prefill(self, messages: list[ChatMessage]) -> bool:
         """Optionally start reading ``messages`` into the model's prompt cache in the background

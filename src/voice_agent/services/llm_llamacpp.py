@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voice_agent.core.config import V3Config
-from voice_agent.services.base import ChatMessage, LLMService
+from voice_agent.services.base import ChatMessage, LLMService, LoopLock
 from voice_agent.services.errors import ProviderError
 from voice_agent.services.models import model_path
 
@@ -55,6 +55,7 @@ class LlamaCppLLM(LLMService):
         self._config = config
         self._server: xllamacpp.Server | None = None
         self._lock = threading.Lock()  # one generation at a time on the one model copy
+        self._turns = LoopLock()  # replies wait here in order (a threading lock is not fair)
         self.path: Path | None = None
         self.last_stats = GenerationStats()
 
@@ -154,13 +155,16 @@ class LlamaCppLLM(LLMService):
         if errors:
             raise ProviderError(self.name, errors[0], retryable=False)
 
+    def reserve(self) -> asyncio.Lock:
+        return self._turns.get()
+
     def prefill(self, messages: list[ChatMessage]) -> bool:
         """Read ``messages`` into the one slot's KV cache in a background thread, unless a
         reply or another prefill holds the model: a prefill never makes a reply wait for more
         than the prompt read that is already under way."""
         server = self._server
-        if server is None or not self._lock.acquire(blocking=False):
-            return False
+        if server is None or self._turns.locked or not self._lock.acquire(blocking=False):
+            return False  # a reply has the model or waits for it: it goes first
         request = self._request(messages, 1)  # one token: llama.cpp reads the prompt, then stops
 
         def work() -> None:
