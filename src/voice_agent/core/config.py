@@ -63,7 +63,7 @@ class AIConfig(_Section):
     prompt_cache_mib: int = Field(32, ge=0, le=65536)
     """RAM for llama.cpp's cache of other prompts' states (local LLM), so a conversation's next
     turn need not re-read its history after another session used the model. 0 turns it off.
-    llama.cpp's own default, 8 GiB, let the server grow ~3 MB per turn until it was full."""
+    llama.cpp's own default is 8 GiB, too much to take unasked on a laptop."""
     prefill_while_speaking: bool = True
     """Feed each interim transcript to the LLM's prompt cache while the user still speaks, so
     that at the pause only the last words are left to read (local LLM only)."""
