@@ -225,9 +225,10 @@ class VoicePipeline:
             self._interim_running = asyncio.create_task(self._run_interim(stream))
 
     def _maybe_speculate(self, stream: STTStream, covers_s: float, text: str) -> None:
-        """The user is pausing and this transcript covers all they said: start the reply now."""
+        """The user is pausing (the caller checked): if this transcript covers all they said,
+        start the reply now."""
         speech_end_s = stream.duration_s - self._detector.silence_run_ms / 1000
-        if self._spec is not None or not self._detector.paused or covers_s < speech_end_s:
+        if self._spec is not None or covers_s < speech_end_s:
             return
         metrics = TurnMetrics(turn=0, source="voice", transcript_reused=True)
         metrics.mark("transcript_final")
@@ -331,8 +332,7 @@ class VoicePipeline:
                 await speaker
                 while self.sink.queued_s() > 0:  # still speaking until the last frame went out
                     await asyncio.sleep(0.02)
-                if (t := self.sink.playback_started_at) is not None:  # unless the watcher did
-                    metrics.mark("first_audio_sent", t)
+                await watcher  # done once the speaker is: first frame marked, gaps counted
             finally:
                 watcher.cancel()
         except asyncio.CancelledError:

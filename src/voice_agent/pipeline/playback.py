@@ -17,6 +17,8 @@ async def watch_playback(sink: AudioSink, metrics: TurnMetrics, speaker: asyncio
     its first frame after play() returned, and a sink forgets a burst's start once its queue
     runs dry (a short first piece can finish before the next one is made)."""
     while (t := sink.playback_started_at) is None:
+        if speaker.done() and sink.queued_s() == 0:
+            return  # the reply made no audio
         await asyncio.sleep(POLL_S / 2)
     metrics.mark("first_audio_sent", t)
     dry_since: float | None = None

@@ -10,8 +10,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from .. import __version__
-from .prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from .memory import memory_report
+from .prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from .registry import AppRegistry, get_registry
 from .transcript_log import read_transcript, valid_session_id
 
