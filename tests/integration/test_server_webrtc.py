@@ -53,6 +53,8 @@ async def test_spoken_question_gets_a_spoken_answer(server: RunningServer, servi
             stats = (await _get_json(server, "/v3/webrtc/stats"))["sessions"][hello["session_id"]]
             assert stats["audio_packets_sent"] > 50 and stats["audio_packets_received"] > 50
             assert stats["connection_state"] == "connected" and stats["inbound_audio_s"] > 1
+            # The question above was heard through the server's short receive buffer.
+            assert stats["receive_buffer_frames"] == 1
         finally:
             await rtc.close()
 

@@ -30,6 +30,7 @@ from ..services.base import AudioChunk
 from .audio_in import InboundStats, PushAudio, consume_audio_track, drain_track
 from .audio_out import OutgoingAudioTrack
 from .protocol import ErrorCode, IceCandidateInit
+from .receive_buffer import audio_receive_buffer_frames, set_audio_receive_buffer
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class WebRTCSession:
         self._on_activity = on_activity
         self._pc: RTCPeerConnection | None = None
         self._track: OutgoingAudioTrack | None = None
+        self._audio_in: MediaStreamTrack | None = None
         self._channel: RTCDataChannel | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._answered = False
@@ -176,6 +178,8 @@ class WebRTCSession:
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio":
+                set_audio_receive_buffer(pc, track, self.config.webrtc.receive_buffer_frames)
+                self._audio_in = track
                 self._spawn(consume_audio_track(track, self._push_audio, self.inbound,
                                                 self._on_activity))
             else:
@@ -242,6 +246,8 @@ class WebRTCSession:
         }
         if self._pc is None:
             return out
+        if self._audio_in is not None:
+            out["receive_buffer_frames"] = audio_receive_buffer_frames(self._pc, self._audio_in)
         report = await self._pc.getStats()
         for s in report.values():
             if isinstance(s, RTCTransportStats):
@@ -279,4 +285,5 @@ class WebRTCSession:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._channel = None
+        self._audio_in = None
         self._pc = None
