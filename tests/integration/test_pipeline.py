@@ -164,10 +164,15 @@ async def push_realtime(pipeline, audio: np.ndarray, chunk_s: float = 0.02) -> N
             await asyncio.sleep(delay)
 
 
+def with_slow_end_of_turn(config):
+    """A long end-of-turn silence leaves the pause transcript time to finish on a busy machine."""
+    return config.model_copy(update={"stt": config.stt.model_copy(update={"end_of_turn_silence_ms": 1500})})
+
+
 async def test_reply_prepared_during_the_pause_is_released_at_end_of_turn(services, config):
-    p, rec = new_pipeline(services, config)
+    p, rec = new_pipeline(services, with_slow_end_of_turn(config))
     await p.start()
-    await push_realtime(p, speech_16k("What is the capital of France?", pad_after=1.2))
+    await push_realtime(p, speech_16k("What is the capital of France?", pad_after=2.0))
     await p.drain()
     replies = rec.of(ResponseEvent, final=True)
     assert len(replies) == 1 and "paris" in replies[0].text.lower()
@@ -186,9 +191,7 @@ async def test_reply_prepared_during_the_pause_is_released_at_end_of_turn(servic
 async def test_a_pause_mid_question_drops_the_early_reply_unheard(services, config, caplog):
     caplog.set_level("INFO", logger="voice_agent.pipeline.agent")
     sink = BufferSink()
-    # A long end-of-turn silence leaves the pause transcript time to finish on a busy machine.
-    slow_eot = config.model_copy(update={"stt": config.stt.model_copy(update={"end_of_turn_silence_ms": 1500})})
-    p, rec = new_pipeline(services, slow_eot, sink)
+    p, rec = new_pipeline(services, with_slow_end_of_turn(config), sink)
     await p.start()
     first = trim(speech_16k("Tell me the capital", pad_after=0.0))
     second = np.concatenate([trim(speech_16k("of Germany.", pad_before=0.0, pad_after=0.0)), silence_16k(1.2)])

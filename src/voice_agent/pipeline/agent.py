@@ -79,7 +79,8 @@ class VoicePipeline:
         self._speaker = ReplySpeaker(services.llm, services.tts, sink, self._emit, self.recovery,
                                      max_tokens=config.ai.max_tokens, timeout_s=config.ai.timeout_s,
                                      streaming=self._streaming,
-                                     first_piece_max_words=config.pipeline.first_piece_max_words)
+                                     first_piece_max_words=config.pipeline.first_piece_max_words,
+                                     pause_for_first_audio=config.pipeline.pause_llm_for_first_audio)
         self._frame = self._detector.vad.frame_samples
         self._pending = np.zeros(0, np.float32)
         self._preroll: deque[np.ndarray] = deque(maxlen=max(1, int(PREROLL_MS / self._detector.frame_ms)))
@@ -222,13 +223,19 @@ class VoicePipeline:
                     self._prefill(transcript.text)
         if self._interim_again and stream is self._stt:
             self._interim_again = False
-            self._interim_running = asyncio.create_task(self._run_interim(stream))
+            # A pause came while this one ran: redo it, unless it already heard everything (a
+            # second transcription would only slow down the reply that was just started).
+            if transcript is None or not self._covers_speech(stream, covers):
+                self._interim_running = asyncio.create_task(self._run_interim(stream))
+
+    def _covers_speech(self, stream: STTStream, covers_s: float) -> bool:
+        """True if audio up to ``covers_s`` holds all the speech of ``stream`` so far."""
+        return covers_s >= stream.duration_s - self._detector.silence_run_ms / 1000
 
     def _maybe_speculate(self, stream: STTStream, covers_s: float, text: str) -> None:
         """The user is pausing (the caller checked): if this transcript covers all they said,
         start the reply now."""
-        speech_end_s = stream.duration_s - self._detector.silence_run_ms / 1000
-        if self._spec is not None or covers_s < speech_end_s:
+        if self._spec is not None or not self._covers_speech(stream, covers_s):
             return
         metrics = TurnMetrics(turn=0, source="voice", transcript_reused=True)
         metrics.mark("transcript_final")

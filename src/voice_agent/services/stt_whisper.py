@@ -2,8 +2,8 @@
 
 ``WhisperModel.transcribe`` pads every input to 30 s, so the encoder costs the same for a
 two-word answer as for half a minute of speech (~600 ms for base on 2 cores). Utterances that fit
-a shorter window take a fast path: log-mel features padded to ``fast_window_s`` (15 s, 1500
-frames), encoded and decoded by the CTranslate2 model directly (~170 ms). Longer audio falls back
+a shorter window take a fast path: log-mel features padded to ``stt.fast_window_s`` (10 s, 1000
+frames), encoded and decoded by the CTranslate2 model directly (~190 ms). Longer audio falls back
 to ``transcribe()``.
 """
 
@@ -50,17 +50,19 @@ def _is_blank(text: str) -> bool:
 class WhisperSTT(STTService):
     name = "whisper"
 
-    def __init__(self, config: V3Config, *, fast_window_s: float = 15.0,
+    def __init__(self, config: V3Config, *, fast_window_s: float | None = None,
                  no_speech_threshold: float = 0.6, logprob_threshold: float = -1.0) -> None:
-        """``fast_window_s``: encoder window of the fast path (0 disables it). Audio longer than
-        the window less a 0.5 s margin goes through ``transcribe()``.
+        """``fast_window_s``: encoder window of the fast path (0 disables it; default
+        ``stt.fast_window_s``). Audio longer than the window less a 0.5 s margin goes through
+        ``transcribe()``.
         ``no_speech_threshold``: above this no-speech probability the result is empty text;
         measured: speech <= 0.05, silence and noise 0.65-0.93.
         ``logprob_threshold``: a low-confidence decode (average log-prob below this) with a
         no-speech probability above half the threshold is also treated as no speech.
         """
         self._config = config
-        self._fast_frames = int(fast_window_s * STT_SAMPLE_RATE / _HOP)
+        window = config.stt.fast_window_s if fast_window_s is None else fast_window_s
+        self._fast_frames = int(window * STT_SAMPLE_RATE / _HOP)
         self._no_speech_threshold = no_speech_threshold
         self._logprob_threshold = logprob_threshold
         self._lock = threading.Lock()  # one model instance, one decode at a time
