@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -21,8 +22,14 @@ from voice_agent.services.models import (
 )
 
 
+def _installed(spec: ModelSpec) -> bool:
+    return all(importlib.util.find_spec(pkg) is not None for pkg in spec.packages)
+
+
 def test_every_catalog_entry_points_to_installed_package_data(tmp_path: Path) -> None:
     for spec in CATALOG:
+        if spec.optional and not _installed(spec):
+            continue  # not installed by default; see the next test
         if spec.parts is not None:  # split weights: the parts add up to the expected size
             parts = spec.parts()
             assert len(parts) >= 2, spec.slug
@@ -35,6 +42,20 @@ def test_every_catalog_entry_points_to_installed_package_data(tmp_path: Path) ->
             assert main.stat().st_size == spec.size_bytes, spec.slug
             assert spec.locate(tmp_path).exists()
         assert len(spec.sha256) == 64
+
+
+def test_optional_model_names_its_install_command(tmp_path: Path) -> None:
+    optional = [spec for spec in CATALOG if spec.optional]
+    assert optional and all(spec.assembled for spec in optional)
+    listed = (Path(__file__).parents[2] / "requirements-optional-models.txt").read_text()
+    for spec in optional:
+        for pkg in spec.packages:  # each package is in the optional requirements file
+            assert pkg.replace("_", "-") + "==" in listed, pkg
+        if _installed(spec):
+            continue
+        config = V3Config(cache_dir=tmp_path, ai={"model": spec.name})
+        with pytest.raises(ModelNotReadyError, match="requirements-optional-models.txt"):
+            model_path(config, spec.role, prepare_missing=True)
 
 
 def test_config_selects_one_model_per_role() -> None:

@@ -6,10 +6,15 @@ import argparse
 import logging
 import os
 import sys
+from typing import get_args
 
-from ..core.config import ConfigError, load_config
+from ..core.config import AIConfig, ConfigError, STTConfig, load_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from packages, never from a hub
+
+
+STT_MODELS = list(get_args(STTConfig.model_fields["model"].annotation))
+LLM_MODELS = list(get_args(AIConfig.model_fields["model"].annotation))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--sessions", type=int, nargs="+", default=[1])
     lat.add_argument("--no-baseline", action="store_true", help="skip the naive baseline run")
     lat.add_argument("--report", default="docs/benchmarks.md", help="markdown report to write")
-    lat.add_argument("--stt-model", choices=["base", "tiny.en"], help="override stt.model")
-    lat.add_argument("--llm-model", choices=["qwen2.5-coder-1.5b", "smollm2-135m"],
+    lat.add_argument("--stt-model", choices=STT_MODELS, help="override stt.model")
+    lat.add_argument("--llm-model", choices=LLM_MODELS,
                      help="override ai.model")
     lat.add_argument("--quick", action="store_true",
                      help="short questions only, fewer transport probes and HTTP requests (CI)")
@@ -54,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also run this many sequential cycles on a second server with the "
                            "light models (tiny.en + smollm2-135m)")
     soak.add_argument("--report", default="docs/reliability.md", help="markdown report to write")
-    soak.add_argument("--stt-model", choices=["base", "tiny.en"], help="override stt.model")
-    soak.add_argument("--llm-model", choices=["qwen2.5-coder-1.5b", "smollm2-135m"],
+    soak.add_argument("--stt-model", choices=STT_MODELS, help="override stt.model")
+    soak.add_argument("--llm-model", choices=LLM_MODELS,
                       help="override ai.model")
     soak.add_argument("--turn-timeout", type=float, default=90.0, help="seconds per turn")
     soak.add_argument("--warmup", type=int, default=10,

