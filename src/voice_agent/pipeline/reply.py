@@ -49,19 +49,11 @@ class ReplyState:
 
 
 class ReplySpeaker:
-    """Runs the LLM and the TTS concurrently: the LLM keeps writing while earlier pieces are spoken.
-
-    One exception, when the LLM can resume a reply (``LLMService.continues_reply``): after the
-    first piece it stops until that piece's audio exists. The user is waiting for that audio,
-    and on 2 cores a model generating alongside slows the TTS (and itself) down; the model then
-    carries on from its own words, and the next piece is not needed before the first one has
-    been spoken.
-    """
+    """Runs the LLM and the TTS concurrently: the LLM keeps writing while earlier pieces are spoken."""
 
     def __init__(self, llm: LLMService, tts: TTSService, sink: AudioSink, emit: EventSink,
                  recovery: ErrorRecoveryManager, *, max_tokens: int, timeout_s: float,
-                 streaming: bool = True, first_piece_max_words: int = 0,
-                 pause_for_first_audio: bool = True) -> None:
+                 streaming: bool = True, first_piece_max_words: int = 0) -> None:
         self.llm, self.tts, self.sink, self.emit = llm, tts, sink, emit
         self.recovery = recovery
         self.max_tokens = max_tokens
@@ -69,18 +61,15 @@ class ReplySpeaker:
         self.streaming = streaming
         """False gives the naive baseline: whole reply first, then the whole TTS."""
         self.first_piece_max_words = first_piece_max_words
-        self.pause_for_first_audio = pause_for_first_audio
 
     async def run(self, messages: list[ChatMessage], state: ReplyState, metrics: TurnMetrics,
                   *, on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event) -> None:
         """Make the reply. Nothing is heard or shown before ``gate`` is set: a reply prepared
         while the user pauses waits there until the turn really ends."""
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        first_audio = asyncio.Event()
-        speaker = asyncio.create_task(
-            self._speak(pieces, state, metrics, on_first_audio, gate, first_audio))
+        speaker = asyncio.create_task(self._speak(pieces, state, metrics, on_first_audio, gate))
         try:
-            await self._think(messages, pieces, state, metrics, gate, first_audio)
+            await self._think(messages, pieces, state, metrics, gate)
             await pieces.put(None)
             await speaker
         finally:
@@ -89,86 +78,48 @@ class ReplySpeaker:
                 await asyncio.gather(speaker, return_exceptions=True)
 
     async def _think(self, messages: list[ChatMessage], pieces: asyncio.Queue[str | None],
-                     state: ReplyState, metrics: TurnMetrics, gate: asyncio.Event,
-                     first_audio: asyncio.Event) -> None:
+                     state: ReplyState, metrics: TurnMetrics, gate: asyncio.Event) -> None:
         chunker = SentenceChunker(first_piece_max_words=self.first_piece_max_words)
-        pause = self.streaming and self.pause_for_first_audio and self.llm.continues_reply
-        budget = self.max_tokens
         async with self.llm.reserve():  # other sessions' replies first; not provider time
-            while budget > 0:
-                prompt = [*messages, ChatMessage("assistant", state.text)] if state.text else messages
-                used, paused = await self._generate(prompt, budget, chunker, pieces, state,
-                                                    metrics, gate, stop_after_piece=pause)
-                budget -= used
-                if not paused:
-                    break
-                pause = False
-                await first_audio.wait()  # the TTS has the cores until then
-                # Resumed from the text without its trailing space: the model's next token
-                # (" is") brings its own, and the prompt ends on a whole token.
-                state.text = state.text.rstrip()
+            stream = self.recovery.guard_stream(
+                self.llm.name, lambda: self.llm.stream(messages, max_tokens=self.max_tokens),
+                first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
+            try:
+                async for token in stream:
+                    metrics.mark("llm_first_token")
+                    state.text += token
+                    if not self.streaming:
+                        continue
+                    if gate.is_set():  # interim events carry the whole text so far
+                        await self.emit(ResponseEvent(state.text, final=False))
+                    for piece in chunker.push(token):
+                        metrics.mark("first_sentence")
+                        await pieces.put(piece)
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
         metrics.mark("reply_done")
         rest = chunker.flush() if self.streaming else SentenceChunker().flush_all(state.text)
         if rest:
             metrics.mark("first_sentence")
             await pieces.put(rest)
 
-    async def _generate(self, prompt: list[ChatMessage], budget: int, chunker: SentenceChunker,
-                        pieces: asyncio.Queue[str | None], state: ReplyState, metrics: TurnMetrics,
-                        gate: asyncio.Event, *, stop_after_piece: bool) -> tuple[int, bool]:
-        """One LLM call into the chunker. Returns the tokens it gave, and whether it was
-        stopped after a piece (``stop_after_piece``) rather than having finished the reply."""
-        stream = self.recovery.guard_stream(
-            self.llm.name, lambda: self.llm.stream(prompt, max_tokens=budget),
-            first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
-        used = 0
-        try:
-            async for token in stream:
-                used += 1
-                metrics.mark("llm_first_token")
-                state.text += token
-                if not self.streaming:
-                    continue
-                if gate.is_set():  # interim events carry the whole text so far
-                    await self.emit(ResponseEvent(state.text, final=False))
-                released = chunker.push(token)
-                for piece in released:
-                    metrics.mark("first_sentence")
-                if released and stop_after_piece and used < budget:
-                    await stream.aclose()  # type: ignore[attr-defined]
-                    await self.llm.settle()  # its last token done: the TTS gets every core
-                    for piece in released:
-                        await pieces.put(piece)
-                    return used, True
-                for piece in released:
-                    await pieces.put(piece)
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-        return used, False
-
     async def _speak(self, pieces: asyncio.Queue[str | None], state: ReplyState, metrics: TurnMetrics,
-                     on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event,
-                     first_audio: asyncio.Event) -> None:
-        try:
-            while (text := await pieces.get()) is not None:
-                start = state.audio_queued_s
-                stream = self.recovery.guard_stream(
-                    self.tts.name, lambda: self.tts.synthesize(text),
-                    first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
-                try:
-                    async for chunk in stream:
-                        if "tts_first_audio" not in metrics.marks:
-                            metrics.mark("tts_first_audio")
-                            first_audio.set()
-                            await gate.wait()
-                            await on_first_audio()
-                        await self.sink.play(chunk)
-                        state.audio_queued_s += chunk.duration_s
-                        if (t := self.sink.playback_started_at) is not None:
-                            metrics.mark("first_audio_sent", t)
-                finally:
-                    await stream.aclose()  # type: ignore[attr-defined]
-                state.pieces.append(SpokenPiece(text, start, state.audio_queued_s))
-                first_audio.set()  # a piece with no audio (blank text) releases the LLM too
-        finally:
-            first_audio.set()  # a failed TTS must not leave the LLM waiting
+                     on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event) -> None:
+        while (text := await pieces.get()) is not None:
+            start = state.audio_queued_s
+            stream = self.recovery.guard_stream(
+                self.tts.name, lambda: self.tts.synthesize(text),
+                first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
+            try:
+                async for chunk in stream:
+                    if "tts_first_audio" not in metrics.marks:
+                        metrics.mark("tts_first_audio")
+                        await gate.wait()
+                        await on_first_audio()
+                    await self.sink.play(chunk)
+                    state.audio_queued_s += chunk.duration_s
+                    if (t := self.sink.playback_started_at) is not None:
+                        metrics.mark("first_audio_sent", t)
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+            state.pieces.append(SpokenPiece(text, start, state.audio_queued_s))

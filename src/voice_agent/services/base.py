@@ -162,15 +162,6 @@ class LLMService(Service):
         generation within 100 ms and free the model for the next caller.
         """
 
-    continues_reply: bool = False
-    """True if a ``stream`` whose last message is the assistant's carries on that text where it
-    stopped, reusing the model's cache (llama.cpp's assistant prefill), so a reply can be
-    paused and resumed at no cost."""
-
-    async def settle(self) -> None:
-        """Wait until a stream closed just before has really stopped using the CPU (a local
-        model finishes the token it is computing). Remote providers return at once."""
-
     def reserve(self) -> AbstractAsyncContextManager[object]:
         """Wait for this caller's turn on the model, first come first served, and hold it for
         one reply. The wait is not the provider's time: callers start their timeouts inside.

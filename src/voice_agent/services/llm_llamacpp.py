@@ -50,7 +50,6 @@ _DONE = _Done()
 
 class LlamaCppLLM(LLMService):
     name = "llamacpp"
-    continues_reply = True  # a trailing assistant message is a prefix (cache_n covers it)
 
     def __init__(self, config: V3Config) -> None:
         self._config = config
@@ -155,10 +154,6 @@ class LlamaCppLLM(LLMService):
                 self.last_stats = stats
         if errors:
             raise ProviderError(self.name, errors[0], retryable=False)
-
-    async def settle(self) -> None:
-        # Bounded: one token (~90 ms here); the executor thread is parked only that long.
-        await asyncio.to_thread(self.wait_idle, 1.0)
 
     def reserve(self) -> asyncio.Lock:
         return self._turns.get()
