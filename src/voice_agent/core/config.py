@@ -133,10 +133,6 @@ class PipelineConfig(_Section):
     them (streaming mode). Each word waited for costs ~90 ms on a 2-core CPU (4 words: p50
     2062 → 1744 ms, p95 3019 → 2102 ms in an A/B run); a cut inside a clause costs some
     prosody. 0: the first piece is a clause or a sentence."""
-    pause_llm_for_first_audio: bool = True
-    """Stop the LLM once the first piece is ready and resume it (from its own words, at no
-    cost with the local model) when that piece's audio exists: on a 2-core CPU the model
-    generating alongside slows the first audio, which is what the user waits for."""
 
 
 class IceServer(_Section):

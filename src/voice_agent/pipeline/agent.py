@@ -79,8 +79,7 @@ class VoicePipeline:
         self._speaker = ReplySpeaker(services.llm, services.tts, sink, self._emit, self.recovery,
                                      max_tokens=config.ai.max_tokens, timeout_s=config.ai.timeout_s,
                                      streaming=self._streaming,
-                                     first_piece_max_words=config.pipeline.first_piece_max_words,
-                                     pause_for_first_audio=config.pipeline.pause_llm_for_first_audio)
+                                     first_piece_max_words=config.pipeline.first_piece_max_words)
         self._frame = self._detector.vad.frame_samples
         self._pending = np.zeros(0, np.float32)
         self._preroll: deque[np.ndarray] = deque(maxlen=max(1, int(PREROLL_MS / self._detector.frame_ms)))
