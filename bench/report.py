@@ -293,7 +293,10 @@ def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[Sp
         f"{args.turns} turns per session, cycled; a turn fails after 30 s.", "",
         "## How it is measured",
         "The server runs as a subprocess (`voice-agent serve` on 127.0.0.1, a free port, "
-        "`VOICE_AGENT_PIPELINE__MODE=streaming` or `naive`). Each session is a real aiortc peer "
+        "`VOICE_AGENT_PIPELINE__MODE=streaming` or `naive`; the naive baseline waits for the end of "
+        "the turn, transcribes with faster-whisper's own `transcribe()` (30 s window, "
+        "`VOICE_AGENT_STT__FAST_WINDOW_S=0`), generates the whole reply, then synthesises it "
+        "whole). Each session is a real aiortc peer "
         "(bench/client.py) with ICE on 127.0.0.1 only (server: `VOICE_AGENT_WEBRTC__HOST_ADDRESSES=[\"127.0.0.1\"]`; "
         "client: aioice's host addresses patched; the session table lists the addresses the server "
         "offered). The client plays the "
