@@ -49,7 +49,13 @@ class ReplyState:
 
 
 class ReplySpeaker:
-    """Runs the LLM and the TTS concurrently: the LLM keeps writing while earlier pieces are spoken."""
+    """Runs the LLM and the TTS concurrently: the LLM keeps writing while earlier pieces are spoken.
+
+    While other replies wait for the model (several sessions at once), the cores are shared and
+    the LLM may write slower than the voice speaks: then a reply's first piece is a whole clause
+    or sentence, played only once the next one is written: the reply starts later, with a piece
+    in hand, instead of breaking off after its first words.
+    """
 
     def __init__(self, llm: LLMService, tts: TTSService, sink: AudioSink, emit: EventSink,
                  recovery: ErrorRecoveryManager, *, max_tokens: int, timeout_s: float,
@@ -79,8 +85,9 @@ class ReplySpeaker:
 
     async def _think(self, messages: list[ChatMessage], pieces: asyncio.Queue[str | None],
                      state: ReplyState, metrics: TurnMetrics, gate: asyncio.Event) -> None:
-        chunker = SentenceChunker(first_piece_max_words=self.first_piece_max_words)
         async with self.llm.reserve():  # other sessions' replies first; not provider time
+            cut = 0 if self.llm.waiting else self.first_piece_max_words
+            chunker = SentenceChunker(first_piece_max_words=cut)
             stream = self.recovery.guard_stream(
                 self.llm.name, lambda: self.llm.stream(messages, max_tokens=self.max_tokens),
                 first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
@@ -115,6 +122,8 @@ class ReplySpeaker:
                     if "tts_first_audio" not in metrics.marks:
                         metrics.mark("tts_first_audio")
                         await gate.wait()
+                        if self.llm.waiting:  # shared cores: start one piece ahead
+                            await _next_piece_written(pieces)
                         await on_first_audio()
                     await self.sink.play(chunk)
                     state.audio_queued_s += chunk.duration_s
@@ -123,3 +132,9 @@ class ReplySpeaker:
             finally:
                 await stream.aclose()  # type: ignore[attr-defined]
             state.pieces.append(SpokenPiece(text, start, state.audio_queued_s))
+
+
+async def _next_piece_written(pieces: asyncio.Queue[str | None], poll_s: float = 0.02) -> None:
+    """Wait until the piece after the first is written (or the whole reply is)."""
+    while pieces.empty():
+        await asyncio.sleep(poll_s)

@@ -162,6 +162,11 @@ class LLMService(Service):
         generation within 100 ms and free the model for the next caller.
         """
 
+    @property
+    def waiting(self) -> int:
+        """Replies waiting for the model behind the one it is serving (0: not shared now)."""
+        return 0
+
     def reserve(self) -> AbstractAsyncContextManager[object]:
         """Wait for this caller's turn on the model, first come first served, and hold it for
         one reply. The wait is not the provider's time: callers start their timeouts inside.

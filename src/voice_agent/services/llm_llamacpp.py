@@ -10,6 +10,7 @@ One model copy serves every session: replies are queued behind a lock, and one s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -56,6 +57,7 @@ class LlamaCppLLM(LLMService):
         self._server: xllamacpp.Server | None = None
         self._lock = threading.Lock()  # one generation at a time on the one model copy
         self._turns = LoopLock()  # replies wait here in order (a threading lock is not fair)
+        self._reserved = 0  # replies holding or waiting for the model
         self.path: Path | None = None
         self.last_stats = GenerationStats()
 
@@ -155,8 +157,18 @@ class LlamaCppLLM(LLMService):
         if errors:
             raise ProviderError(self.name, errors[0], retryable=False)
 
-    def reserve(self) -> asyncio.Lock:
-        return self._turns.get()
+    @property
+    def waiting(self) -> int:
+        return max(0, self._reserved - 1)
+
+    @contextlib.asynccontextmanager
+    async def reserve(self) -> AsyncIterator[None]:
+        self._reserved += 1
+        try:
+            async with self._turns.get():
+                yield
+        finally:
+            self._reserved -= 1
 
     def prefill(self, messages: list[ChatMessage]) -> bool:
         """Read ``messages`` into the one slot's KV cache in a background thread, unless a

@@ -1,0 +1,114 @@
+"""Replies while other replies wait for the one LLM: they start a piece ahead (real models)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from voice_agent.core.config import V3Config
+from voice_agent.core.events import ResponseEvent
+from voice_agent.core.recovery import recovery_from_config
+from voice_agent.pipeline.metrics import TurnMetrics
+from voice_agent.pipeline.reply import ReplySpeaker, ReplyState
+from voice_agent.pipeline.sink import BufferSink
+from voice_agent.services.base import AudioChunk, ChatMessage
+from voice_agent.services.llm_llamacpp import LlamaCppLLM
+from voice_agent.services.tts_piper import PiperTTS
+
+pytestmark = pytest.mark.models
+
+QUESTION = "Why do leaves change colour in autumn? Answer in two sentences."
+
+
+@pytest.fixture(scope="module")
+def config() -> V3Config:
+    return V3Config(ai={"temperature": 0.0})
+
+
+@pytest.fixture(scope="module")
+def llm(config: V3Config) -> Iterator[LlamaCppLLM]:
+    service = LlamaCppLLM(config)
+    service.load()
+    service.warmup()
+    yield service
+    service.close()
+
+
+@pytest.fixture(scope="module")
+def tts(config: V3Config) -> Iterator[PiperTTS]:
+    service = PiperTTS(config)
+    service.load()
+    yield service
+    service.close()
+
+
+class TimedSink(BufferSink):
+    """A BufferSink that notes when the reply's first audio was handed to it."""
+
+    first_play_at: float | None = None
+
+    async def play(self, chunk: AudioChunk) -> None:
+        if self.first_play_at is None:
+            self.first_play_at = time.monotonic()
+        await super().play(chunk)
+
+
+class Reply:
+    def __init__(self, llm: LlamaCppLLM, tts: PiperTTS, config: V3Config) -> None:
+        self.sink = TimedSink()
+        self.texts: list[tuple[float, str]] = []  # (when, text so far) of each interim event
+        self.state = ReplyState()
+        self.speaker = ReplySpeaker(llm, tts, self.sink, self._emit,
+                                    recovery_from_config(config.recovery), max_tokens=60,
+                                    timeout_s=60, first_piece_max_words=4)
+        self.messages = [ChatMessage("system", config.ai.system_prompt),
+                         ChatMessage("user", QUESTION)]
+
+    async def _emit(self, event: object) -> None:
+        if isinstance(event, ResponseEvent) and not event.final:
+            self.texts.append((time.monotonic(), event.text))
+
+    async def run(self) -> None:
+        gate = asyncio.Event()
+        gate.set()
+
+        async def nothing() -> None:
+            return None
+
+        await self.speaker.run(self.messages, self.state, TurnMetrics(turn=1),
+                               on_first_audio=nothing, gate=gate)
+
+    def written_when_first_heard(self) -> str:
+        assert self.sink.first_play_at is not None
+        return max((t for t in self.texts if t[0] <= self.sink.first_play_at),
+                   default=(0.0, ""))[1]
+
+
+async def test_alone_a_reply_starts_after_its_first_words(llm, tts, config) -> None:
+    reply = Reply(llm, tts, config)
+    await asyncio.wait_for(reply.run(), 120)
+    first = reply.state.pieces[0].text
+    assert len(first.split()) <= 4 and len(reply.state.pieces) >= 2, reply.state.pieces
+
+
+async def test_with_replies_waiting_a_reply_starts_with_a_whole_clause_and_the_next_in_hand(llm, tts, config) -> None:
+    a, b = Reply(llm, tts, config), Reply(llm, tts, config)
+    async with llm.reserve():  # another session's reply has the model: a and b queue behind it
+        task_a = asyncio.create_task(a.run())
+        await asyncio.sleep(0.05)
+        task_b = asyncio.create_task(b.run())
+        await asyncio.sleep(0.05)
+        assert llm.waiting == 2  # the holder here, then a and b behind it
+    await asyncio.wait_for(asyncio.gather(task_a, task_b), 240)
+    first = a.state.pieces[0].text
+    # A clause or a sentence, not its first 4 words.
+    assert len(first.split()) > 4 and re.search(r"[.!?,;:]$", first), first
+    # It was heard only once the model had written past it.
+    written = a.written_when_first_heard()
+    assert written.startswith(first.split()[0]) and len(written) > len(first), (written, first)
+    # And b, which was last in line, got its whole answer too.
+    assert b.state.text.strip() and b.sink.audio()[0].size > 0
