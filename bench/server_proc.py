@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -61,6 +62,8 @@ class ServerProcess:
     config_file: str | None = None
     max_sessions: int = 4
     ready_timeout_s: float = 300.0
+    keep_log: Path | None = None
+    """Where the whole server log is copied when the server stops (for a failed soak)."""
 
     def __post_init__(self) -> None:
         self.port = free_port()
@@ -148,4 +151,6 @@ class ServerProcess:
                 except subprocess.TimeoutExpired:
                     continue
         self.last_log = self.log_tail(200)
+        if self.keep_log is not None and self.log_path.is_file():
+            shutil.copyfile(self.log_path, self.keep_log)
         self._tmp.cleanup()

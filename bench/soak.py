@@ -373,8 +373,10 @@ async def _server_run(label: str, models: dict[str, str], args: argparse.Namespa
                       minutes: float) -> ServerRun:
     env = {"VOICE_AGENT_STT__MODEL": models["stt"], "VOICE_AGENT_AI__MODEL": models["llm"]}
     run = ServerRun(label, models["stt"], models["llm"], env)
+    # The whole server log outlives the run, to diagnose a failed session afterwards.
+    kept = Path(tempfile.gettempdir()) / f"voice-agent-soak-{os.getpid()}-{label.split()[0]}.log"
     server = ServerProcess("streaming", env, config_file=getattr(args, "config", None),
-                           max_sessions=max(4, concurrent + 2))
+                           max_sessions=max(4, concurrent + 2), keep_log=kept)
     print(f"[{label}] starting the server on {server.base_url} "
           f"(STT {models['stt']}, LLM {models['llm']}) ...", flush=True)
     sampler: Sampler | None = None
@@ -405,6 +407,7 @@ async def _server_run(label: str, models: dict[str, str], args: argparse.Namespa
             await sampler.stop()
         await asyncio.to_thread(server.stop)
         run.log_tail = server.last_log[-4000:]
+        print(f"[{label}] server log: {kept}", flush=True)
     return run
 
 

@@ -154,6 +154,7 @@ async def signaling_socket(ws: WebSocket) -> None:
             await controller.handle_raw(raw, via="data_channel", reply=webrtc.send_data)
 
     async def on_pc_state(state: str) -> None:
+        log.info("session %s: peer connection %s", session.id, state)
         session.set_connection_status(_PC_STATES.get(state, ConnectionStatus.CONNECTING))
         if state == "failed":
             session.send_error("transport_failed", "the peer connection failed")
