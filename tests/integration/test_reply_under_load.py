@@ -26,6 +26,9 @@ QUESTION = "Why do leaves change colour in autumn? Answer in two sentences."
 
 @pytest.fixture(scope="module")
 def config() -> V3Config:
+    # Greedy, so the clause the reply starts with is the same every run. This is why the module
+    # loads its own LLM copy instead of the suite's (sampled, at 0.2) `services`: with those,
+    # 1 run in 4 started with a clause of 4 words or fewer.
     return V3Config(ai={"temperature": 0.0})
 
 
