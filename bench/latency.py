@@ -23,7 +23,7 @@ import httpx
 from voice_agent.core.config import V3Config
 from voice_agent.transport.ice import restrict_host_addresses
 
-from .client import BenchClient, TurnResult
+from .client import BenchClient, TurnResult, run_clients
 from .report import _git, render_report, render_table
 from .server_proc import ServerProcess, machine_busy_s
 from .speech_set import QUESTIONS, SpeechItem, make_speech_set
@@ -231,7 +231,7 @@ def run_latency(config: V3Config, args: argparse.Namespace) -> int:
     started = time.time()
     _git()  # the commit the server runs, not the one checked out when the report is written
     with restrict_host_addresses(["127.0.0.1"]):  # the client offers loopback only
-        data = asyncio.run(_bench(config, args))
+        data = run_clients(_bench(config, args))
     modes: list[ModeResult] = data["modes"]
     table = render_table(modes, data["probe_ms"])
     print(table)

@@ -21,9 +21,10 @@ from pathlib import Path
 import httpx
 
 from voice_agent.core.config import V3Config
+from voice_agent.core.loop_lag import LoopLagMonitor
 from voice_agent.transport.ice import restrict_host_addresses
 
-from .client import BenchClient
+from .client import BenchClient, run_clients
 from .latency import _own_cpu_s, _wait_gone
 from .report import _git
 from .server_proc import ServerProcess, machine_busy_s, proc_status_kb
@@ -111,6 +112,7 @@ class Sampler:
         self.server, self.run, self.every_s = server, run, every_s
         self.t0 = time.monotonic()
         self._task: asyncio.Task[None] | None = None
+        self.client_loop = LoopLagMonitor()  # this process's loop, which every client shares
 
     def now(self) -> Sample:
         s = Sample(round(time.monotonic() - self.t0, 1),
@@ -121,6 +123,7 @@ class Sampler:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
+        self.client_loop.start()
 
     async def _loop(self) -> None:
         while True:
@@ -128,6 +131,7 @@ class Sampler:
             await asyncio.sleep(self.every_s)
 
     async def stop(self) -> None:
+        await self.client_loop.stop()
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -265,12 +269,17 @@ async def _sessions_left(http: httpx.AsyncClient, wait_s: float = 10.0) -> int |
         await asyncio.sleep(0.2)
 
 
-async def _heap(http: httpx.AsyncClient) -> str:
-    """The server's own view of its heap (glibc): live allocations vs free memory kept."""
+async def _heap(http: httpx.AsyncClient, sampler: Sampler) -> str:
+    """The server's own view of its heap (glibc) and of its event loop's lag (last minute),
+    and this client's loop lag: a starved loop is what breaks media first."""
+    own = sampler.client_loop.snapshot()
+    text = f"client loop lag p99 {own.p99_ms:.0f} / max {own.max_ms:.0f} ms, "
     with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-        mem = (await http.get("/v3/health")).json()["memory"]
-        return f"heap in use {mem['heap_in_use_mb']:.0f} MB, free {mem['heap_free_mb']:.0f} MB, "
-    return ""
+        health = (await http.get("/v3/health")).json()
+        mem, lag = health["memory"], health["event_loop_lag"]
+        return (f"heap in use {mem['heap_in_use_mb']:.0f} MB, free {mem['heap_free_mb']:.0f} MB, "
+                f"server loop lag p99 {lag['p99_ms']:.0f} / max {lag['max_ms']:.0f} ms, {text}")
+    return text
 
 
 class PhaseMeter:
@@ -315,7 +324,7 @@ async def _sequential(server: ServerProcess, sampler: Sampler, http: httpx.Async
         if (i + 1) % 10 == 0 or i + 1 == cycles:
             s = sampler.now()
             bad = sum(not r.ok for r in phase.sessions)
-            heap = await _heap(http)
+            heap = await _heap(http, sampler)
             print(f"  {i + 1}/{cycles} cycles, {bad} failed, RSS {s.rss_kb / 1024:.0f} MB, "
                   f"{heap}fds {s.fds}, load {s.load1}", flush=True)
         if server.proc is not None and server.proc.poll() is not None:
@@ -355,8 +364,9 @@ async def _concurrent(server: ServerProcess, sampler: Sampler, http: httpx.Async
         while True:
             await asyncio.sleep(30)
             s = sampler.now()
-            print(f"  {s.t:.0f} s: RSS {s.rss_kb / 1024:.0f} MB, fds {s.fds}, load {s.load1}",
-                  flush=True)
+            health = await _heap(http, sampler)
+            print(f"  {s.t:.0f} s: RSS {s.rss_kb / 1024:.0f} MB, {health}fds {s.fds}, "
+                  f"load {s.load1}", flush=True)
 
     ticker = asyncio.create_task(progress())
     try:
@@ -432,7 +442,7 @@ def run_soak(config: V3Config, args: argparse.Namespace) -> int:
     started = time.time()
     _git()  # the commit the server runs, not the one checked out when the report is written
     with restrict_host_addresses(["127.0.0.1"]):  # the client offers loopback only
-        runs, items = asyncio.run(_soak(config, args))
+        runs, items = run_clients(_soak(config, args))
     report = render_report(runs, items, args=args, started=started, config=config)
     path = Path(args.report)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -192,3 +192,22 @@ async def _get_text(server: RunningServer, path: str) -> str:
         response = await http.get(path)
         response.raise_for_status()
         return response.text
+
+
+async def test_lost_media_connection_is_reported_on_the_signaling_socket(
+        server: RunningServer) -> None:
+    """The media path can die while the signaling socket lives on (aioice closes a connection
+    whose consent checks go unanswered; a peer goes away). The client must be told, not be left
+    talking to a session that can no longer hear it."""
+    async with connect(f"{server.ws}/ws/v3") as client:
+        hello = await client.wait_type("connection_established")
+        rtc = await negotiate(client)
+        await rtc.close()  # media gone (DTLS close), signaling still open
+        error = await client.wait_type("error", 10, code="transport_failed")
+        assert error["fatal"] is False
+        assert "connect again" in error["message"]
+        await client.send({"type": "ping", "timestamp": 2.0})
+        assert (await client.wait_type("pong", 5))["timestamp"] == 2.0
+        sessions = await _get_json(server, "/v3/sessions")
+        mine = [s for s in sessions if s["session_id"] == hello["session_id"]]
+        assert [s["connection_status"] for s in mine] == ["disconnected"]

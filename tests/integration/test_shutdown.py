@@ -89,6 +89,9 @@ async def test_sigterm_closes_every_session_gracefully(kind: str, tmp_path: Path
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.1)
+        # uvloop, not asyncio's own loop: under load that one let RTP pile up in the sockets
+        # until ICE consent expired (docs/reliability.md).
+        assert "event loop uvloop" in log.read_text(), log.read_text()[-3000:]
         async with connect(f"ws://127.0.0.1:{port}/ws/v3/audio") as audio, \
                 connect(f"ws://127.0.0.1:{port}/ws/v3") as signaling:
             ids = [(await c.wait_type("connection_established"))["session_id"]

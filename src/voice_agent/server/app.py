@@ -8,6 +8,7 @@ offline).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,13 +65,16 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
             freeze_startup_objects()
         registry.services_ready = True
         registry.sessions.start()
-        log.info("voice-agent %s ready (max %d sessions)", __version__, server.max_sessions)
+        registry.loop_lag.start()
+        log.info("voice-agent %s ready (max %d sessions, event loop %s)", __version__,
+                 server.max_sessions, type(asyncio.get_running_loop()).__module__.split(".")[0])
         try:
             # aioice has no per-connection setting, so the address choice covers the process.
             with restrict_host_addresses(config.webrtc.host_addresses), \
                     redacted_logs(_secrets(config)):
                 yield
         finally:
+            await registry.loop_lag.stop()
             await registry.sessions.stop()  # closes every session
             registry.services_ready = False
             if owned and registry.services is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..core.config import V3Config
+from ..core.loop_lag import LoopLagMonitor
 from ..core.recovery import ErrorRecoveryManager, recovery_from_config
 from .prometheus import TurnMetricsExporter
 from .sessions import SessionManager
@@ -31,6 +32,8 @@ class AppRegistry:
     recovery: ErrorRecoveryManager | None = None
     """Retries and one circuit breaker per provider, shared by every session."""
     prometheus: TurnMetricsExporter = field(default_factory=TurnMetricsExporter)
+    loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
+    """The event loop's lag over the last minute (shown by /v3/health)."""
 
     def __post_init__(self) -> None:
         if self.recovery is None:

@@ -98,6 +98,7 @@ async def health(request: Request) -> JSONResponse:
         "max_sessions": registry.sessions.max_sessions,
         "providers": registry.recovery.status() if registry.recovery else {},
         "memory": memory_report(),
+        "event_loop_lag": registry.loop_lag.snapshot().as_dict(),
     }
     if registry.load_error:
         body["error"] = registry.load_error
