@@ -219,6 +219,19 @@ describe("useVoiceAgentWebRTC", () => {
     expect(FakeWebSocket.instances).toHaveLength(1);
   });
 
+  it("starts a fresh session when the server says the media connection is lost", async () => {
+    vi.useFakeTimers();
+    const s = setup({ reconnect: { baseDelayMs: 1000, maxAttempts: 5 } });
+    const { ws, pc } = await connectFully(s);
+    server(ws, { type: "error", code: "transport_failed", message: "the media connection was lost", fatal: false });
+    expect(s.result.current.error?.code).toBe("transport_failed");
+    expect(s.result.current.connectionStatus).toBe("connecting");
+    expect(pc.closed).toBe(true);
+    act(() => vi.advanceTimersByTime(1000));
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    expect(s.env.getUserMedia).toHaveBeenCalledTimes(1); // the microphone is kept
+  });
+
   it("reconnects with exponential backoff after an unexpected drop", async () => {
     vi.useFakeTimers();
     const s = setup({ reconnect: { baseDelayMs: 1000, maxDelayMs: 8000, maxAttempts: 5 } });

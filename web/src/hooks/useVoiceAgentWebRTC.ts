@@ -176,6 +176,9 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
             break;
           }
           dispatch(eventToAction(msg, at)!);
+          // The server lost our media (ICE consent expired, DTLS closed); this peer connection
+          // may not notice for ~30 s. The session cannot hear us again: start a fresh one.
+          if (msg.code === "transport_failed") onDrop("media connection lost");
           break;
         default: {
           const action = eventToAction(msg, at); // transcript, ai_response, status, metrics
