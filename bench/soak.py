@@ -82,6 +82,7 @@ class PhaseResult:
     server_cpu_s: float = 0.0
     other_cores: float = 0.0
     warmup: int = 0  # phase 1: cycles before ``start``
+    loop_lag: list[LoopLagSample] = field(default_factory=list)  # one per progress line
 
 
 @dataclass
@@ -269,17 +270,35 @@ async def _sessions_left(http: httpx.AsyncClient, wait_s: float = 10.0) -> int |
         await asyncio.sleep(0.2)
 
 
-async def _heap(http: httpx.AsyncClient, sampler: Sampler) -> str:
-    """The server's own view of its heap (glibc) and of its event loop's lag (last minute),
-    and this client's loop lag: a starved loop is what breaks media first."""
+@dataclass
+class LoopLagSample:
+    """Event-loop lag over the last minute, in ms: the server's (from /v3/health) and this
+    client process's. A starved loop is what breaks media first."""
+
+    server_p99: float | None
+    server_max: float | None
+    client_p99: float
+    client_max: float
+
+
+async def _health(http: httpx.AsyncClient, sampler: Sampler,
+                  phase: PhaseResult | None = None) -> str:
+    """The server's heap (glibc) and both loops' lag as a progress-line fragment; the lag is
+    also kept in ``phase`` for the report."""
     own = sampler.client_loop.snapshot()
-    text = f"client loop lag p99 {own.p99_ms:.0f} / max {own.max_ms:.0f} ms, "
+    lag = LoopLagSample(None, None, own.p99_ms, own.max_ms)
+    heap = ""
     with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
         health = (await http.get("/v3/health")).json()
-        mem, lag = health["memory"], health["event_loop_lag"]
-        return (f"heap in use {mem['heap_in_use_mb']:.0f} MB, free {mem['heap_free_mb']:.0f} MB, "
-                f"server loop lag p99 {lag['p99_ms']:.0f} / max {lag['max_ms']:.0f} ms, {text}")
-    return text
+        mem, server = health["memory"], health["event_loop_lag"]
+        heap = f"heap in use {mem['heap_in_use_mb']:.0f} MB, free {mem['heap_free_mb']:.0f} MB, "
+        lag.server_p99, lag.server_max = server["p99_ms"], server["max_ms"]
+    if phase is not None:
+        phase.loop_lag.append(lag)
+    server_text = (f"server loop lag p99 {lag.server_p99:.0f} / max {lag.server_max:.0f} ms, "
+                   if lag.server_max is not None else "")
+    return (f"{heap}{server_text}client loop lag p99 {lag.client_p99:.0f} / "
+            f"max {lag.client_max:.0f} ms, ")
 
 
 class PhaseMeter:
@@ -298,6 +317,7 @@ class PhaseMeter:
         other = machine_busy_s() - self.busy0 - cpu - (_own_cpu_s() - self.own0)
         p.wall_s, p.server_cpu_s = round(wall, 1), round(cpu, 1)
         p.other_cores = round(max(0.0, other) / max(wall, 1e-3), 2)
+        await _health(http, self.sampler, p)  # its window still holds the phase's last minute
         p.left_sessions = await _sessions_left(http)
         await asyncio.sleep(settle_s)  # let closed sessions' buffers go before reading memory
         p.end = self.sampler.now()
@@ -324,7 +344,7 @@ async def _sequential(server: ServerProcess, sampler: Sampler, http: httpx.Async
         if (i + 1) % 10 == 0 or i + 1 == cycles:
             s = sampler.now()
             bad = sum(not r.ok for r in phase.sessions)
-            heap = await _heap(http, sampler)
+            heap = await _health(http, sampler, phase)
             print(f"  {i + 1}/{cycles} cycles, {bad} failed, RSS {s.rss_kb / 1024:.0f} MB, "
                   f"{heap}fds {s.fds}, load {s.load1}", flush=True)
         if server.proc is not None and server.proc.poll() is not None:
@@ -364,7 +384,7 @@ async def _concurrent(server: ServerProcess, sampler: Sampler, http: httpx.Async
         while True:
             await asyncio.sleep(30)
             s = sampler.now()
-            health = await _heap(http, sampler)
+            health = await _health(http, sampler, phase)
             print(f"  {s.t:.0f} s: RSS {s.rss_kb / 1024:.0f} MB, {health}fds {s.fds}, "
                   f"load {s.load1}", flush=True)
 

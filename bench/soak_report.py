@@ -117,7 +117,8 @@ def _phase_rows(runs: list[ServerRun], name: str) -> list[str]:
 def _resource_rows(runs: list[ServerRun], name: str) -> list[str]:
     rows = ["| server run | RSS at phase start | RSS after warm-up | RSS at end | growth after warm-up "
             "| peak RSS (sampled) | open fds start → end | load (1 min) start → end | server CPU "
-            "| other processes' CPU (cores) |", "|---|---|---|---|---|---|---|---|---|---|"]
+            "| other processes' CPU (cores) | event-loop lag p99 / max, worst minute: server · "
+            "client |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         for p in (p for p in r.phases if p.name == name):
             warm = (f" ({p.warmup} cycles)" if p.warmup else " (every worker had a turn)"
@@ -128,8 +129,19 @@ def _resource_rows(runs: list[ServerRun], name: str) -> list[str]:
             rows.append(f"| {r.label} | {_mb(begin)} | {_mb(p.start.rss_kb if p.start else None)}"
                         f"{warm} | {_mb(p.end.rss_kb if p.end else None)} "
                         f"| {_signed(_growth_mb(p.start, p.end))} | {_mb(p.peak_rss_kb)} | {fds} "
-                        f"| {load} | {p.server_cpu_s:.0f} s | {p.other_cores} |")
+                        f"| {load} | {p.server_cpu_s:.0f} s | {p.other_cores} | {_lag(p)} |")
     return rows
+
+
+def _lag(p: PhaseResult) -> str:
+    """Worst 1-minute p99 and max of each loop over the phase's samples."""
+    def worst(values: list[float | None]) -> str:
+        seen = [v for v in values if v is not None]
+        return f"{max(seen):.0f}" if seen else "—"
+
+    s = p.loop_lag
+    return (f"{worst([x.server_p99 for x in s])} / {worst([x.server_max for x in s])} ms · "
+            f"{worst([x.client_p99 for x in s])} / {worst([x.client_max for x in s])} ms")
 
 
 def _kind_rows(runs: list[ServerRun]) -> list[str]:
@@ -204,7 +216,9 @@ def render_report(runs: list[ServerRun], items: list[SpeechItem], *, args: argpa
         "connect error, a turn timeout, an `error` event, a missing transcript/reply/audio, or an "
         "`end` that does not close the socket and drop the session within 10 s. v2v = end of "
         "speech sent → first loud agent sample heard. Memory is VmRSS from /proc/PID/status, fds "
-        "the count of /proc/PID/fd. Growth is counted from the end of each phase's warm-up (phase 1: its first "
+        "the count of /proc/PID/fd. Event-loop lag is how late a 50 ms sleep wakes up, over the last "
+        "minute, read with each progress line and at the phase's end: the server's from /v3/health, "
+        "the client's in this process (every client shares its loop). Growth is counted from the end of each phase's warm-up (phase 1: its first "
         "cycles; phase 2: once every worker has finished one turn, since running several sessions at "
         "once raises the plateau once: more buffers and allocator arenas) to its end, "
         "after all sessions closed plus 3 s.", "",

@@ -46,4 +46,8 @@ def test_bench_soak_small_run_has_no_failures_and_reports_memory(tmp_path: Path)
                         r"\| (\d+) MB \| (\d+) → (\d+) \|", section)
         assert res, section
         assert int(res.group(6)) > 0 and int(res.group(7)) > 0
+        # Both event loops' lag (a starved loop is what broke media under load before uvloop).
+        lag = re.search(r"\| (\d+) / (\d+) ms · (\d+) / (\d+) ms \|", section)
+        assert lag, section
+        assert int(lag.group(1)) <= int(lag.group(2)) and int(lag.group(3)) <= int(lag.group(4))
     assert "## What this shows / what it doesn't" in text
