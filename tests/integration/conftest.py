@@ -32,6 +32,7 @@ from voice_agent.core.audio_io import resample_to_16k
 from voice_agent.core.config import V3Config
 from voice_agent.server.app import create_app
 from voice_agent.services.factory import Services, build_services, load_services
+from voice_agent.services.llm_llamacpp import LlamaCppLLM
 
 QUESTION = "What is the capital of France?"
 TRANSCRIPTS = Path(tempfile.gettempdir()) / f"voice-agent-test-transcripts-{os.getpid()}"
@@ -72,6 +73,17 @@ async def services() -> AsyncIterator[Services]:
     await load_services(svc, warmup=True)
     yield svc
     svc.close()
+
+
+@pytest.fixture(scope="module")
+def llm(config: V3Config) -> Iterator[LlamaCppLLM]:
+    """A loaded, warmed-up local LLM of the requesting module's own ``config`` (a module that
+    needs other sampling or models than the suite's shared ``services``)."""
+    service = LlamaCppLLM(config)
+    service.load()
+    service.warmup()
+    yield service
+    service.close()
 
 
 @dataclass

@@ -57,15 +57,6 @@ def stt(config: V3Config) -> Iterator[WhisperSTT]:
     service.close()
 
 
-@pytest.fixture(scope="module")
-def llm(config: V3Config) -> Iterator[LlamaCppLLM]:
-    service = LlamaCppLLM(config)
-    service.load()
-    service.warmup()
-    yield service
-    service.close()
-
-
 # --- speech to text -------------------------------------------------------------------------
 
 

@@ -33,15 +33,6 @@ def config() -> V3Config:
 
 
 @pytest.fixture(scope="module")
-def llm(config: V3Config) -> Iterator[LlamaCppLLM]:
-    service = LlamaCppLLM(config)
-    service.load()
-    service.warmup()
-    yield service
-    service.close()
-
-
-@pytest.fixture(scope="module")
 def tts(config: V3Config) -> Iterator[PiperTTS]:
     service = PiperTTS(config)
     service.load()
