@@ -153,16 +153,17 @@ async def signaling_socket(ws: WebSocket) -> None:
         if controller is not None:
             await controller.handle_raw(raw, via="data_channel", reply=webrtc.send_data)
 
-    media_lost: list[str] = []  # the state that lost it: the client is told once
+    media_lost = False  # the client is told once
 
     async def on_pc_state(state: str) -> None:
+        nonlocal media_lost
         log.info("session %s: peer connection %s", session.id, state)
         session.set_connection_status(_PC_STATES.get(state, ConnectionStatus.CONNECTING))
         # "closed" reaches here only when the server did not close it: aioice gave up on the
         # peer (ICE consent expired: no answer to its checks for ~30 s). Media is gone for good
         # (no renegotiation), so the client must hear it, not wait on a silent session.
         if state in ("failed", "closed") and not media_lost:
-            media_lost.append(state)
+            media_lost = True
             log.warning("session %s: media connection lost (peer connection %s)", session.id, state)
             session.send_error("transport_failed",
                                f"the media connection was lost (peer connection {state}); "
