@@ -1,12 +1,23 @@
-"""An AudioSink that "plays" audio in real time against a clock, like a transport track does."""
+"""Sinks that "play" audio in real time against a clock, like a transport track does."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
 
 from voice_agent.services.base import AudioChunk
+from voice_agent.transport.audio_out import FrameQueue
+
+
+async def drain(queue: FrameQueue, stop: asyncio.Event) -> None:
+    """What OutgoingAudioTrack does: one 20 ms frame per 20 ms, paced on an absolute clock."""
+    t0, n = time.monotonic(), 0
+    while not stop.is_set():
+        queue.take()
+        n += 1
+        await asyncio.sleep(max(0.0, t0 + n * 0.02 - time.monotonic()))
 
 
 class PacedSink:

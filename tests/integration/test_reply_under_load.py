@@ -1,11 +1,12 @@
-"""Replies while other replies wait for the one LLM: they start a piece ahead (real models)."""
+"""Replies the LLM writes slowly (real models): while other replies wait for the one LLM they
+start a piece ahead, and a reply whose audio is about to run dry speaks the words it has."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -13,11 +14,15 @@ from voice_agent.core.config import V3Config
 from voice_agent.core.events import ResponseEvent
 from voice_agent.core.recovery import recovery_from_config
 from voice_agent.pipeline.metrics import TurnMetrics
+from voice_agent.pipeline.playback import watch_playback
 from voice_agent.pipeline.reply import ReplySpeaker, ReplyState
+from voice_agent.pipeline.silence import ends_sentence
 from voice_agent.pipeline.sink import BufferSink
 from voice_agent.services.base import AudioChunk, ChatMessage
 from voice_agent.services.llm_llamacpp import LlamaCppLLM
 from voice_agent.services.tts_piper import PiperTTS
+from voice_agent.transport.audio_out import FrameQueue
+from tests.helpers.paced_sink import drain
 
 pytestmark = pytest.mark.models
 
@@ -106,3 +111,65 @@ async def test_with_replies_waiting_a_reply_starts_with_a_whole_clause_and_the_n
     assert written.startswith(first.split()[0]) and len(written) > len(first), (written, first)
     # And b, which was last in line, got its whole answer too.
     assert b.state.text.strip() and b.sink.audio()[0].size > 0
+
+
+class PacedLLM:
+    """The real model, its tokens handed on no sooner than one per ``every_s``: a busy machine,
+    where the LLM writes faster than the voice speaks, but not a long sentence ahead of it."""
+
+    def __init__(self, llm: LlamaCppLLM, every_s: float) -> None:
+        self.llm, self.every_s, self.name = llm, every_s, llm.name
+
+    @property
+    def waiting(self) -> int:
+        return self.llm.waiting
+
+    def reserve(self):  # type: ignore[no-untyped-def]
+        return self.llm.reserve()
+
+    async def stream(self, messages: list[ChatMessage], *, max_tokens: int | None = None
+                     ) -> AsyncIterator[str]:
+        t0, n = time.monotonic(), 0
+        async for token in self.llm.stream(messages, max_tokens=max_tokens):
+            n += 1
+            await asyncio.sleep(max(0.0, t0 + n * self.every_s - time.monotonic()))
+            yield token
+
+
+async def paced_reply(llm: LlamaCppLLM, tts: PiperTTS, config: V3Config,
+                      low_water_s: float) -> tuple[ReplyState, TurnMetrics]:
+    """One reply into a frame queue drained in real time, as the WebRTC track drains it."""
+    queue, stop, metrics, state = FrameQueue(), asyncio.Event(), TurnMetrics(turn=1), ReplyState()
+    consumer = asyncio.create_task(drain(queue, stop))
+    gate = asyncio.Event()
+    gate.set()
+
+    async def nothing(*_: object) -> None:
+        return None
+
+    speaker = ReplySpeaker(PacedLLM(llm, 0.15), tts, queue, nothing,  # type: ignore[arg-type]
+                           recovery_from_config(config.recovery), max_tokens=60, timeout_s=60,
+                           first_piece_max_words=4, low_water_s=low_water_s)
+    task = asyncio.create_task(speaker.run(
+        [ChatMessage("system", config.ai.system_prompt), ChatMessage("user", QUESTION)],
+        state, metrics, on_first_audio=nothing, gate=gate))
+    watcher = asyncio.create_task(watch_playback(queue, metrics, task))
+    await asyncio.wait_for(task, 120)
+    while queue.queued_s() > 0:
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(watcher, 5)
+    stop.set()
+    await consumer
+    return state, metrics
+
+
+async def test_a_reply_about_to_run_dry_speaks_the_words_it_has_instead_of_falling_silent(
+        llm, tts, config) -> None:
+    # Without the rule: after its first 4 words the reply waits for the rest of the sentence.
+    state, metrics = await paced_reply(llm, tts, config, low_water_s=0.0)
+    assert metrics.playback_gap_max_ms > 400, (metrics.playback_gap_max_ms, state.pieces)
+    # With it: pieces cut inside a sentence beyond the first, and no silence a listener notices.
+    state, metrics = await paced_reply(llm, tts, config, low_water_s=0.6)
+    cut_inside = [p.text for p in state.pieces[1:] if not ends_sentence(p.text)]
+    assert cut_inside, state.pieces
+    assert metrics.playback_gap_max_ms < 200, (metrics.playback_gap_max_ms, state.pieces)

@@ -77,3 +77,13 @@ def test_an_early_sentence_end_or_clause_wins_over_the_word_count():
         "Well, in short,", "the capital is Paris."]
     c = SentenceChunker()  # 0: no cut by word count
     assert feed(c, "The capital of France is Paris. ") == ["The capital of France is Paris."]
+
+
+def test_cut_words_gives_the_complete_words_so_far_and_keeps_the_rest_in_order():
+    c = SentenceChunker()
+    assert feed(c, "Leaves change colour because the chlor") == []
+    assert c.cut_words(8) is None  # only 5 complete words: the buffer is left as it is
+    assert c.cut_words(3) == "Leaves change colour because the"  # "chlor" may go on
+    assert c.cut_words(1) is None
+    assert feed(c, "ophyll in them breaks down. And") == ["chlorophyll in them breaks down."]
+    assert c.flush() == "And"

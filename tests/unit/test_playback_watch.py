@@ -11,20 +11,12 @@ from voice_agent.pipeline.metrics import TurnMetrics
 from voice_agent.pipeline.playback import watch_playback
 from voice_agent.services.base import AudioChunk
 from voice_agent.transport.audio_out import FrameQueue
+from tests.helpers.paced_sink import drain
 
 
 def tone(seconds: float, rate: int = 48_000) -> AudioChunk:
     t = np.arange(int(seconds * rate)) / rate
     return AudioChunk(pcm=(8000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16), sample_rate=rate)
-
-
-async def drain(queue: FrameQueue, stop: asyncio.Event) -> None:
-    """What OutgoingAudioTrack does: one 20 ms frame per 20 ms, paced on an absolute clock."""
-    t0, n = time.monotonic(), 0
-    while not stop.is_set():
-        queue.take()
-        n += 1
-        await asyncio.sleep(max(0.0, t0 + n * 0.02 - time.monotonic()))
 
 
 async def play_pieces(queue: FrameQueue, pieces: list[tuple[float, float]]) -> None:

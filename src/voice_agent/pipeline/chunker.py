@@ -3,7 +3,7 @@
 The first piece of a reply may be a clause (cut at a comma once it has a few words), or, when no
 punctuation comes early, its first few words, so the agent starts speaking sooner: on this CPU
 each word the first piece waits for is ~90 ms of silence. Later pieces are whole sentences, which
-sound better.
+sound better, unless the speaker asks for the words so far because its audio is about to run dry.
 """
 
 from __future__ import annotations
@@ -42,6 +42,17 @@ class SentenceChunker:
         while (piece := self._next_piece()) is not None:
             out.append(piece)
         return out
+
+    def cut_words(self, min_words: int) -> str | None:
+        """Every complete word written so far as a piece, if there are ``min_words`` of them
+        (the reply's audio is about to run dry: a cut inside a clause beats a silence)."""
+        words = list(_WORD.finditer(self._buf))
+        if len(words) < min_words:
+            return None
+        cut = words[-1].end()
+        piece, self._buf = speakable(self._buf[:cut]), self._buf[cut:]
+        self._first = False
+        return piece or None
 
     def flush(self) -> str | None:
         """The rest of the text at the end of the reply."""

@@ -11,7 +11,14 @@ from ..core.recovery import ErrorRecoveryManager
 from ..services.base import ChatMessage, LLMService, TTSService
 from .chunker import SentenceChunker
 from .metrics import TurnMetrics
+from .silence import ends_sentence, trim_silence
 from .sink import AudioSink
+
+LOW_WATER_S = 0.6
+"""When less audio than this is left to play and no piece is being synthesised, the words written
+so far are spoken at once, even inside a clause: the TTS needs ~0.3 s for its first audio beside
+the running LLM, and a silence in the middle of a reply is worse than a cut."""
+LOW_WATER_MIN_WORDS = 3
 
 
 @dataclass
@@ -31,6 +38,9 @@ class ReplyState:
     cut_at_s: float | None = None
     """Seconds of reply audio the user had heard when a barge-in cut it."""
     cut_by_speech: bool = False
+    playing: bool = False
+    """The reply's audio was released to a sink that plays in real time (it queued audio)."""
+    synthesizing: bool = False
 
     def spoken_text(self, played_s: float) -> str:
         """Text heard by the user when ``played_s`` seconds of the reply's audio were played."""
@@ -59,7 +69,8 @@ class ReplySpeaker:
 
     def __init__(self, llm: LLMService, tts: TTSService, sink: AudioSink, emit: EventSink,
                  recovery: ErrorRecoveryManager, *, max_tokens: int, timeout_s: float,
-                 streaming: bool = True, first_piece_max_words: int = 0) -> None:
+                 streaming: bool = True, first_piece_max_words: int = 0,
+                 low_water_s: float = LOW_WATER_S) -> None:
         self.llm, self.tts, self.sink, self.emit = llm, tts, sink, emit
         self.recovery = recovery
         self.max_tokens = max_tokens
@@ -67,6 +78,8 @@ class ReplySpeaker:
         self.streaming = streaming
         """False gives the naive baseline: whole reply first, then the whole TTS."""
         self.first_piece_max_words = first_piece_max_words
+        self.low_water_s = low_water_s
+        """0 turns the cut for audio about to run dry off."""
 
     async def run(self, messages: list[ChatMessage], state: ReplyState, metrics: TurnMetrics,
                   *, on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event) -> None:
@@ -99,7 +112,10 @@ class ReplySpeaker:
                         continue
                     if gate.is_set():  # interim events carry the whole text so far
                         await self.emit(ResponseEvent(state.text, final=False))
-                    for piece in chunker.push(token):
+                    out = chunker.push(token)
+                    if not out and self._running_dry(pieces, state):
+                        out = [p] if (p := chunker.cut_words(LOW_WATER_MIN_WORDS)) else []
+                    for piece in out:
                         metrics.mark("first_sentence")
                         await pieces.put(piece)
             finally:
@@ -110,15 +126,28 @@ class ReplySpeaker:
             metrics.mark("first_sentence")
             await pieces.put(rest)
 
+    def _running_dry(self, pieces: asyncio.Queue[str | None], state: ReplyState) -> bool:
+        return (state.playing and not state.synthesizing and pieces.empty()
+                and self.sink.queued_s() < self.low_water_s)
+
     async def _speak(self, pieces: asyncio.Queue[str | None], state: ReplyState, metrics: TurnMetrics,
                      on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event) -> None:
+        mid_sentence = False  # the last piece stopped inside a sentence: no pause at the join
         while (text := await pieces.get()) is not None:
             start = state.audio_queued_s
+            state.synthesizing = True
             stream = self.recovery.guard_stream(
                 self.tts.name, lambda: self.tts.synthesize(text),
                 first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
+            # No silence before the reply's first sound, nor at a join inside a sentence. Every
+            # chunk of a piece that ends inside a sentence loses its tail: Piper makes one chunk
+            # per sentence, so such a piece is one chunk, and waiting to see which chunk is the
+            # last would mean waiting for the TTS, which other sessions may be holding.
+            lead, ends = mid_sentence or not state.pieces, ends_sentence(text)
             try:
                 async for chunk in stream:
+                    chunk = trim_silence(chunk, lead=lead, tail=not ends)
+                    lead = False
                     if "tts_first_audio" not in metrics.marks:
                         metrics.mark("tts_first_audio")
                         await gate.wait()
@@ -127,11 +156,14 @@ class ReplySpeaker:
                         await on_first_audio()
                     await self.sink.play(chunk)
                     state.audio_queued_s += chunk.duration_s
+                    state.playing = state.playing or self.sink.queued_s() > 0
                     if (t := self.sink.playback_started_at) is not None:
                         metrics.mark("first_audio_sent", t)
             finally:
+                state.synthesizing = False
                 await stream.aclose()  # type: ignore[attr-defined]
             state.pieces.append(SpokenPiece(text, start, state.audio_queued_s))
+            mid_sentence = not ends
 
 
 async def _next_piece_written(pieces: asyncio.Queue[str | None], poll_s: float = 0.02) -> None:
