@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from voice_agent.core.config import V3Config
+from voice_agent.core.loop_lag import LoopLagMonitor
 from voice_agent.transport.ice import restrict_host_addresses
 
 from .client import BenchClient, TurnResult, run_clients
@@ -55,6 +56,11 @@ class RunResult:
     other_cores: float = 0.0
     """Average CPU cores used by processes other than the server and this client during the run:
     the bench shares the machine, and on 2 cores any other work shows in every figure."""
+    server_loop_lag_max_ms: float | None = None
+    client_loop_lag_max_ms: float | None = None
+    """Worst event-loop lag during the run (the server's from /v3/health, a minute at a time, so
+    up to 40 s before the run too): a frame gap that lines up with one side's lag was made by
+    that side's starved loop, not by the network."""
 
 
 @dataclass
@@ -115,10 +121,20 @@ async def _run_sessions(server: ServerProcess, items: list[SpeechItem], turns: i
                         sessions: int) -> RunResult:
     run = RunResult(mode=server.mode, sessions=sessions)
     cpu0, t0, busy0, own0 = server.cpu_s(), time.monotonic(), machine_busy_s(), _own_cpu_s()
+    client_lag = LoopLagMonitor(window_s=3600.0)
+    client_lag.start()
     async with httpx.AsyncClient(base_url=server.base_url, timeout=5.0) as http:
-        # All sessions speak at once: the worst case for the shared models.
-        done = await asyncio.gather(*(_one_session(server.base_url, items, turns, i * 3, http)
-                                      for i in range(sessions)))
+        server_lag = asyncio.create_task(_server_lag_max(http, run))
+        try:
+            # All sessions speak at once: the worst case for the shared models.
+            done = await asyncio.gather(*(_one_session(server.base_url, items, turns, i * 3, http)
+                                          for i in range(sessions)))
+        finally:
+            server_lag.cancel()
+            await asyncio.gather(server_lag, return_exceptions=True)
+        await _read_server_lag(http, run)
+    await client_lag.stop()
+    run.client_loop_lag_max_ms = client_lag.snapshot().max_ms
     for results, ops in done:
         run.turns += results
         run.ops.append(ops)
@@ -129,6 +145,19 @@ async def _run_sessions(server: ServerProcess, items: list[SpeechItem], turns: i
     run.server_cpu_s = round(server_cpu, 1)
     run.other_cores = round(max(0.0, other) / max(wall, 1e-3), 2)
     return run
+
+
+async def _read_server_lag(http: httpx.AsyncClient, run: RunResult) -> None:
+    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+        lag = float((await http.get("/v3/health")).json()["event_loop_lag"]["max_ms"])
+        run.server_loop_lag_max_ms = max(run.server_loop_lag_max_ms or 0.0, lag)
+
+
+async def _server_lag_max(http: httpx.AsyncClient, run: RunResult, every_s: float = 20.0) -> None:
+    """The server keeps a minute of loop lag (/v3/health): read it often enough to see it all."""
+    while True:
+        await asyncio.sleep(every_s)
+        await _read_server_lag(http, run)
 
 
 def _own_cpu_s() -> float:

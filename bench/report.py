@@ -152,8 +152,9 @@ def stage_rows(modes: list[ModeResult]) -> list[str]:
 def stall_rows(modes: list[ModeResult]) -> list[str]:
     rows = ["| mode | sessions | replies | frame-arrival gaps > 200 ms | max frame gap | "
             "silent runs > 200 ms inside replies | their median | server: replies whose audio "
-            "ran dry mid-reply (gaps > 200 ms) | longest such gap |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "ran dry mid-reply (gaps > 200 ms) | longest such gap | worst loop lag: server / "
+            "client |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for m in modes:
         for r in m.runs:
             ok = [t for t in r.turns if t.ok]
@@ -163,7 +164,9 @@ def stall_rows(modes: list[ModeResult]) -> list[str]:
                         f"| {fmt(max((t.max_frame_gap_ms for t in ok), default=None), ' ms')} "
                         f"| {len(gaps)} | {fmt(pct(gaps, 50), ' ms')} "
                         f"| {sum(d > 0 for d in dry)} ({sum(d > 200 for d in dry)}) "
-                        f"| {fmt(max(dry, default=None), ' ms')} |")
+                        f"| {fmt(max(dry, default=None), ' ms')} "
+                        f"| {fmt(r.server_loop_lag_max_ms, ' ms')} / "
+                        f"{fmt(r.client_loop_lag_max_ms, ' ms')} |")
     return rows
 
 

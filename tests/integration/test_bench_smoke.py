@@ -34,3 +34,7 @@ def test_bench_latency_writes_p50_figures(tmp_path: Path) -> None:
     section = text.split("## Session operations", 1)[1].split("\n## ", 1)[0]
     ops = re.search(r"\| streaming \| 1 \|[^\n]*\| ([^|\n]*) \|\n", section)
     assert ops and ops.group(1).strip() == "127.0.0.1", section
+    # The stalls table says how late both event loops ran (a frame gap's likely cause).
+    stalls = text.split("## Stalls", 1)[1].split("\n## ", 1)[0]
+    lag = re.search(r"\| streaming \| 1 \|[^\n]*\| ([\d.]+) ms / ([\d.]+) ms \|\n", stalls)
+    assert lag and 0 <= float(lag.group(1)) < 30_000 and 0 <= float(lag.group(2)) < 30_000, stalls
