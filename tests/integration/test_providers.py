@@ -187,6 +187,9 @@ async def test_cancelling_the_consumer_stops_generation(llm: LlamaCppLLM,
 
 async def test_prefill_leaves_only_the_last_words_to_read(llm: LlamaCppLLM,
                                                          config: V3Config) -> None:
+    # The default model speaks ChatML: its prefills skip the chat template's tail (warm-up
+    # found the raw ChatML prompt's tokens reused by the chat request).
+    assert llm.raw_prefill
     system = ChatMessage("system", config.ai.system_prompt)
     question = "Which river flows through the city of Paris in France?"
     heard_so_far = question.rsplit(" ", 2)[0]  # an interim transcript: the last words missing

@@ -5,6 +5,12 @@ the callback returning True stops generation. Each reply runs in its own thread 
 to_thread pool, which several waiting sessions could exhaust) and hands pieces to the event loop.
 One model copy serves every session: replies are queued behind a lock, and one slot
 (``n_parallel=1``) keeps the system prompt's KV cache warm between turns.
+
+A prefill (the user's words so far, read while they still speak) goes through the chat endpoint
+only if the model's template is not ChatML: the chat template ends every prompt with the
+assistant's header (5 tokens, ~150 ms of prompt reading here), which the next prefill throws
+away. With ChatML, checked once at warm-up, the prefill is the rendered prompt without that
+tail, sent as a raw completion: half the work, and the same cached tokens.
 """
 
 from __future__ import annotations
@@ -47,6 +53,13 @@ class _Done:
 
 
 _DONE = _Done()
+_CHATML_END = "<|im_end|>\n"
+
+
+def chatml_prefix(messages: list[ChatMessage]) -> str:
+    """``messages`` in ChatML, the last one left open (no end marker, no assistant header)."""
+    text = "".join(f"<|im_start|>{m.role}\n{m.content}{_CHATML_END}" for m in messages)
+    return text[: -len(_CHATML_END)] if messages else text
 
 
 class LlamaCppLLM(LLMService):
@@ -60,6 +73,9 @@ class LlamaCppLLM(LLMService):
         self._reserved = 0  # replies holding or waiting for the model
         self.path: Path | None = None
         self.last_stats = GenerationStats()
+        self.raw_prefill = False
+        """Prefills send the ChatML prompt without its tail (set by warmup if the model's
+        template renders the same tokens)."""
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -85,9 +101,35 @@ class LlamaCppLLM(LLMService):
                                 retryable=False) from exc
 
     def warmup(self) -> None:
-        """One short reply after the system prompt, which leaves that prompt in the KV cache."""
+        """One short reply after the system prompt, which leaves that prompt in the KV cache.
+        It is read first as a raw ChatML prefix: if the reply then finds all of it cached, the
+        model's own template is ChatML and prefills can skip the template's tail."""
         msgs = [ChatMessage("system", self._config.ai.system_prompt), ChatMessage("user", "Hi")]
+        raw = self._read_raw(chatml_prefix(msgs))
         self._generate(msgs, 2, threading.Event(), lambda _piece: None)
+        cached = self.last_stats.cached_prompt_tokens or 0
+        self.raw_prefill = raw > 0 and cached >= raw
+        log.debug("prefill as raw ChatML: %s (%d of %d tokens reused)", self.raw_prefill,
+                  cached, raw)
+
+    def _read_raw(self, prompt: str) -> int:
+        """Blocking: read ``prompt`` into the slot's cache, generate nothing; returns the
+        prompt's length in tokens (0 if llama.cpp refused it)."""
+        timings: dict[str, Any] = {}
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            timings.update(chunk.get("timings") or {})
+            return False
+
+        server = self._server
+        if server is None:
+            raise ProviderError(self.name, "model not loaded", retryable=False)
+        request = {"prompt": prompt, "n_predict": 0, "stream": True, "cache_prompt": True}
+        try:
+            server.handle_completions(request, on_chunk)
+        except Exception as exc:  # only a cache warm-up: the reply will say what is wrong
+            log.debug("raw prefill failed: %r", exc)
+        return int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0))
 
     def close(self) -> None:
         with self._lock:
@@ -178,10 +220,14 @@ class LlamaCppLLM(LLMService):
         if server is None or self._turns.locked or not self._lock.acquire(blocking=False):
             return False  # a reply has the model or waits for it: it goes first
         request = self._request(messages, 1)  # one token: llama.cpp reads the prompt, then stops
+        prefix = chatml_prefix(messages) if self.raw_prefill else None
 
         def work() -> None:
             try:
-                server.handle_chat_completions(request, lambda _chunk: False)
+                if prefix is not None:
+                    self._read_raw(prefix)
+                else:
+                    server.handle_chat_completions(request, lambda _chunk: False)
             except Exception as exc:  # only a cache warm-up: the reply will say what is wrong
                 log.debug("prefill failed: %r", exc)
             finally:
