@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 
+import voice_agent  # noqa: F401  first: it limits numpy's BLAS threads before numpy loads
 import pytest
 
 _status: list[int] = []

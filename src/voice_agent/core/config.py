@@ -183,6 +183,10 @@ class ServerConfig(_Section):
     malloc_arena_max: int = Field(2, ge=0, le=64)
     """glibc malloc arenas for the server's threads (0: glibc's default of 8 per core). Few
     arenas keep the memory that model threads free reusable instead of resident."""
+    model_threads_nice: int = Field(5, ge=0, le=19)
+    """Model work (Whisper, llama.cpp, Piper and their thread pools) runs this many nice steps
+    below the event loop, which carries every session's audio: under load the loop then gets
+    the CPU it needs at once (Linux; 0 turns this off)."""
     trim_memory_after_session: bool = True
     """After each session ends, collect its reference cycles and hand free heap memory back to
     the kernel (gc.collect + glibc malloc_trim); objects from start-up are frozen out of the

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from voice_agent.core.config import V3Config
+from voice_agent.core.priority import model_executor
 from voice_agent.services.base import LLMService, STTService, TTSService, VADFactory
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,8 @@ class Services:
     llm: LLMService
     tts: TTSService
     vad: VADFactory
+    nice: int = 0
+    """Nice steps of the model threads below the event loop (``server.model_threads_nice``)."""
 
     def close(self) -> None:
         for service in (self.stt, self.llm, self.tts):
@@ -55,7 +58,8 @@ def build_services(config: V3Config) -> Services:
 
         tts = EspeakTTS(config)
 
-    return Services(stt=stt, llm=llm, tts=tts, vad=SileroVADFactory(config))
+    return Services(stt=stt, llm=llm, tts=tts, vad=SileroVADFactory(config),
+                    nice=config.server.model_threads_nice)
 
 
 def _load_one(what: str, load: Callable[[], None], warmup: Callable[[], None] | None) -> None:
@@ -72,13 +76,21 @@ async def load_services(services: Services, *, warmup: bool = True) -> None:
     """Load every provider in a worker thread, one after another.
 
     Sequential on purpose: on 2 cores parallel loads only fight for the CPU and the disk, and
-    the order (VAD, STT, TTS, LLM: small to large) surfaces a missing model quickly.
+    the order (VAD, STT, TTS, LLM: small to large) surfaces a missing model quickly. The models
+    load in a thread running ``services.nice`` steps below the event loop: the thread pools
+    their libraries start inherit that. The VAD runs on the event loop itself: not lowered.
     """
     t0 = time.perf_counter()
+    loop = asyncio.get_running_loop()
     vad_load = getattr(services.vad, "load", None)
     if callable(vad_load):
         await asyncio.to_thread(_load_one, f"vad {services.vad.name}", vad_load, None)
-    for service in (services.stt, services.tts, services.llm):
-        await asyncio.to_thread(_load_one, f"{type(service).__name__} ({service.name})",
-                                service.load, service.warmup if warmup else None)
+    loader = model_executor("model-load", services.nice)
+    try:
+        for service in (services.stt, services.tts, services.llm):
+            await loop.run_in_executor(loader, _load_one, f"{type(service).__name__} "
+                                       f"({service.name})", service.load,
+                                       service.warmup if warmup else None)
+    finally:
+        loader.shutdown(wait=False)
     log.info("all services ready in %.2f s", time.perf_counter() - t0)

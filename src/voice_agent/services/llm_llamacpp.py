@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voice_agent.core.config import V3Config
+from voice_agent.core.priority import lower_thread_priority
 from voice_agent.services.base import ChatMessage, LLMService, LoopLock
 from voice_agent.services.errors import ProviderError
 from voice_agent.services.models import model_path
@@ -223,6 +224,7 @@ class LlamaCppLLM(LLMService):
         prefix = chatml_prefix(messages) if self.raw_prefill else None
 
         def work() -> None:
+            lower_thread_priority(self._config.server.model_threads_nice)
             try:
                 if prefix is not None:
                     self._read_raw(prefix)
@@ -250,6 +252,7 @@ class LlamaCppLLM(LLMService):
                 stop.set()
 
         def work() -> None:
+            lower_thread_priority(self._config.server.model_threads_nice)
             try:
                 self._generate(messages, limit, stop, put)
             except BaseException as exc:  # handed to the consumer, which re-raises

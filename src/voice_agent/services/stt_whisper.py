@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from voice_agent.core.config import V3Config
+from voice_agent.core.priority import model_executor
 from voice_agent.services.base import LoopLock, STT_SAMPLE_RATE, STTService, Transcript
 from voice_agent.services.errors import ProviderError
 from voice_agent.services.models import model_path
@@ -67,6 +68,7 @@ class WhisperSTT(STTService):
         self._logprob_threshold = logprob_threshold
         self._lock = threading.Lock()  # one model instance, one decode at a time
         self._queue = LoopLock()  # callers wait here, not in executor threads
+        self._worker = model_executor("whisper", config.server.model_threads_nice)
         self._model: WhisperModel | None = None
         self._tokenizer: Tokenizer | None = None
         self._suppress: list[int] = []
@@ -108,7 +110,8 @@ class WhisperSTT(STTService):
 
     async def transcribe(self, audio: np.ndarray, *, final: bool = True) -> Transcript:
         async with self._queue.get():
-            result = await asyncio.to_thread(self._transcribe_sync, audio)
+            result = await asyncio.get_running_loop().run_in_executor(
+                self._worker, self._transcribe_sync, audio)
         return Transcript(text=result.text, final=final, no_speech_prob=result.no_speech_prob)
 
     def fits_fast_path(self, samples: int) -> bool:

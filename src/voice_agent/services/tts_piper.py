@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from voice_agent.core.config import V3Config
+from voice_agent.core.priority import model_executor
 from voice_agent.services.base import AudioChunk, LoopLock, TTSService
 from voice_agent.services.errors import ProviderError
 from voice_agent.services.models import model_path
@@ -36,6 +37,7 @@ class PiperTTS(TTSService):
         # espeak-ng's phonemizer inside piper keeps global state: one sentence at a time.
         self._lock = threading.Lock()
         self._queue = LoopLock()  # callers wait here, not in executor threads
+        self._worker = model_executor("piper", config.server.model_threads_nice)
         self.path: Path | None = None
 
     def load(self) -> None:
@@ -102,7 +104,8 @@ class PiperTTS(TTSService):
         # resources, so dropping it is enough (and a sentence in flight finishes in its thread).
         while True:
             async with self._queue.get():  # sessions take turns per sentence
-                chunk = await asyncio.to_thread(self._next, it)
+                chunk = await asyncio.get_running_loop().run_in_executor(
+                    self._worker, self._next, it)
             if chunk is None:
                 return
             pcm = np.ascontiguousarray(chunk.audio_int16_array, dtype=np.int16).reshape(-1)
