@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 
+from voice_agent.pipeline.metrics import TurnMetrics
+from voice_agent.pipeline.playback import watch_playback
 from voice_agent.services.base import AudioChunk
 from voice_agent.transport.audio_out import FrameQueue
 
@@ -19,6 +22,27 @@ async def drain(queue: FrameQueue, stop: asyncio.Event) -> None:
         n += 1
         await asyncio.sleep(max(0.0, t0 + n * 0.02 - time.monotonic()))
 
+
+
+async def play_watched(speak: Callable[[FrameQueue], Awaitable[None]], metrics: TurnMetrics, *,
+                       timeout_s: float = 120.0, watch_timeout_s: float = 1.0) -> float:
+    """Run ``speak(queue)`` into a frame queue drained in real time, with the pipeline's playback
+    watcher marking ``metrics``, until the last frame went out. Returns the time.monotonic() at
+    which ``speak`` was started."""
+    queue, stop = FrameQueue(), asyncio.Event()
+    consumer = asyncio.create_task(drain(queue, stop))
+    released = time.monotonic()
+    speaker = asyncio.create_task(speak(queue))
+    watcher = asyncio.create_task(watch_playback(queue, metrics, speaker))
+    try:
+        await asyncio.wait_for(speaker, timeout_s)
+        while queue.queued_s() > 0:
+            await asyncio.sleep(0.02)
+        await asyncio.wait_for(watcher, watch_timeout_s)
+    finally:
+        stop.set()
+        await consumer
+    return released
 
 class PacedSink:
     def __init__(self) -> None:

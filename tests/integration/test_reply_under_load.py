@@ -14,7 +14,6 @@ from voice_agent.core.config import V3Config
 from voice_agent.core.events import ResponseEvent
 from voice_agent.core.recovery import recovery_from_config
 from voice_agent.pipeline.metrics import TurnMetrics
-from voice_agent.pipeline.playback import watch_playback
 from voice_agent.pipeline.reply import ReplySpeaker, ReplyState
 from voice_agent.pipeline.silence import ends_sentence
 from voice_agent.pipeline.sink import BufferSink
@@ -22,7 +21,7 @@ from voice_agent.services.base import AudioChunk, ChatMessage
 from voice_agent.services.llm_llamacpp import LlamaCppLLM
 from voice_agent.services.tts_piper import PiperTTS
 from voice_agent.transport.audio_out import FrameQueue
-from tests.helpers.paced_sink import drain
+from tests.helpers.paced_sink import play_watched
 
 pytestmark = pytest.mark.models
 
@@ -139,27 +138,22 @@ class PacedLLM:
 async def paced_reply(llm: LlamaCppLLM, tts: PiperTTS, config: V3Config,
                       low_water_s: float) -> tuple[ReplyState, TurnMetrics]:
     """One reply into a frame queue drained in real time, as the WebRTC track drains it."""
-    queue, stop, metrics, state = FrameQueue(), asyncio.Event(), TurnMetrics(turn=1), ReplyState()
-    consumer = asyncio.create_task(drain(queue, stop))
+    metrics, state = TurnMetrics(turn=1), ReplyState()
     gate = asyncio.Event()
     gate.set()
 
     async def nothing(*_: object) -> None:
         return None
 
-    speaker = ReplySpeaker(PacedLLM(llm, 0.15), tts, queue, nothing,  # type: ignore[arg-type]
-                           recovery_from_config(config.recovery), max_tokens=60, timeout_s=60,
-                           first_piece_max_words=4, low_water_s=low_water_s)
-    task = asyncio.create_task(speaker.run(
-        [ChatMessage("system", config.ai.system_prompt), ChatMessage("user", QUESTION)],
-        state, metrics, on_first_audio=nothing, gate=gate))
-    watcher = asyncio.create_task(watch_playback(queue, metrics, task))
-    await asyncio.wait_for(task, 120)
-    while queue.queued_s() > 0:
-        await asyncio.sleep(0.02)
-    await asyncio.wait_for(watcher, 5)
-    stop.set()
-    await consumer
+    async def speak(queue: FrameQueue) -> None:
+        speaker = ReplySpeaker(PacedLLM(llm, 0.15), tts, queue, nothing,  # type: ignore[arg-type]
+                               recovery_from_config(config.recovery), max_tokens=60,
+                               timeout_s=60, first_piece_max_words=4, low_water_s=low_water_s)
+        await speaker.run(
+            [ChatMessage("system", config.ai.system_prompt), ChatMessage("user", QUESTION)],
+            state, metrics, on_first_audio=nothing, gate=gate)
+
+    await play_watched(speak, metrics, watch_timeout_s=5.0)
     return state, metrics
 
 

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import numpy as np
 
 from voice_agent.pipeline.metrics import TurnMetrics
-from voice_agent.pipeline.playback import watch_playback
 from voice_agent.services.base import AudioChunk
 from voice_agent.transport.audio_out import FrameQueue
-from tests.helpers.paced_sink import drain
+from tests.helpers.paced_sink import play_watched
 
 
 def tone(seconds: float, rate: int = 48_000) -> AudioChunk:
@@ -27,17 +25,8 @@ async def play_pieces(queue: FrameQueue, pieces: list[tuple[float, float]]) -> N
 
 
 async def watch(pieces: list[tuple[float, float]]) -> tuple[TurnMetrics, float]:
-    queue, stop, metrics = FrameQueue(), asyncio.Event(), TurnMetrics(turn=1)
-    consumer = asyncio.create_task(drain(queue, stop))
-    released = time.monotonic()
-    speaker = asyncio.create_task(play_pieces(queue, pieces))
-    watcher = asyncio.create_task(watch_playback(queue, metrics, speaker))
-    await speaker
-    while queue.queued_s() > 0:
-        await asyncio.sleep(0.02)
-    await asyncio.wait_for(watcher, 1.0)
-    stop.set()
-    await consumer
+    metrics = TurnMetrics(turn=1)
+    released = await play_watched(lambda queue: play_pieces(queue, pieces), metrics)
     return metrics, released
 
 
