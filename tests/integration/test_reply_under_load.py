@@ -14,7 +14,7 @@ from voice_agent.core.config import V3Config
 from voice_agent.core.events import ResponseEvent
 from voice_agent.core.recovery import recovery_from_config
 from voice_agent.pipeline.metrics import TurnMetrics
-from voice_agent.pipeline.reply import ReplySpeaker, ReplyState
+from voice_agent.pipeline.reply import LOW_WATER_S, ReplySpeaker, ReplyState
 from voice_agent.pipeline.silence import ends_sentence
 from voice_agent.pipeline.sink import BufferSink
 from voice_agent.services.base import AudioChunk, ChatMessage
@@ -163,7 +163,7 @@ async def test_a_reply_about_to_run_dry_speaks_the_words_it_has_instead_of_falli
     state, metrics = await paced_reply(llm, tts, config, low_water_s=0.0)
     assert metrics.playback_gap_max_ms > 400, (metrics.playback_gap_max_ms, state.pieces)
     # With it: pieces cut inside a sentence beyond the first, and no silence a listener notices.
-    state, metrics = await paced_reply(llm, tts, config, low_water_s=0.6)
+    state, metrics = await paced_reply(llm, tts, config, low_water_s=LOW_WATER_S)
     cut_inside = [p.text for p in state.pieces[1:] if not ends_sentence(p.text)]
     assert cut_inside, state.pieces
     assert metrics.playback_gap_max_ms < 200, (metrics.playback_gap_max_ms, state.pieces)

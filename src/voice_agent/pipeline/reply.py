@@ -14,11 +14,14 @@ from .metrics import TurnMetrics
 from .silence import ends_sentence, trim_silence
 from .sink import AudioSink
 
-LOW_WATER_S = 0.6
+LOW_WATER_S = 1.0
 """When less audio than this is left to play and no piece is being synthesised, the words written
-so far are spoken at once, even inside a clause: the TTS needs ~0.3 s for its first audio beside
-the running LLM, and a silence in the middle of a reply is worse than a cut."""
+so far are spoken at once, even inside a clause: a piece takes Piper 0.2-0.5 s beside the running
+LLM (more on a busy machine), and a silence in the middle of a reply is worse than a cut. At
+0.6 s the paced-reply test still fell silent for ~400 ms in 2 of about 12 runs."""
 LOW_WATER_MIN_WORDS = 3
+"""Words a piece cut for that needs, until a third of LOW_WATER_S is left: then one will do
+(long words are several tokens, and a reply is a sentence of them)."""
 
 
 @dataclass
@@ -113,8 +116,8 @@ class ReplySpeaker:
                     if gate.is_set():  # interim events carry the whole text so far
                         await self.emit(ResponseEvent(state.text, final=False))
                     out = chunker.push(token)
-                    if not out and self._running_dry(pieces, state):
-                        out = [p] if (p := chunker.cut_words(LOW_WATER_MIN_WORDS)) else []
+                    if not out and (words := self._words_to_cut(pieces, state)):
+                        out = [p] if (p := chunker.cut_words(words)) else []
                     for piece in out:
                         metrics.mark("first_sentence")
                         await pieces.put(piece)
@@ -126,9 +129,15 @@ class ReplySpeaker:
             metrics.mark("first_sentence")
             await pieces.put(rest)
 
-    def _running_dry(self, pieces: asyncio.Queue[str | None], state: ReplyState) -> bool:
-        return (state.playing and not state.synthesizing and pieces.empty()
-                and self.sink.queued_s() < self.low_water_s)
+    def _words_to_cut(self, pieces: asyncio.Queue[str | None], state: ReplyState) -> int:
+        """0 while the reply's audio flows; when it is about to run dry, how many complete
+        words are enough to speak now."""
+        if not state.playing or state.synthesizing or not pieces.empty():
+            return 0
+        left = self.sink.queued_s()
+        if left >= self.low_water_s:
+            return 0
+        return 1 if left < self.low_water_s / 3 else LOW_WATER_MIN_WORDS
 
     async def _speak(self, pieces: asyncio.Queue[str | None], state: ReplyState, metrics: TurnMetrics,
                      on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event) -> None:
