@@ -20,8 +20,8 @@ so far are spoken at once, even inside a clause: a piece takes Piper 0.2-0.5 s b
 LLM (more on a busy machine), and a silence in the middle of a reply is worse than a cut. At
 0.6 s the paced-reply test still fell silent for ~400 ms in 2 of about 12 runs."""
 LOW_WATER_MIN_WORDS = 3
-"""Words a piece cut for that needs, until a third of LOW_WATER_S is left: then one will do
-(long words are several tokens, and a reply is a sentence of them)."""
+"""Complete words such a cut waits for, until under a third of LOW_WATER_S is left; then one
+word will do (a long word is several tokens, and a silence is near)."""
 
 
 @dataclass
@@ -44,6 +44,7 @@ class ReplyState:
     playing: bool = False
     """The reply's audio was released to a sink that plays in real time (it queued audio)."""
     synthesizing: bool = False
+    """A piece is being made into audio now: more audio is on its way, no cut is needed yet."""
 
     def spoken_text(self, played_s: float) -> str:
         """Text heard by the user when ``played_s`` seconds of the reply's audio were played."""
