@@ -219,20 +219,21 @@ async def test_piper_speaks_words_whisper_can_read(config: V3Config, stt: Whispe
     tts = PiperTTS(config)
     tts.load()
     tts.warmup()
-    t0 = time.perf_counter()
     chunks: list[AudioChunk] = []
-    first_audio_s = None
     # "France is" runs together into "Francis" in connected speech: end the sentence on France.
-    async for chunk in tts.synthesize("Paris is the capital of France. It is a lovely city."):
-        first_audio_s = first_audio_s or time.perf_counter() - t0
+    text = "Paris is the capital of France. It is a lovely city."
+    async for chunk in tts.synthesize(text):
         chunks.append(chunk)
     assert len(chunks) == 2  # one chunk per sentence
     assert all(c.sample_rate == 22_050 and c.pcm.dtype == np.int16 for c in chunks)
     pcm = np.concatenate([c.pcm for c in chunks]).astype(np.float32)
     assert np.sqrt(np.mean(pcm**2)) > 500  # clearly not silence
-    # Read back with Whisper's full path, as the other audio-content checks do.
+    # Read back with Whisper's full path, as the other audio-content checks do. Piper draws
+    # random noise on every call: in ~1 of 8 syntheses Whisper hears the weak opening "P" as
+    # "Carous" or "Terraces (is)", so the bar is the sentence's word errors, not one word.
     heard = words((await asyncio.to_thread(stt.transcribe_full_sync, to_16k(chunks))).text)
-    assert {"capital", "france", "paris"} <= set(heard), heard
+    assert word_errors(words(text), heard) <= 2, heard
+    assert {"capital", "france", "lovely", "city"} <= set(heard), heard
 
 
 async def test_piper_stops_when_closed(config: V3Config) -> None:
