@@ -9,6 +9,10 @@ its threads can outlive ``Server`` objects released moments before exit. The tes
 run and reported by then, so skipping the interpreter's teardown loses nothing, and the exit
 status is pytest's own. The server process does not depend on this: its graceful shutdown and
 exit status 0 are tested in test_shutdown.py.
+
+A test that failed once and passed on its rerun (``--reruns 1``) is still reported in full at the
+end: the rerun plugin keeps only the second outcome, and a flaky test's first failure is the
+only clue to what made it flaky.
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ import voice_agent  # noqa: F401  first: it limits numpy's BLAS threads before n
 import pytest
 
 _status: list[int] = []
+_rerun_reports: list[pytest.TestReport] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.outcome == "rerun":
+        _rerun_reports.append(report)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for report in _rerun_reports:
+        terminalreporter.write_sep("_", f"first failure of {report.nodeid} (passed on its rerun)")
+        terminalreporter.write_line(report.longreprtext)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
