@@ -23,6 +23,8 @@ from aiortc import (MediaStreamTrack, RTCConfiguration, RTCPeerConnection,
                     RTCSessionDescription)
 from aiortc.mediastreams import MediaStreamError
 
+from voice_agent.transport import audio_level
+
 from .speech_set import RATE, SpeechItem
 
 FRAME = RATE * 20 // 1000  # 960 samples: 20 ms at 48 kHz, what Opus carries per packet
@@ -209,6 +211,7 @@ class BenchClient:
 
     def __init__(self, base_url: str) -> None:
         self.ws_url = base_url.replace("http://", "ws://") + "/ws/v3"
+        audio_level.install()  # the server's cheaper per-frame level: less client CPU under load
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.speech = SpeechTrack()
         self.recorder = ReplyRecorder()

@@ -27,6 +27,7 @@ from aiortc.stats import (
 
 from ..core.config import V3Config
 from ..services.base import AudioChunk
+from . import audio_level
 from .audio_in import InboundStats, PushAudio, consume_audio_track, drain_track
 from .audio_out import OutgoingAudioTrack
 from .protocol import ErrorCode, IceCandidateInit
@@ -172,6 +173,7 @@ class WebRTCSession:
             log.error("session %s: transport task failed: %r", self.session_id, task.exception())
 
     def _new_peer_connection(self) -> RTCPeerConnection:
+        audio_level.install()  # idempotent: aiortc's per-frame level without its Python loop
         pc = RTCPeerConnection(rtc_configuration(self.config))
         self._pc = pc
 
