@@ -24,7 +24,7 @@ from voice_agent.core.config import V3Config
 from voice_agent.core.loop_lag import LoopLagMonitor
 from voice_agent.transport.ice import restrict_host_addresses
 
-from .client import BenchClient, TurnResult, run_clients
+from .client import STALL_S, BenchClient, TurnResult, run_clients
 from .report import _git, render_report, render_table
 from .server_proc import ServerProcess, machine_busy_s
 from .speech_set import QUESTIONS, SpeechItem, make_speech_set
@@ -136,6 +136,8 @@ async def _run_sessions(server: ServerProcess, items: list[SpeechItem], turns: i
     await client_lag.stop()
     run.client_loop_lag_max_ms = client_lag.snapshot().max_ms
     for results, ops in done:
+        for turn in results:
+            turn.stalls_client_frozen = stalls_made_by_client(turn.stall_spans, client_lag)
         run.turns += results
         run.ops.append(ops)
     wall = time.monotonic() - t0
@@ -145,6 +147,11 @@ async def _run_sessions(server: ServerProcess, items: list[SpeechItem], turns: i
     run.server_cpu_s = round(server_cpu, 1)
     run.other_cores = round(max(0.0, other) / max(wall, 1e-3), 2)
     return run
+
+
+def stalls_made_by_client(spans: list[tuple[float, float]], client_lag: LoopLagMonitor) -> int:
+    """How many frame gaps would be under 200 ms without the client's own loop freezing."""
+    return sum(end - start - client_lag.frozen_s(start, end) < STALL_S for start, end in spans)
 
 
 async def _read_server_lag(http: httpx.AsyncClient, run: RunResult) -> None:

@@ -150,7 +150,8 @@ def stage_rows(modes: list[ModeResult]) -> list[str]:
 
 
 def stall_rows(modes: list[ModeResult]) -> list[str]:
-    rows = ["| mode | sessions | replies | frame-arrival gaps > 200 ms | max frame gap | "
+    rows = ["| mode | sessions | replies | frame-arrival gaps > 200 ms (of them, made by the "
+            "client's own frozen loop) | max frame gap | "
             "silent runs > 200 ms inside replies | their median | server: replies whose audio "
             "ran dry mid-reply (gaps > 200 ms) | longest such gap | worst loop lag: server / "
             "client |",
@@ -161,6 +162,7 @@ def stall_rows(modes: list[ModeResult]) -> list[str]:
             gaps = [g for t in ok for g in t.audio_gaps_ms]
             dry = [float(t.metrics.get("playback_gap_max_ms") or 0) for t in ok]
             rows.append(f"| {m.mode} | {r.sessions} | {len(ok)} | {sum(t.frame_stalls for t in ok)} "
+                        f"({sum(t.stalls_client_frozen for t in ok)}) "
                         f"| {fmt(max((t.max_frame_gap_ms for t in ok), default=None), ' ms')} "
                         f"| {len(gaps)} | {fmt(pct(gaps, 50), ' ms')} "
                         f"| {sum(d > 0 for d in dry)} ({sum(d > 200 for d in dry)}) "
@@ -329,7 +331,11 @@ def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[Sp
         "## Memory (server process)", *memory_rows(modes), "",
         "## Stalls",
         "Frame-arrival gaps are transport stalls (no audio frame for > 200 ms while the agent was "
-        "speaking). Silent runs are counted on the audio's own sample clock between two loud samples "
+        "speaking). The bench client shares the 2 cores with the server: a gap counts as made by "
+        "the client when less than 200 ms of it is left once the time the client's own event loop "
+        "was frozen (its lag monitor) is taken out: made on the client's side of the loopback, not by "
+        "the server's pacing. "
+        "Silent runs are counted on the audio's own sample clock between two loud samples "
         "of one reply: they include the voice's natural pauses between sentences, so compare the "
         "streaming count with the naive baseline, which synthesises the reply in one piece. The server "
         "columns come from each turn's metrics (`playback_gaps`, `playback_gap_max_ms`): times the "

@@ -38,3 +38,6 @@ def test_bench_latency_writes_p50_figures(tmp_path: Path) -> None:
     stalls = text.split("## Stalls", 1)[1].split("\n## ", 1)[0]
     lag = re.search(r"\| streaming \| 1 \|[^\n]*\| ([\d.]+) ms / ([\d.]+) ms \|\n", stalls)
     assert lag and 0 <= float(lag.group(1)) < 30_000 and 0 <= float(lag.group(2)) < 30_000, stalls
+    # Frame gaps, and how many of them the client's own frozen loop made.
+    gaps = re.search(r"\| streaming \| 1 \| \d+ \| (\d+) \((\d+)\) \|", stalls)
+    assert gaps and int(gaps.group(2)) <= int(gaps.group(1)), stalls

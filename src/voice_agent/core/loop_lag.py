@@ -62,6 +62,11 @@ class LoopLagMonitor:
         while self._samples and self._samples[0][0] < now - self.window_s:
             self._samples.popleft()
 
+    def frozen_s(self, start: float, end: float) -> float:
+        """Seconds of ``[start, end]`` (monotonic) in which the loop was late: a sample taken at
+        ``t`` with lag ``lag`` means the loop did not run in ``[t - lag, t]``."""
+        return sum(max(0.0, min(end, t) - max(start, t - lag)) for t, lag in self._samples)
+
     def snapshot(self) -> LoopLag:
         lags = sorted(lag for _, lag in self._samples)
         if not lags:
