@@ -62,7 +62,8 @@ class Reply:
         self.state = ReplyState()
         self.speaker = ReplySpeaker(llm, tts, self.sink, self._emit,
                                     recovery_from_config(config.recovery), max_tokens=60,
-                                    timeout_s=60, first_piece_max_words=4)
+                                    timeout_s=60,
+                                    first_piece_max_words=config.pipeline.first_piece_max_words)
         self.messages = [ChatMessage("system", config.ai.system_prompt),
                          ChatMessage("user", QUESTION)]
 
@@ -90,7 +91,10 @@ async def test_alone_a_reply_starts_after_its_first_words(llm, tts, config) -> N
     reply = Reply(llm, tts, config)
     await asyncio.wait_for(reply.run(), 120)
     first = reply.state.pieces[0].text
-    assert len(first.split()) <= 4 and len(reply.state.pieces) >= 2, reply.state.pieces
+    # The default word count, or up to 2 words more when the last one leans on the next.
+    words = config.pipeline.first_piece_max_words
+    assert words <= len(first.split()) <= words + 2, reply.state.pieces
+    assert len(reply.state.pieces) >= 2, reply.state.pieces
 
 
 async def test_with_replies_waiting_a_reply_starts_with_a_whole_clause_and_the_next_in_hand(llm, tts, config) -> None:

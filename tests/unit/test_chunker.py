@@ -83,7 +83,23 @@ def test_cut_words_gives_the_complete_words_so_far_and_keeps_the_rest_in_order()
     c = SentenceChunker()
     assert feed(c, "Leaves change colour because the chlor") == []
     assert c.cut_words(8) is None  # only 5 complete words: the buffer is left as it is
-    assert c.cut_words(3) == "Leaves change colour because the"  # "chlor" may go on
-    assert c.cut_words(1) is None
-    assert feed(c, "ophyll in them breaks down. And") == ["chlorophyll in them breaks down."]
+    # "chlor" may go on; "because the" lean on what follows: they wait for the next piece.
+    assert c.cut_words(3) == "Leaves change colour"
+    assert c.cut_words(3) is None  # "because the": fewer than 3 complete words
+    assert feed(c, "ophyll in them breaks down. And") == [
+        "because the chlorophyll in them breaks down."]
     assert c.flush() == "And"
+    c = SentenceChunker()
+    assert feed(c, "of the") == [] and c.cut_words(1) == "of"  # one word is all there is
+
+
+def test_a_cut_by_word_count_does_not_end_on_a_word_that_leans_on_the_next():
+    def first_piece(text: str, words: int) -> str:
+        c = SentenceChunker(first_piece_max_words=words)
+        return feed(c, text)[0]
+
+    assert first_piece("The capital of France is Paris", 3) == "The capital of France"
+    assert first_piece("Mercury is the closest planet", 3) == "Mercury is the closest"
+    assert first_piece("Spiders have eight legs", 3) == "Spiders have eight"
+    # At most two words more: "Well it is in a" would still lean, and is cut there anyway.
+    assert first_piece("Well it is in a big house", 3) == "Well it is in a"

@@ -129,10 +129,11 @@ class PipelineConfig(_Section):
     mode: Literal["streaming", "naive"] = "streaming"
     """streaming: interim transcripts, clause-by-clause LLM→TTS. naive: the baseline that waits
     for the whole utterance, the whole transcript, the whole reply, then the whole TTS."""
-    first_piece_max_words: int = Field(4, ge=0, le=50)
+    first_piece_max_words: int = Field(3, ge=0, le=50)
     """Speak the first words of a reply this soon when no comma or sentence end came before
-    them (streaming mode). Each word waited for costs ~90 ms on a 2-core CPU (4 words: p50
-    2062 → 1744 ms, p95 3019 → 2102 ms in an A/B run); a cut inside a clause costs some
+    them (streaming mode); up to 2 more when the last one leans on the next ("of", "the",
+    "is"). Each word waited for costs ~90 ms on a 2-core CPU (4 words instead of none: p50
+    2062 → 1744 ms; 3 instead of 4: see docs/latency.md); a cut inside a clause costs some
     prosody. 0: the first piece is a clause or a sentence."""
 
 

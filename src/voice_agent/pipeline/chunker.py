@@ -4,6 +4,8 @@ The first piece of a reply may be a clause (cut at a comma once it has a few wor
 punctuation comes early, its first few words, so the agent starts speaking sooner: on this CPU
 each word the first piece waits for is ~90 ms of silence. Later pieces are whole sentences, which
 sound better, unless the speaker asks for the words so far because its audio is about to run dry.
+A cut by word count never ends on a word that leans on the next one ("the", "of", "is"): the
+voice would say it as the end of a phrase ("The capital of." / "France is Paris").
 """
 
 from __future__ import annotations
@@ -15,6 +17,16 @@ _CLAUSE_END = re.compile(r"([,;:\u2014])\s+")
 _WORD = re.compile(r"\S+\s+")  # a word known to be complete: whitespace came after it
 _ABBREVIATIONS = {"mr.", "mrs.", "ms.", "dr.", "st.", "vs.", "etc.", "e.g.", "i.e.", "no.", "jr.", "sr."}
 _MARKDOWN = re.compile(r"[*_#`>|~]+")
+# English words that lean on the word after them: articles, possessives, prepositions,
+# conjunctions, auxiliaries and a few adverbs. A cut right after one sounds broken.
+_LEANING = frozenset("""
+a an the this that these those my your his her its our their some any no every each
+of to in on at by for with from about into onto over under than as like through between after
+before during without and or but nor so because if when while although though whether since
+until unless is are was were am be been being has have had do does did can could will would
+shall should may might must not very more most too
+""".split())
+_LEAN_EXTRA_WORDS = 2  # how far past the word count a cut may move to avoid a leaning word
 
 
 def speakable(text: str) -> str:
@@ -49,7 +61,11 @@ class SentenceChunker:
         words = list(_WORD.finditer(self._buf))
         if len(words) < min_words:
             return None
-        cut = words[-1].end()
+        # Leave trailing leaning words for the next piece, as long as min_words remain.
+        n = len(words)
+        while n > max(1, min_words) and _leans(words[n - 1].group()):
+            n -= 1
+        cut = words[n - 1].end()
         piece, self._buf = speakable(self._buf[:cut]), self._buf[cut:]
         self._first = False
         return piece or None
@@ -95,7 +111,12 @@ class SentenceChunker:
     def _word_cut(self) -> int | None:
         if not self._first or self._first_piece_max_words <= 0:
             return None
+        limit = self._first_piece_max_words
         for n, m in enumerate(_WORD.finditer(self._buf), start=1):
-            if n == self._first_piece_max_words:
+            if n >= limit and (not _leans(m.group()) or n == limit + _LEAN_EXTRA_WORDS):
                 return m.end()
         return None
+
+
+def _leans(word: str) -> bool:
+    return word.strip().strip("\"'()[]").lower() in _LEANING
