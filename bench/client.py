@@ -114,9 +114,9 @@ class ReplyCapture:
     last_audio_at: float | None = None
     frames: int = 0
     max_frame_gap_s: float = 0.0
-    frame_stalls: int = 0  # gaps > 200 ms between frame arrivals once the reply started
     stall_spans: list[tuple[float, float]] = field(default_factory=list)
-    """(previous frame's arrival, this frame's arrival) of each such gap, monotonic seconds."""
+    """Gaps > 200 ms between frame arrivals once the reply started: (previous frame's arrival,
+    this frame's arrival), monotonic seconds."""
     audio_gaps_ms: list[float] = field(default_factory=list)
     """Silent runs > 200 ms between two loud samples of the reply (sample clock, not arrival)."""
     _last_loud_sample: int | None = None
@@ -169,7 +169,6 @@ class ReplyRecorder:
             gap = now - cap._last_frame_at
             cap.max_frame_gap_s = max(cap.max_frame_gap_s, gap)
             if gap > STALL_S:
-                cap.frame_stalls += 1
                 cap.stall_spans.append((cap._last_frame_at, now))
         cap._last_frame_at = now
         cap.frames += 1
@@ -204,8 +203,8 @@ class TurnResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     transcript: str = ""
     reply: str = ""
-    frame_stalls: int = 0
     stall_spans: list[tuple[float, float]] = field(default_factory=list)
+    """The frame stalls (see ReplyCapture.stall_spans)."""
     stalls_client_frozen: int = 0
     """Frame stalls that the client's own loop explains: less than 200 ms of the gap is left
     once the time its loop was frozen is taken out (set by the run, which watches the loop)."""
@@ -327,7 +326,6 @@ class BenchClient:
             result.error = f"{type(exc).__name__}: {exc}"
         cap_now = self.recorder.capture
         if cap_now is not None:
-            result.frame_stalls = cap_now.frame_stalls
             result.stall_spans = list(cap_now.stall_spans)
             result.max_frame_gap_ms = round(cap_now.max_frame_gap_s * 1000, 1)
             result.audio_gaps_ms = list(cap_now.audio_gaps_ms)

@@ -161,7 +161,7 @@ def stall_rows(modes: list[ModeResult]) -> list[str]:
             ok = [t for t in r.turns if t.ok]
             gaps = [g for t in ok for g in t.audio_gaps_ms]
             dry = [float(t.metrics.get("playback_gap_max_ms") or 0) for t in ok]
-            rows.append(f"| {m.mode} | {r.sessions} | {len(ok)} | {sum(t.frame_stalls for t in ok)} "
+            rows.append(f"| {m.mode} | {r.sessions} | {len(ok)} | {sum(len(t.stall_spans) for t in ok)} "
                         f"({sum(t.stalls_client_frozen for t in ok)}) "
                         f"| {fmt(max((t.max_frame_gap_ms for t in ok), default=None), ' ms')} "
                         f"| {len(gaps)} | {fmt(pct(gaps, 50), ' ms')} "

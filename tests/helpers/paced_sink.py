@@ -23,7 +23,6 @@ async def drain(queue: FrameQueue, stop: asyncio.Event) -> None:
         await asyncio.sleep(max(0.0, t0 + n * 0.02 - time.monotonic()))
 
 
-
 async def play_watched(speak: Callable[[FrameQueue], Awaitable[None]], metrics: TurnMetrics, *,
                        timeout_s: float = 120.0, watch_timeout_s: float = 1.0) -> float:
     """Run ``speak(queue)`` into a frame queue drained in real time, with the pipeline's playback
@@ -43,6 +42,7 @@ async def play_watched(speak: Callable[[FrameQueue], Awaitable[None]], metrics: 
         stop.set()
         await consumer
     return released
+
 
 class PacedSink:
     def __init__(self) -> None:
