@@ -105,14 +105,22 @@ async def test_text_over_the_data_channel(server_factory) -> None:
             reply = next(m for m in rtc.channel_messages
                          if m["type"] == "ai_response" and m.get("final"))
             assert "paris" in reply["text"].lower()
-            # The same events were sent over signaling too (mirrored).
-            await client.wait_type("ai_response", 5, final=True)
+            # The same events were sent over signaling too (mirrored), with the same seq.
+            assert await client.wait_type("ai_response", 5, final=True) == reply
             rtc.channel.send("{broken")
             assert await wait_for(lambda: any(m["type"] == "error" and m["code"] == "invalid_json"
                                               for m in rtc.channel_messages), 5)
             rtc.channel.send('{"type":"offer","sdp":"v=0"}')
             assert await wait_for(lambda: any(m["type"] == "error" and m["code"] == "unsupported"
                                               for m in rtc.channel_messages), 5)
+            # One counter for the session: rising on each channel; the data channel's own
+            # replies (pong, errors) are numbers the signaling socket never sees.
+            ws_seqs = [m["seq"] for m in client.messages]
+            dc_seqs = [m["seq"] for m in rtc.channel_messages]
+            assert hello["seq"] == 1
+            assert ws_seqs == sorted(set(ws_seqs)) and dc_seqs == sorted(set(dc_seqs))
+            own = [m["seq"] for m in rtc.channel_messages if m["type"] in ("pong", "error")]
+            assert len(own) == 3 and not set(own) & set(ws_seqs)
         finally:
             await rtc.close()
 

@@ -95,10 +95,16 @@ async def test_negotiated_rate_text_turn_and_interrupt(server: RunningServer) ->
         await client.send(b"\x01")  # an odd byte is kept for the next frame, not an error
         await client.send({"type": "end"})
         assert await client.wait_closed() == 1000
+    # Every JSON message carries seq, 1, 2, 3, ...: on this socket (no data channel to mirror
+    # to) without a gap, whatever its kind.
+    assert [m["seq"] for m in client.messages] == list(range(1, len(client.messages) + 1))
+    assert {"connection_established", "pong", "status", "transcript", "ai_response",
+            "error"} <= {m["type"] for m in client.messages}
 
 
 async def test_bad_rate_is_refused(server: RunningServer) -> None:
     async with connect(f"{server.ws}/ws/v3/audio?rate=12345") as client:
         err = await client.wait_type("error")
         assert err["code"] == "invalid_message" and err["fatal"] is True
+        assert "seq" not in err  # refused before a session exists
         assert await client.wait_closed() == 1008

@@ -85,7 +85,7 @@ async def test_emit_updates_session_info_and_forwards() -> None:
     await s.emit(TranscriptEvent("hello", final=True))
     await s.emit(ErrorEvent("stt_failed", "boom"))
     assert sent[0] == {"type": "status", "connection_status": "connected",
-                       "processing_status": "listening"}
+                       "processing_status": "listening", "seq": 1}
     assert [m["type"] for m in sent] == ["status", "transcript", "error"]
     assert s.info.processing_status is ProcessingStatus.LISTENING
     assert s.info.messages_processed == 1 and s.info.errors == 1

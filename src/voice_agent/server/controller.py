@@ -101,7 +101,7 @@ class SessionController:
         if isinstance(message, OfferMessage):
             webrtc = self._signaling_only(via, "offer")
             sdp = await webrtc.handle_offer(message.sdp)
-            reply(protocol.answer(sdp))
+            session.reply(reply, protocol.answer(sdp))
         elif isinstance(message, IceCandidateMessage):
             webrtc = self._signaling_only(via, "ice-candidate")
             await webrtc.add_candidate(message.candidate)
@@ -110,7 +110,7 @@ class SessionController:
         elif isinstance(message, InterruptMessage):
             await self.pipeline.interrupt()
         elif isinstance(message, PingMessage):
-            reply(protocol.pong(message.timestamp, time.time()))
+            session.reply(reply, protocol.pong(message.timestamp, time.time()))
         else:  # EndMessage
             self.ended = True
             self.manager.request_close(session.id, CLOSE_NORMAL, "client ended the session")

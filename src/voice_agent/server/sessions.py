@@ -59,6 +59,8 @@ class Session:
         self.transport: Transport | None = None
         self.senders: list[Sender] = []
         """Where server messages go: the WebSocket, and the data channel when there is one."""
+        self.seq = 0
+        """The ``seq`` of the last message sent to the client (see :meth:`_stamp`)."""
         self.closer: Closer | None = None
         """Closes the client connection (set by the route that accepted it)."""
         self.transcript: TranscriptLog | None = None
@@ -76,9 +78,25 @@ class Session:
         return self._closing
 
     # -- output -------------------------------------------------------------------------------
+    # Every JSON message to the client goes out through send() or reply(), so that it carries
+    # the session's next ``seq``: 1, 2, 3, ... one counter per session, whatever the channel.
+    def _stamp(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The one place ``seq`` is assigned: a copy of ``message`` with the next number."""
+        self.seq += 1
+        return {**message, "seq": self.seq}
+
     def send(self, message: dict[str, Any]) -> None:
+        """To every channel (mirrored): each copy carries the same ``seq``, so that a client
+        reading both can drop the second."""
+        stamped = self._stamp(message)
         for sender in list(self.senders):
-            sender(message)
+            sender(stamped)
+
+    def reply(self, sender: Sender, message: dict[str, Any]) -> None:
+        """To one channel only (the one a client message came on, e.g. a ``pong``). It still
+        takes the session's next ``seq``: no number is used twice, and a client reading the
+        other channel sees a gap."""
+        sender(self._stamp(message))
 
     def send_status(self) -> None:
         self.send(protocol.status(self.info.connection_status.value,
@@ -92,7 +110,7 @@ class Session:
             self.transcript.error(code, message, fatal=fatal)
         msg = protocol.error(code, message, fatal=fatal)
         if reply is not None:
-            reply(msg)
+            self.reply(reply, msg)
         else:
             self.send(msg)
 

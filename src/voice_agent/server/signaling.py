@@ -180,7 +180,8 @@ async def signaling_socket(ws: WebSocket) -> None:
     if started is None:
         return
     pipeline, controller = started
-    outbox.send(protocol.connection_established(session.id, mode=config.webrtc.mode))
+    established = protocol.connection_established(session.id, mode=config.webrtc.mode)
+    session.reply(outbox.send, established)  # seq 1: the session's first message
     await pipeline.start()
 
     async def no_binary(data: bytes) -> None:
@@ -222,7 +223,7 @@ async def audio_socket(ws: WebSocket) -> None:
     pipeline, controller = started
     established = protocol.connection_established(session.id, transport="websocket_audio")
     established["audio"] = transport.audio_format()
-    outbox.send(established)
+    session.reply(outbox.send, established)
     transport.start()
     await pipeline.start()
 
