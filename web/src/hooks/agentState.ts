@@ -1,6 +1,7 @@
 // Pure state machine for the voice agent: server events and local actions -> UI state.
-// Events may arrive twice (WebSocket and data channel mirror each other), so every
-// transition here is idempotent or guarded by the `final` flags.
+// Events mirrored on the WebSocket and the data channel are dropped before they get here, by
+// their `seq` (seqFilter.ts): every action reaching the reducer is a new event, so a final
+// transcript repeated with the same text (the user said "yes" twice) is a second turn.
 import {
   CONNECTION_STATUSES,
   PROCESSING_STATUSES,
@@ -10,16 +11,6 @@ import {
   type ProcessingStatus,
   type TurnMetrics,
 } from "../types";
-
-/** A repeated final with the same text inside this window is a mirrored duplicate. */
-export const DUPLICATE_WINDOW_MS = 5000;
-/** A late interim that is a prefix of a final this recent is a mirrored straggler. */
-export const LATE_INTERIM_WINDOW_MS = 1500;
-
-interface LastFinal {
-  text: string;
-  at: number;
-}
 
 export interface AgentState {
   connectionStatus: ConnectionStatus;
@@ -32,12 +23,9 @@ export interface AgentState {
   history: HistoryEntry[];
   metrics: TurnMetrics | null;
   error: AgentError | null;
-  // Bookkeeping for de-duplication (not part of the public API).
-  userTurnOpen: boolean;
-  replyOpen: boolean;
-  lastUserFinal: LastFinal | null;
-  lastReplyFinal: LastFinal | null;
-  lastError: (AgentError & { at: number }) | null;
+  /** Typed texts shown at once whose server echo (a final transcript) is still to come; not
+   * part of the public API. */
+  pendingEcho: string[];
 }
 
 export const initialAgentState: AgentState = {
@@ -51,11 +39,7 @@ export const initialAgentState: AgentState = {
   history: [],
   metrics: null,
   error: null,
-  userTurnOpen: false,
-  replyOpen: false,
-  lastUserFinal: null,
-  lastReplyFinal: null,
-  lastError: null,
+  pendingEcho: [],
 };
 
 export type AgentAction =
@@ -64,71 +48,48 @@ export type AgentAction =
   | { kind: "disconnected" }
   | { kind: "failed"; error?: AgentError }
   | { kind: "session"; sessionId: string; version: string | null }
-  | { kind: "transcript"; text: string; final: boolean; at: number }
+  | { kind: "transcript"; text: string; final: boolean }
   | {
       kind: "reply";
       text: string;
       final: boolean;
       interrupted: boolean;
       spokenText: string | null;
-      at: number;
     }
   | { kind: "status"; connection?: string; processing?: string }
   | { kind: "metrics"; metrics: TurnMetrics }
-  | { kind: "error"; error: AgentError; at: number }
+  | { kind: "error"; error: AgentError }
   | { kind: "clearError" }
-  | { kind: "userText"; text: string; at: number };
-
-const recent = (last: LastFinal | null, text: string, at: number): boolean =>
-  last !== null && last.text === text && at - last.at < DUPLICATE_WINDOW_MS;
-
-const isPrefixOfRecent = (last: LastFinal | null, text: string, at: number): boolean =>
-  last !== null && last.text.startsWith(text) && at - last.at < LATE_INTERIM_WINDOW_MS;
+  | { kind: "userText"; text: string };
 
 function onTranscript(s: AgentState, a: Extract<AgentAction, { kind: "transcript" }>): AgentState {
   const text = a.text.trim();
-  if (!a.final) {
-    // A late mirrored interim of an utterance we already finalised: drop it.
-    if (!s.userTurnOpen && isPrefixOfRecent(s.lastUserFinal, text, a.at)) return s;
-    if (s.userTurnOpen && s.interimTranscript === text) return s;
-    return { ...s, interimTranscript: text, userTurnOpen: true };
-  }
-  if (!s.userTurnOpen && recent(s.lastUserFinal, text, a.at)) return s; // duplicate final
+  if (!a.final) return s.interimTranscript === text ? s : { ...s, interimTranscript: text };
+  // The server's echo of a text typed here, already shown: consume it (and any typed text
+  // before it whose turn never started, e.g. cut short by the next one).
+  const echo = s.pendingEcho.indexOf(text);
+  if (echo >= 0) return { ...s, interimTranscript: "", pendingEcho: s.pendingEcho.slice(echo + 1) };
   const history = text ? [...s.history, { role: "user" as const, text }] : s.history;
-  return {
-    ...s,
-    transcript: text,
-    interimTranscript: "",
-    userTurnOpen: false,
-    lastUserFinal: { text, at: a.at },
-    history,
-  };
+  return { ...s, transcript: text, interimTranscript: "", history };
 }
 
 function onReply(s: AgentState, a: Extract<AgentAction, { kind: "reply" }>): AgentState {
-  if (!a.final) {
-    if (!s.replyOpen && isPrefixOfRecent(s.lastReplyFinal, a.text, a.at)) return s;
-    if (s.replyOpen && s.aiResponse === a.text) return s;
-    return { ...s, aiResponse: a.text, replyOpen: true };
-  }
+  if (!a.final) return s.aiResponse === a.text ? s : { ...s, aiResponse: a.text };
   const heard = a.interrupted ? (a.spokenText ?? a.text) : a.text;
-  if (!s.replyOpen && recent(s.lastReplyFinal, heard, a.at)) return s; // duplicate final
   const entry: HistoryEntry = a.interrupted
     ? { role: "agent", text: heard, interrupted: true, fullText: a.text }
     : { role: "agent", text: heard };
   return {
     ...s,
     aiResponse: heard,
-    replyOpen: false,
-    lastReplyFinal: { text: heard, at: a.at },
     history: heard || a.interrupted ? [...s.history, entry] : s.history,
   };
 }
 
 export function agentReducer(s: AgentState, a: AgentAction): AgentState {
   switch (a.kind) {
-    case "connecting":
-      return { ...s, connectionStatus: "connecting" };
+    case "connecting": // a new connection: no echo of the old one's typed text will come
+      return { ...s, connectionStatus: "connecting", pendingEcho: [] };
     case "connected":
       return s.connectionStatus === "connected" ? s : { ...s, connectionStatus: "connected" };
     case "disconnected":
@@ -137,8 +98,7 @@ export function agentReducer(s: AgentState, a: AgentAction): AgentState {
         connectionStatus: "disconnected",
         processingStatus: "idle",
         interimTranscript: "",
-        userTurnOpen: false,
-        replyOpen: false,
+        pendingEcho: [],
       };
     case "failed":
       return {
@@ -146,8 +106,7 @@ export function agentReducer(s: AgentState, a: AgentAction): AgentState {
         connectionStatus: "failed",
         processingStatus: "error",
         error: a.error ?? s.error,
-        userTurnOpen: false,
-        replyOpen: false,
+        pendingEcho: [],
       };
     case "session":
       return { ...s, sessionId: a.sessionId, version: a.version ?? s.version };
@@ -176,24 +135,18 @@ export function agentReducer(s: AgentState, a: AgentAction): AgentState {
     }
     case "metrics":
       return { ...s, metrics: a.metrics };
-    case "error": {
-      const le = s.lastError;
-      if (le && le.code === a.error.code && le.message === a.error.message && a.at - le.at < 1000) {
-        return s; // mirrored duplicate
-      }
-      return { ...s, error: a.error, lastError: { ...a.error, at: a.at } };
-    }
+    case "error":
+      return { ...s, error: a.error };
     case "clearError":
       return { ...s, error: null };
     case "userText": {
-      // Typed text shows up at once; a server echo as a final transcript is then a duplicate.
+      // Typed text shows up at once; the server's echo of it (a final transcript) is expected.
       const text = a.text.trim();
       return {
         ...s,
         transcript: text,
         interimTranscript: "",
-        userTurnOpen: false,
-        lastUserFinal: { text, at: a.at },
+        pendingEcho: [...s.pendingEcho, text],
         history: [...s.history, { role: "user", text }],
       };
     }

@@ -5,10 +5,10 @@ import type { ServerMessage } from "../types";
 type Msg = ServerMessage & Record<string, unknown>;
 
 /** The action for transcript / ai_response / status / metrics / non-fatal error; else null. */
-export function eventToAction(msg: Msg, at: number): AgentAction | null {
+export function eventToAction(msg: Msg): AgentAction | null {
   switch (msg.type) {
     case "transcript":
-      return { kind: "transcript", text: String(msg.text ?? ""), final: msg.final === true, at };
+      return { kind: "transcript", text: String(msg.text ?? ""), final: msg.final === true };
     case "ai_response":
       return {
         kind: "reply",
@@ -16,7 +16,6 @@ export function eventToAction(msg: Msg, at: number): AgentAction | null {
         final: msg.final === true,
         interrupted: msg.interrupted === true,
         spokenText: typeof msg.spoken_text === "string" ? msg.spoken_text : null,
-        at,
       };
     case "status":
       return {
@@ -32,15 +31,8 @@ export function eventToAction(msg: Msg, at: number): AgentAction | null {
       return {
         kind: "error",
         error: { code: String(msg.code ?? "error"), message: String(msg.message ?? "Unknown error") },
-        at,
       };
     default:
       return null;
   }
-}
-
-/** Key for id/seq based de-duplication of mirrored events, or null when the event has none. */
-export function eventKey(msg: Msg): string | null {
-  const key = msg.id ?? msg.seq;
-  return key === undefined || key === null ? null : `${msg.type}:${String(key)}`;
 }

@@ -1,5 +1,6 @@
 // One connection attempt's resources (signaling socket, peer connection, data channels, timers).
 import type { ClientMessage } from "../types";
+import { SeqFilter } from "./seqFilter";
 
 export interface Conn {
   ws: WebSocket | null;
@@ -13,6 +14,8 @@ export interface Conn {
   pendingRemote: RTCIceCandidateInit[];
   timers: Set<ReturnType<typeof setTimeout>>;
   ping: ReturnType<typeof setInterval> | null;
+  /** Server messages already used, by `seq`: this connection's session numbers them from 1. */
+  seqs: SeqFilter;
 }
 
 export const newConn = (): Conn => ({
@@ -25,6 +28,7 @@ export const newConn = (): Conn => ({
   pendingRemote: [],
   timers: new Set(),
   ping: null,
+  seqs: new SeqFilter(),
 });
 
 /** Send on the WebSocket, or on an open data channel when the socket is gone. */

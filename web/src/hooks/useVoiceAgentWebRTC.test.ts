@@ -27,12 +27,20 @@ async function connectFully(s: ReturnType<typeof setup>) {
     pc.finishGathering();
     await flush();
   });
-  act(() => ws.serverSend({ type: "connection_established", session_id: "s-1", status: "connected", version: "3.0.0" }));
+  act(() =>
+    ws.serverSend({ type: "connection_established", session_id: "s-1", status: "connected", version: "3.0.0", seq: 1 }),
+  );
   await act(async () => {
-    ws.serverSend({ type: "answer", sdp: "v=0 answer" });
+    ws.serverSend({ type: "answer", sdp: "v=0 answer", seq: 2 });
     await flush();
   });
   return { ws, pc, dc: pc.channels[0]! };
+}
+
+/** The server's next messages after connectFully: numbered from 3, as the session does. */
+function numbered() {
+  let seq = 2;
+  return <T extends object>(msg: T) => ({ ...msg, seq: ++seq });
 }
 
 const server = (ws: FakeWebSocket, msg: unknown) => act(() => ws.serverSend(msg));
@@ -137,29 +145,86 @@ describe("useVoiceAgentWebRTC", () => {
     expect(s.result.current.history).toEqual([{ role: "user", text: "what is the time" }]);
   });
 
-  it("streams ai_response and appends the final reply once, even when mirrored on the data channel", async () => {
+  it("streams ai_response and appends the final reply once, though mirrored on the data channel", async () => {
     const s = setup();
     const { ws, dc } = await connectFully(s);
-    for (const text of ["It is", "It is ten"]) {
-      server(ws, { type: "ai_response", text, final: false });
-      act(() => dc.serverSend({ type: "ai_response", text, final: false }));
+    const n = numbered();
+    const interims = ["It is", "It is ten"].map((text) => n({ type: "ai_response", text, final: false }));
+    for (const msg of interims) {
+      server(ws, msg);
+      act(() => dc.serverSend(msg));
     }
     expect(s.result.current.aiResponse).toBe("It is ten");
     expect(s.result.current.history).toEqual([]);
-    server(ws, { type: "ai_response", text: "It is ten o'clock.", final: true });
-    act(() => dc.serverSend({ type: "ai_response", text: "It is ten", final: false })); // late mirror
-    act(() => dc.serverSend({ type: "ai_response", text: "It is ten o'clock.", final: true }));
+    const final = n({ type: "ai_response", text: "It is ten o'clock.", final: true });
+    server(ws, final);
+    act(() => dc.serverSend(interims[1])); // a late mirrored interim: dropped by its seq
+    act(() => dc.serverSend(final));
     expect(s.result.current.aiResponse).toBe("It is ten o'clock.");
     expect(s.result.current.history).toEqual([{ role: "agent", text: "It is ten o'clock." }]);
   });
 
-  it("deduplicates events carrying the same id", async () => {
+  it("drops the mirrored copy of an event by its seq alone", async () => {
     const s = setup();
     const { ws, dc } = await connectFully(s);
-    server(ws, { type: "error", code: "stt", message: "one", id: 7 });
+    const error = numbered()({ type: "error", code: "stt", message: "one", fatal: false });
+    server(ws, error);
     act(() => s.result.current.clearError());
-    act(() => dc.serverSend({ type: "error", code: "stt", message: "one", id: 7 }));
+    act(() => dc.serverSend(error));
     expect(s.result.current.error).toBeNull();
+    // The copy may come first on the data channel: then the WebSocket's is the one dropped.
+    act(() => dc.serverSend({ ...error, seq: 4 }));
+    server(ws, { ...error, seq: 4 });
+    act(() => s.result.current.clearError());
+    server(ws, { ...error, seq: 4 });
+    expect(s.result.current.error).toBeNull();
+  });
+
+  it("shows a repeated identical final transcript with a new seq twice, each once though mirrored", async () => {
+    const s = setup();
+    const { ws, dc } = await connectFully(s);
+    const n = numbered();
+    for (const msg of [n({ type: "transcript", text: "yes", final: true }), n({ type: "transcript", text: "yes", final: true })]) {
+      server(ws, msg);
+      act(() => dc.serverSend(msg));
+    }
+    expect(s.result.current.history).toEqual([
+      { role: "user", text: "yes" },
+      { role: "user", text: "yes" },
+    ]);
+  });
+
+  it("uses a lower seq not seen yet: a reply on one channel overtaken on the other", async () => {
+    const s = setup();
+    const { ws, dc } = await connectFully(s);
+    const pong = { type: "pong", server_time: 1, seq: 3 }; // the WebSocket's own
+    const transcript = { type: "transcript", text: "hello", final: true, seq: 4 }; // mirrored
+    const error = { type: "error", code: "invalid_json", message: "bad", fatal: false, seq: 5 }; // the data channel's own
+    act(() => dc.serverSend(transcript));
+    act(() => dc.serverSend(error));
+    server(ws, pong);
+    server(ws, transcript);
+    expect(s.result.current.history).toEqual([{ role: "user", text: "hello" }]);
+    expect(s.result.current.error).toEqual({ code: "invalid_json", message: "bad" });
+  });
+
+  it("a new connection is a new session: its numbers start afresh", async () => {
+    vi.useFakeTimers();
+    const s = setup({ reconnect: { baseDelayMs: 100, maxAttempts: 5 } });
+    const { ws } = await connectFully(s);
+    server(ws, { type: "transcript", text: "first", final: true, seq: 3 });
+    act(() => ws.serverClose(1006));
+    act(() => vi.advanceTimersByTime(100));
+    const ws2 = FakeWebSocket.last();
+    expect(ws2).not.toBe(ws);
+    await act(async () => {
+      ws2.serverOpen();
+      await flush();
+    });
+    server(ws2, { type: "connection_established", session_id: "s-2", status: "connected", seq: 1 });
+    server(ws2, { type: "transcript", text: "second", final: true, seq: 3 });
+    expect(s.result.current.sessionId).toBe("s-2");
+    expect(s.result.current.history.map((h) => h.text)).toEqual(["first", "second"]);
   });
 
   it("records an interrupted reply with what was heard", async () => {

@@ -2,7 +2,7 @@
 // Browser APIs are injectable (options) so tests can drive it with small fakes.
 import { useCallback, useEffect, useReducer, useRef, useState } from "react";
 import { agentReducer, initialAgentState } from "./agentState";
-import { eventKey, eventToAction } from "./serverEvents";
+import { eventToAction } from "./serverEvents";
 import { closeConn, newConn, sendOn, type Conn } from "./transport";
 import {
   audioConstraints,
@@ -57,7 +57,6 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
   const stopped = useRef(true); // true after a user disconnect, fatal error or unmount
   const attempts = useRef(0);
   const retryTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
-  const seen = useRef<Set<string>>(new Set());
   const microphoneIdRef = useRef(microphoneId);
 
   const send = useCallback((msg: ClientMessage): boolean => sendOn(conn.current, msg), []);
@@ -130,14 +129,8 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
     (raw: unknown) => {
       const msg = parseServerMessage(raw);
       if (!msg) return;
-      const k = eventKey(msg);
-      if (k !== null) {
-        if (seen.current.has(k)) return; // mirrored on the other channel
-        seen.current.add(k);
-        if (seen.current.size > 1000) seen.current = new Set([k]);
-      }
-      const at = Date.now();
       const c = conn.current;
+      if (!c.seqs.accept(msg.seq)) return; // a copy of one already used (the other channel)
       switch (msg.type) {
         case "connection_established":
           attempts.current = 0;
@@ -175,13 +168,13 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
             fail({ code: String(msg.code ?? "error"), message: String(msg.message ?? "Unknown error") });
             break;
           }
-          dispatch(eventToAction(msg, at)!);
+          dispatch(eventToAction(msg)!);
           // The server lost our media (ICE consent expired, DTLS closed); this peer connection
           // may not notice for ~30 s. The session cannot hear us again: start a fresh one.
           if (msg.code === "transport_failed") onDrop("media connection lost");
           break;
         default: {
-          const action = eventToAction(msg, at); // transcript, ai_response, status, metrics
+          const action = eventToAction(msg); // transcript, ai_response, status, metrics
           if (action) dispatch(action);
         }
       }
@@ -295,7 +288,6 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
       closeTransport();
       stopped.current = false;
       attempts.current = 0;
-      seen.current.clear();
       setReconnectAttempt(0);
       dispatch({ kind: "clearError" });
       dispatch({ kind: "connecting" });
@@ -318,7 +310,7 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
     (text: string): boolean => {
       const t = text.trim();
       if (!t || !send({ type: "text", text: t })) return false;
-      dispatch({ kind: "userText", text: t, at: Date.now() });
+      dispatch({ kind: "userText", text: t });
       return true;
     },
     [send],
@@ -365,7 +357,7 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
     [clearRetry, closeTransport, releaseMedia],
   );
 
-  const { userTurnOpen: _u, replyOpen: _r, lastUserFinal: _l, lastReplyFinal: _f, lastError: _e, ...pub } = state;
+  const { pendingEcho: _p, ...pub } = state;
   return {
     ...pub,
     muted,
