@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..core.config import V3Config
-from ..services.errors import ModelNotReadyError
+from ..core.errors import ModelNotReadyError
 from ..services.models import model_infos, prepare_models
 
 

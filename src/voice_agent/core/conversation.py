@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..services.base import ChatMessage
+from .messages import ChatMessage
 
 USER = "user"
 ASSISTANT = "assistant"

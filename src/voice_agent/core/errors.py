@@ -1,4 +1,9 @@
-"""Typed provider errors, so callers can tell a timeout from an open circuit from a bug."""
+"""Typed provider errors, so callers can tell a timeout from an open circuit from a bug.
+
+They live in core, not next to the providers, because core (the recovery wrapper) raises and
+tells them apart, and core must not depend on the services layer: providers import these, never
+the other way round. ``voice_agent.services.errors`` re-exports them for older imports.
+"""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-from ..services.errors import CircuitOpenError, ProviderError, ProviderTimeoutError
+from .errors import CircuitOpenError, ProviderError, ProviderTimeoutError
 
 if TYPE_CHECKING:
     from .config import RecoveryConfig

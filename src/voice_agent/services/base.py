@@ -10,11 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+# The shared message types live in core (the conversation history builds them); re-exported
+# here so that ``from voice_agent.services.base import ChatMessage`` keeps working.
+from voice_agent.core.messages import ChatMessage, LLMStreamItem, ToolCall
+
+__all__ = [
+    "STT_SAMPLE_RATE", "AudioChunk", "BufferedSTTStream", "ChatMessage", "LLMService",
+    "LLMStreamItem", "LoopLock", "STTService", "STTStream", "Service", "TTSService", "ToolCall",
+    "Transcript", "VAD", "VADFactory",
+]
 
 STT_SAMPLE_RATE = 16_000
 
@@ -36,15 +47,6 @@ class AudioChunk:
     @property
     def duration_s(self) -> float:
         return len(self.pcm) / self.sample_rate
-
-
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
-    role: str  # "system" | "user" | "assistant"
-    content: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
 
 
 class Service(ABC):
@@ -154,9 +156,18 @@ class BufferedSTTStream(STTStream):
 class LLMService(Service):
     @abstractmethod
     def stream(
-        self, messages: list[ChatMessage], *, max_tokens: int | None = None
-    ) -> AsyncIterator[str]:
-        """Yield text pieces as the model makes them.
+        self, messages: list[ChatMessage], *, max_tokens: int | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> AsyncIterator[LLMStreamItem]:
+        """Yield text pieces (``str``) as the model makes them.
+
+        ``tools``: function definitions in OpenAI's format (``{"type": "function", "function":
+        {"name", "description", "parameters"}}``), sent to the model as they are; None or empty
+        sends none. Only when tools were passed MAY a provider also yield :class:`ToolCall`
+        items, each complete (its arguments whole), after the reply's text. Without tools only
+        ``str`` is yielded, so a caller that passes none may treat every item as text; one that
+        passes tools skips or handles the non-``str`` items. A provider that cannot call tools
+        raises a non-retryable ``ProviderError`` when given some, rather than ignoring them.
 
         Closing the iterator (``aclose()``, or cancelling the task consuming it) must stop the
         generation within 100 ms and free the model for the next caller.

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from voice_agent.core.config import V3Config
-from voice_agent.services.errors import ModelNotReadyError
+from voice_agent.core.errors import ModelNotReadyError
 
 # No library may quietly reach for a model hub: every model is loaded by path.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

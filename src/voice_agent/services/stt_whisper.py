@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from voice_agent.core.config import V3Config
+from voice_agent.core.errors import ProviderError
 from voice_agent.core.priority import model_executor
 from voice_agent.services.base import LoopLock, STT_SAMPLE_RATE, STTService, Transcript
-from voice_agent.services.errors import ProviderError
 from voice_agent.services.models import model_path
 
 if TYPE_CHECKING:  # faster_whisper is imported lazily: it is slow to import

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 import numpy as np
 
 from voice_agent.core.config import V3Config
+from voice_agent.core.errors import ModelNotReadyError, ProviderError
 from voice_agent.services.base import AudioChunk, TTSService
-from voice_agent.services.errors import ModelNotReadyError, ProviderError
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
 _BASE_WPM = 175  # espeak-ng's default speaking rate

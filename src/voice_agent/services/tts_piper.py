@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from voice_agent.core.config import V3Config
+from voice_agent.core.errors import ProviderError
 from voice_agent.core.priority import model_executor
 from voice_agent.services.base import AudioChunk, LoopLock, TTSService
-from voice_agent.services.errors import ProviderError
 from voice_agent.services.models import model_path
 
 if TYPE_CHECKING:
