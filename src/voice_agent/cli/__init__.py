@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         config = load_config(args.config)
+        # Provider names are checked by the registry, not the config (core imports no
+        # services): done here too so that a typo fails before any command starts.
+        from ..services.registry import check_config
+        check_config(config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

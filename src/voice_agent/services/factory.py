@@ -1,4 +1,8 @@
-"""Build the providers the configuration names, then load and warm them off the event loop."""
+"""Build the providers the configuration names, then load and warm them off the event loop.
+
+Which class a name stands for is the registry's business (:mod:`voice_agent.services.registry`);
+this module only asks it for one provider of each kind and checks that each is what it claims.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from voice_agent.core.config import V3Config
 from voice_agent.core.priority import model_executor
+from voice_agent.services import registry
 from voice_agent.services.base import LLMService, STTService, TTSService, VADFactory
 
 log = logging.getLogger(__name__)
@@ -32,34 +38,31 @@ class Services:
                 log.exception("closing %s failed", service.name)
 
 
+_INTERFACES: dict[registry.Kind, type] = {
+    "stt": STTService, "llm": LLMService, "tts": TTSService, "vad": VADFactory}
+
+
+def _build(kind: registry.Kind, config: V3Config) -> Any:
+    service = registry.create(kind, config)
+    interface = _INTERFACES[kind]
+    if not isinstance(service, interface):
+        # A plug-in's mistake, caught at start-up rather than as an AttributeError mid-turn.
+        raise TypeError(f"{kind} provider {registry.selected(config, kind)!r} built a "
+                        f"{type(service).__name__}, not a {interface.__name__}")
+    return service
+
+
 def build_services(config: V3Config) -> Services:
-    """Instantiate (not load) the providers selected by ``config``; imports stay lazy."""
-    from voice_agent.services.stt_whisper import WhisperSTT
-    from voice_agent.services.vad_silero import SileroVADFactory
+    """Instantiate (not load) the providers selected by ``config``; imports stay lazy.
 
-    stt: STTService = WhisperSTT(config)
-
-    if config.ai.provider == "llamacpp":
-        from voice_agent.services.llm_llamacpp import LlamaCppLLM
-
-        llm: LLMService = LlamaCppLLM(config)
-    else:
-        from voice_agent.services.llm_openai import OpenAICompatibleLLM
-
-        llm = OpenAICompatibleLLM(config)
-
-    tts: TTSService
-    if config.voice.provider == "piper":
-        from voice_agent.services.tts_piper import PiperTTS
-
-        tts = PiperTTS(config)
-    else:
-        from voice_agent.services.tts_espeak import EspeakTTS
-
-        tts = EspeakTTS(config)
-
-    return Services(stt=stt, llm=llm, tts=tts, vad=SileroVADFactory(config),
-                    nice=config.server.model_threads_nice)
+    Every provider name is checked first, so a typo fails here, before any model is touched,
+    with a :class:`~voice_agent.services.registry.UnknownProviderError` naming the field."""
+    registry.check_config(config)
+    stt: STTService = _build("stt", config)
+    llm: LLMService = _build("llm", config)
+    tts: TTSService = _build("tts", config)
+    vad: VADFactory = _build("vad", config)
+    return Services(stt=stt, llm=llm, tts=tts, vad=vad, nice=config.server.model_threads_nice)
 
 
 def _load_one(what: str, load: Callable[[], None], warmup: Callable[[], None] | None) -> None:
