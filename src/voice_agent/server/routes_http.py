@@ -10,12 +10,16 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from .. import __version__
+from .auth import protected_router
 from .memory import memory_report
 from .prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from .registry import AppRegistry, get_registry
 from .transcript_log import read_transcript, valid_session_id
 
 router = APIRouter()
+protected = protected_router()
+"""The routes that need the token (when one is configured): the router checks it, no route does.
+Included in ``router`` below, after its last route."""
 
 ENDPOINTS = {
     "page": "/",
@@ -71,12 +75,6 @@ def _models(registry: AppRegistry) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _require_auth(request: Request, registry: AppRegistry) -> None:
-    if not registry.authorized(request.headers, request.query_params):
-        raise HTTPException(status_code=401, detail="missing or wrong token",
-                            headers={"WWW-Authenticate": "Bearer"})
-
-
 @router.get("/v3/health")
 async def health(request: Request) -> JSONResponse:
     registry = get_registry(request.app)
@@ -113,18 +111,16 @@ async def metrics(request: Request) -> Response:
     return Response(registry.prometheus.render(), media_type=PROMETHEUS_CONTENT_TYPE)
 
 
-@router.get("/v3/sessions")
+@protected.get("/v3/sessions")
 async def sessions(request: Request) -> list[dict[str, Any]]:
     registry = get_registry(request.app)
-    _require_auth(request, registry)
     return [s.info.as_dict() for s in registry.sessions.list()]
 
 
-@router.get("/v3/sessions/{session_id}/transcript")
+@protected.get("/v3/sessions/{session_id}/transcript")
 async def transcript(session_id: str, request: Request) -> dict[str, Any]:
     """The session's records from its JSON-lines file: live sessions and ended ones alike."""
     registry = get_registry(request.app)
-    _require_auth(request, registry)
     # Strict format check before any path is built: no traversal, no odd names.
     if not valid_session_id(session_id):
         raise HTTPException(status_code=404, detail="unknown session")
@@ -136,10 +132,9 @@ async def transcript(session_id: str, request: Request) -> dict[str, Any]:
             "records": records}
 
 
-@router.get("/v3/webrtc/stats")
+@protected.get("/v3/webrtc/stats")
 async def webrtc_stats(request: Request) -> dict[str, Any]:
     registry = get_registry(request.app)
-    _require_auth(request, registry)
     out: dict[str, Any] = {}
     for session in registry.sessions.list():
         transport = session.transport
@@ -153,11 +148,13 @@ async def webrtc_stats(request: Request) -> dict[str, Any]:
     return {"sessions": out, "active_sessions": len(out)}
 
 
-@router.get("/v3/config")
+@protected.get("/v3/config")
 async def config(request: Request) -> dict[str, Any]:
     registry = get_registry(request.app)
-    _require_auth(request, registry)
     return registry.config.redacted()
+
+
+router.include_router(protected)  # here: before the catch-all below, as the routes always were
 
 
 @router.get("/{filename}", include_in_schema=False, response_model=None)

@@ -16,16 +16,17 @@ from ..transport.protocol import ErrorCode
 from ..transport.webrtc import WebRTCSession
 from ..services.base import STT_SAMPLE_RATE
 from ..transport.ws_audio import AudioFormatError, WebSocketAudioTransport, parse_rate
+from .auth import WEBSOCKET_CHECKS
 from .controller import SessionController
 from .outbox import Outbox
 from .registry import AppRegistry, get_registry
-from .security import origin_allowed
 from .transcript_log import TranscriptLog
 from .sessions import (CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN,
                        ServerBusyError, Session)
 
 log = logging.getLogger(__name__)
-router = APIRouter()
+# The origin and the token are checked by the router, before a route's code runs (auth.py).
+router = APIRouter(dependencies=WEBSOCKET_CHECKS)
 
 _PC_STATES = {
     "new": ConnectionStatus.CONNECTING, "connecting": ConnectionStatus.CONNECTING,
@@ -44,21 +45,13 @@ async def _open_session(ws: WebSocket, transport: str, *, mode: dict[str, str],
                         refusal: str | None = None) -> tuple[AppRegistry, Session] | None:
     """Accept the socket and make a session, or refuse and close.
 
-    The origin and the token are checked first: an unauthenticated client gets one fatal
-    ``unauthorized`` error and the close (1008), nothing about the models or its other
-    parameters, and no session is made. ``refusal`` is a problem with the request found
-    before (a bad ``?rate=``).
+    The origin and the token were checked before (the router's dependencies, auth.py): an
+    unauthenticated client got one fatal ``unauthorized`` error and the close (1008), nothing
+    about the models or its other parameters, and never reaches here. ``refusal`` is a problem
+    with the request found before (a bad ``?rate=``).
     """
     registry = get_registry(ws.app)
     await ws.accept()
-    if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"),
-                          registry.config.server.cors_origins):
-        log.warning("refusing %s: origin %.80r not allowed", ws.url.path, ws.headers["origin"])
-        await ws.close(code=CLOSE_POLICY, reason="origin_not_allowed")
-        return None
-    if not registry.authorized(ws.headers, ws.query_params):
-        await _refuse(ws, ErrorCode.UNAUTHORIZED, "missing or wrong token", CLOSE_POLICY)
-        return None
     if refusal is not None:
         await _refuse(ws, ErrorCode.INVALID_MESSAGE, refusal, CLOSE_POLICY)
         return None
