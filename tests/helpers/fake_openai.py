@@ -1,6 +1,11 @@
 """A stand-in for a remote OpenAI-compatible chat server, on loopback, speaking the real wire
 protocol (POST /v1/chat/completions, server-sent events). Its mode can be switched mid-test to
-fail, hang or recover, which is what the fault tests need from a paid remote service."""
+fail, hang or recover, which is what the fault tests need from a paid remote service.
+
+With ``tool_calls`` set it also streams tool calls after the text, in OpenAI's documented
+streaming format: per call a first delta with ``index``, ``id``, ``type`` and ``function.name``
+(empty arguments), then ``function.arguments`` in fragments carrying only the ``index``, and
+``finish_reason: "tool_calls"`` at the end."""
 
 from __future__ import annotations
 
@@ -24,6 +29,12 @@ class FakeOpenAI:
     mode: str = "ok"  # ok | error | hang
     requests: list[dict] = field(default_factory=list)
     port: int = 0
+    tool_calls: list[dict] = field(default_factory=list)
+    """Calls to stream after the reply: {"name": ..., "arguments": "<JSON text>"}."""
+    fragment_chars: int = 7
+    """Arguments are cut into pieces this long, as a real model streams them."""
+    interleave_tool_calls: bool = False
+    """Alternate the calls' fragments (parallel calls told apart only by their index)."""
 
     @property
     def base_url(self) -> str:
@@ -44,12 +55,32 @@ class FakeOpenAI:
         base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": int(time.time()),
                 "model": body.get("model", "fake")}
         yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {"role": "assistant"}}]}) + "\n\n"
-        for word in self.reply.split(" "):
+        for word in self.reply.split(" ") if self.reply else ():
             delta = {"index": 0, "delta": {"content": word + " "}, "finish_reason": None}
             yield "data: " + json.dumps({**base, "choices": [delta]}) + "\n\n"
             await asyncio.sleep(0.01)
-        yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + "\n\n"
+        for fragment in self._tool_call_fragments():
+            delta = {"index": 0, "delta": {"tool_calls": [fragment]}, "finish_reason": None}
+            yield "data: " + json.dumps({**base, "choices": [delta]}) + "\n\n"
+        finish = "tool_calls" if self.tool_calls else "stop"
+        yield "data: " + json.dumps({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}) + "\n\n"
         yield "data: [DONE]\n\n"
+
+    def _tool_call_fragments(self) -> list[dict]:
+        per_call = []
+        for i, call in enumerate(self.tool_calls):
+            args, n = call.get("arguments", ""), self.fragment_chars
+            first = {"index": i, "id": call.get("id", f"call_{i}abc"), "type": "function",
+                     "function": {"name": call["name"], "arguments": ""}}
+            rest = [{"index": i, "function": {"arguments": args[j:j + n]}}
+                    for j in range(0, len(args), n)]
+            per_call.append([first, *rest])
+        if not self.interleave_tool_calls:
+            return [f for frags in per_call for f in frags]
+        out = []
+        for step in range(max((len(f) for f in per_call), default=0)):
+            out += [frags[step] for frags in per_call if step < len(frags)]
+        return out
 
     def start(self) -> FakeOpenAI:
         with socket.socket() as s:

@@ -20,15 +20,16 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from voice_agent.core.config import V3Config
+from voice_agent.core.errors import ProviderError
+from voice_agent.core.messages import ChatMessage, LLMStreamItem
 from voice_agent.core.priority import lower_thread_priority
-from voice_agent.services.base import ChatMessage, LLMService, LoopLock
-from voice_agent.services.errors import ProviderError
+from voice_agent.services.base import LLMService, LoopLock
 from voice_agent.services.models import model_path
 
 if TYPE_CHECKING:
@@ -58,9 +59,17 @@ _CHATML_END = "<|im_end|>\n"
 
 
 def chatml_prefix(messages: list[ChatMessage]) -> str:
-    """``messages`` in ChatML, the last one left open (no end marker, no assistant header)."""
+    """``messages`` in ChatML, the last one left open (no end marker, no assistant header).
+    Plain messages only (see :func:`_plain`): tool calls and results are the template's to
+    render, in its own way."""
     text = "".join(f"<|im_start|>{m.role}\n{m.content}{_CHATML_END}" for m in messages)
     return text[: -len(_CHATML_END)] if messages else text
+
+
+def _plain(messages: list[ChatMessage]) -> bool:
+    """True when no message carries tool calls or answers one (nor names a participant), so
+    that role and content are all a template renders of them."""
+    return all(not m.tool_calls and m.tool_call_id is None and m.name is None for m in messages)
 
 
 class LlamaCppLLM(LLMService):
@@ -221,7 +230,9 @@ class LlamaCppLLM(LLMService):
         if server is None or self._turns.locked or not self._lock.acquire(blocking=False):
             return False  # a reply has the model or waits for it: it goes first
         request = self._request(messages, 1)  # one token: llama.cpp reads the prompt, then stops
-        prefix = chatml_prefix(messages) if self.raw_prefill else None
+        # A raw ChatML prefix renders role and content only; the model's template renders tool
+        # calls and results its own way, so with those the prefix would not match the prompt.
+        prefix = chatml_prefix(messages) if self.raw_prefill and _plain(messages) else None
 
         def work() -> None:
             lower_thread_priority(self._config.server.model_threads_nice)
@@ -238,8 +249,17 @@ class LlamaCppLLM(LLMService):
         threading.Thread(target=work, name="llm-prefill", daemon=True).start()
         return True
 
-    async def stream(self, messages: list[ChatMessage], *,
-                     max_tokens: int | None = None) -> AsyncIterator[str]:
+    async def stream(self, messages: list[ChatMessage], *, max_tokens: int | None = None,
+                     tools: Sequence[Mapping[str, Any]] | None = None,
+                     ) -> AsyncIterator[LLMStreamItem]:
+        """Messages with tool roles go to the GGUF's own chat template (``use_jinja``), which
+        renders tool calls and results as the model was trained to read them. Tools themselves
+        are refused for now: parsing llama.cpp's tool-call output is a later issue, and
+        ignoring them silently would leave a caller waiting for calls that never come."""
+        if tools:
+            raise ProviderError(self.name, "tool calling is not supported by the llamacpp "
+                                "provider yet; use ai.provider = \"openai\" for tools",
+                                retryable=False)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | BaseException | _Done] = asyncio.Queue()
         stop = _StopEvent()

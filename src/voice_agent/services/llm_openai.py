@@ -2,19 +2,29 @@
 
 Streams `POST {base_url}/chat/completions` with `stream: true` (server-sent events). Closing the
 iterator closes the HTTP response, which stops the remote generation.
+
+Tool calls arrive in fragments, as OpenAI documents for streaming: each chunk's
+``choices[0].delta.tool_calls`` is a list of ``{index, id?, type?, function: {name?,
+arguments?}}``; the first fragment of a call brings its ``id`` and ``name``, the following ones
+pieces of its ``arguments`` JSON, and parallel calls are told apart by ``index``. They are
+assembled here and yielded as complete :class:`ToolCall` items once the stream ends, after the
+text: a half-written call is of no use to anyone.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
 from ..core.config import V3Config
-from .base import ChatMessage, LLMService
-from .errors import ProviderError
+from ..core.errors import ProviderError
+from ..core.messages import ChatMessage, LLMStreamItem, ToolCall
+from .base import LLMService
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +49,19 @@ class OpenAICompatibleLLM(LLMService):
                 timeout=httpx.Timeout(self.config.timeout_s, connect=min(5.0, self.config.timeout_s)))
         return self._client
 
-    async def stream(self, messages: list[ChatMessage], *,
-                     max_tokens: int | None = None) -> AsyncIterator[str]:
-        body = {
+    async def stream(self, messages: list[ChatMessage], *, max_tokens: int | None = None,
+                     tools: Sequence[Mapping[str, Any]] | None = None,
+                     ) -> AsyncIterator[LLMStreamItem]:
+        body: dict[str, Any] = {
             "model": self.config.remote_model,
             "messages": [m.as_dict() for m in messages],
             "max_tokens": max_tokens or self.config.max_tokens,
             "temperature": self.config.temperature,
             "stream": True,
         }
+        if tools:  # never an empty list: OpenAI refuses `tools: []`
+            body["tools"] = [dict(tool) for tool in tools]
+        calls = _ToolCalls()
         try:
             async with self._http().stream("POST", "/chat/completions", json=body) as resp:
                 if resp.status_code >= 400:
@@ -61,22 +75,78 @@ class OpenAICompatibleLLM(LLMService):
                         continue  # SSE comments and keep-alives
                     data = line[5:].strip()
                     if data == "[DONE]":
-                        return
-                    piece = _delta_text(data)
-                    if piece:
+                        break
+                    delta = _delta(data)
+                    piece = delta.get("content")
+                    if piece and isinstance(piece, str):
                         yield piece
+                    fragments = delta.get("tool_calls")
+                    if fragments:
+                        calls.add(fragments)
         except httpx.HTTPError as exc:
             # Never echo the request (it may carry the key): the class and URL are enough.
             raise ProviderError(self.name, f"{type(exc).__name__} talking to {self.config.base_url}") from None
+        # Outside the HTTP block: the response is closed before the caller runs any tool.
+        for call in calls.complete(self.name):
+            yield call
 
     def close(self) -> None:
         self._client = None  # the AsyncClient is closed with its event loop
 
 
-def _delta_text(data: str) -> str:
+def _delta(data: str) -> dict[str, Any]:
+    """The chunk's ``choices[0].delta``; empty for a malformed chunk or one without choices
+    (some servers end with a usage-only chunk)."""
     try:
-        chunk = json.loads(data)
-        return chunk["choices"][0]["delta"].get("content") or ""
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        delta = json.loads(data)["choices"][0]["delta"]
+    except (ValueError, KeyError, IndexError, TypeError):
         log.debug("skipping a malformed stream chunk: %.80s", data)
-        return ""
+        return {}
+    return delta if isinstance(delta, dict) else {}
+
+
+@dataclass(slots=True)
+class _Fragments:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class _ToolCalls:
+    """Assembles streamed tool-call fragments by their ``index``."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, _Fragments] = {}
+
+    def add(self, fragments: object) -> None:
+        if not isinstance(fragments, list):
+            return
+        for position, fragment in enumerate(fragments):
+            if not isinstance(fragment, dict):
+                continue
+            # Some servers (Ollama) send whole calls without an index: their place in the list
+            # is then the only order there is.
+            index = fragment.get("index", position)
+            call = self._calls.setdefault(index if isinstance(index, int) else position,
+                                          _Fragments())
+            if isinstance(fragment.get("id"), str) and not call.id:
+                call.id = fragment["id"]  # the first fragment's id names the call
+            function = fragment.get("function")
+            if isinstance(function, dict):
+                if isinstance(function.get("name"), str):
+                    call.name += function["name"]
+                if isinstance(function.get("arguments"), str):
+                    call.arguments.append(function["arguments"])
+
+    def complete(self, provider: str) -> list[ToolCall]:
+        """The calls in index order. A call without a name cannot be run: the stream was cut
+        or the server is broken, and a retry may fare better."""
+        out = []
+        for index in sorted(self._calls):
+            call = self._calls[index]
+            if not call.name:
+                raise ProviderError(provider, f"tool call {index} arrived without a name")
+            # A call without parameters may come with no arguments at all: "{}" is what it means.
+            arguments = "".join(call.arguments) or "{}"
+            out.append(ToolCall(call.id or f"call_{index}", call.name, arguments))
+        return out
