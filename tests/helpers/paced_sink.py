@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 
 from voice_agent.pipeline.metrics import TurnMetrics
-from voice_agent.pipeline.playback import watch_playback
+from voice_agent.pipeline.playback import PlaybackWatch
 from voice_agent.services.base import AudioChunk
 from voice_agent.transport.audio_out import FrameQueue
 
@@ -29,57 +29,57 @@ async def play_watched(speak: Callable[[FrameQueue], Awaitable[None]], metrics: 
     watcher marking ``metrics``, until the last frame went out. Returns the time.monotonic() at
     which ``speak`` was started."""
     queue, stop = FrameQueue(), asyncio.Event()
+    watch = PlaybackWatch(metrics)
+    queue.on_playback = watch.report
     consumer = asyncio.create_task(drain(queue, stop))
     released = time.monotonic()
-    speaker = asyncio.create_task(speak(queue))
-    watcher = asyncio.create_task(watch_playback(queue, metrics, speaker))
     try:
-        await asyncio.wait_for(speaker, timeout_s)
-        while queue.queued_s() > 0:
-            await asyncio.sleep(0.02)
-        await asyncio.wait_for(watcher, watch_timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await speak(queue)
+        watch.done_writing = True
+        async with asyncio.timeout(watch_timeout_s + 2 * queue.max_queued_s):
+            await queue.finished()
     finally:
         stop.set()
         await consumer
     return released
 
 
-class PacedSink:
+class PacedSink(FrameQueue):
+    """A frame queue drained in real time by its own task, as a transport's sender drains it;
+    it also keeps what it was given, and the audio sent over its whole life."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.chunks: list[AudioChunk] = []
-        self._queued_s = 0.0       # audio queued in the current burst
-        self._burst_start: float | None = None
         self.cleared = 0
-        self._played_before = 0.0  # audio of earlier bursts, all played
+        self._played_before = 0.0  # audio of earlier bursts, sent before a clear()
+        self._stop = asyncio.Event()
+        self._consumer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._consumer is None:
+            self._last_take = time.monotonic()  # alive from now on, before its first take
+            self._consumer = asyncio.get_running_loop().create_task(drain(self, self._stop))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._consumer is not None:
+            await self._consumer
 
     async def play(self, chunk: AudioChunk) -> None:
-        now = time.monotonic()
-        if self._burst_start is None or self.queued_s() == 0:
-            self._played_before += self._queued_s
-            self._burst_start, self._queued_s = now, 0.0
+        self.start()
         self.chunks.append(chunk)
-        self._queued_s += chunk.duration_s
+        await super().play(chunk)
 
     def clear(self) -> None:
         self.cleared += 1
-        self._played_before += self._burst_played_s()
-        self._burst_start, self._queued_s = None, 0.0
+        self._played_before += super().played_s()
+        super().clear()
 
-    def _burst_played_s(self) -> float:
-        if self._burst_start is None:
-            return 0.0
-        return min(self._queued_s, time.monotonic() - self._burst_start)
-
-    def played_s(self) -> float:
-        """All audio played since the sink was made."""
-        return self._played_before + self._burst_played_s()
-
-    def queued_s(self) -> float:
-        return max(0.0, self._queued_s - self._burst_played_s())
-
-    @property
-    def playback_started_at(self) -> float | None:
-        return self._burst_start
+    def total_played_s(self) -> float:
+        """All audio sent since the sink was made."""
+        return self._played_before + self.played_s()
 
     def audio(self) -> tuple[np.ndarray, int]:
         if not self.chunks:

@@ -15,7 +15,7 @@ from voice_agent.transport.ice import restrict_host_addresses
 
 async def test_frames_are_20ms_48k_mono_with_steady_pts() -> None:
     track = OutgoingAudioTrack()
-    await track.play(AudioChunk(tone(0.1, 22050), 22050))
+    await track.queue.play(AudioChunk(tone(0.1, 22050), 22050))
     frames = [await track.recv() for _ in range(8)]
     assert all(f.sample_rate == 48000 and f.samples == 960 for f in frames)
     assert all(f.layout.name == "mono" and f.format.name == "s16" for f in frames)
@@ -48,14 +48,14 @@ async def test_pacing_follows_an_absolute_clock() -> None:
 async def test_burst_timing_and_clear() -> None:
     track = OutgoingAudioTrack()
     await track.recv()  # the consumer is alive
-    assert track.playback_started_at is None
-    await track.play(AudioChunk(tone(1.0, 16000), 16000))
+    assert track.queue.playback_started_at is None
+    await track.queue.play(AudioChunk(tone(1.0, 16000), 16000))
     before = time.monotonic()
     await track.recv()
-    assert track.playback_started_at is not None and track.playback_started_at >= before
-    assert 0.9 < track.queued_s() < 1.0
-    track.clear()
-    assert track.queued_s() == 0.0 and track.playback_started_at is None
+    assert track.queue.playback_started_at is not None and track.queue.playback_started_at >= before
+    assert 0.9 < track.queue.queued_s() < 1.0
+    track.queue.clear()
+    assert track.queue.queued_s() == 0.0 and track.queue.playback_started_at is None
     frame = await track.recv()
     assert not frame.to_ndarray().any()  # silence right after clear
     track.stop()
@@ -72,8 +72,8 @@ async def test_backpressure_waits_while_over_two_seconds_queued() -> None:
     consumer = asyncio.create_task(consume())
     start = time.monotonic()
     for _ in range(6):  # 3 s of audio in 0.5 s chunks
-        await track.play(AudioChunk(tone(0.5, 22050), 22050))
-        peak = max(peak, track.queued_s())
+        await track.queue.play(AudioChunk(tone(0.5, 22050), 22050))
+        peak = max(peak, track.queue.queued_s())
     assert peak <= 2.55
     assert time.monotonic() - start > 0.4  # it had to wait for the consumer
     consumer.cancel()
@@ -83,13 +83,13 @@ async def test_backpressure_waits_while_over_two_seconds_queued() -> None:
 async def test_clear_during_backpressure_drops_the_waiting_chunk() -> None:
     track = OutgoingAudioTrack()
     await track.recv()
-    await track.play(AudioChunk(tone(2.5, 16000), 16000))
-    waiting = asyncio.create_task(track.play(AudioChunk(tone(1.0, 16000), 16000)))
+    await track.queue.play(AudioChunk(tone(2.5, 16000), 16000))
+    waiting = asyncio.create_task(track.queue.play(AudioChunk(tone(1.0, 16000), 16000)))
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    track.clear()
+    track.queue.clear()
     await asyncio.wait_for(waiting, 1.0)
-    assert track.queued_s() == 0.0
+    assert track.queue.queued_s() == 0.0
     track.stop()
 
 
@@ -119,15 +119,15 @@ async def test_over_real_webrtc_tone_then_silence_then_clear() -> None:
             assert await wait_for(lambda: recorder and len(recorder[0].frames) > 10, 5.0)
             rec = recorder[0]
             mark = time.monotonic()
-            await out.play(AudioChunk(tone(0.6, 22050), 22050))
+            await out.queue.play(AudioChunk(tone(0.6, 22050), 22050))
             await asyncio.sleep(1.0)
             heard = rec.audio(since=mark)
             assert rms(heard) > 0.05  # the tone arrived
             tail = rec.audio(since=time.monotonic() - 0.2)
             assert rms(tail) < 0.01  # then silence
-            await out.play(AudioChunk(tone(2.0, 22050), 22050))
+            await out.queue.play(AudioChunk(tone(2.0, 22050), 22050))
             await asyncio.sleep(0.4)
-            out.clear()
+            out.queue.clear()
             cleared_at = time.monotonic()
             await asyncio.sleep(0.6)
             # Within ~250 ms of clear() (jitter buffer + decoder), the received audio is silent.

@@ -10,14 +10,16 @@ import pytest
 
 from tests.helpers.rtc import tone
 from voice_agent.services.base import AudioChunk
-from voice_agent.transport.ws_audio import (AudioFormatError, WebSocketAudioSink,
+from voice_agent.transport.audio_out import FrameQueue
+from voice_agent.transport.ws_audio import (AudioFormatError, WebSocketAudioSender,
                                             WebSocketAudioTransport, parse_rate)
 
 
 async def test_sink_sends_paced_20ms_frames_and_clear_stops_them() -> None:
     sent: list[tuple[float, bytes]] = []
-    sink = WebSocketAudioSink(16000, lambda b: sent.append((time.monotonic(), b)))
-    sink.start()
+    sink = FrameQueue(16000)
+    sender = WebSocketAudioSender(sink, lambda b: sent.append((time.monotonic(), b)))
+    sender.start()
     start = time.monotonic()
     await sink.play(AudioChunk(tone(0.5, 22050), 22050))
     assert 0.45 < sink.queued_s() + len(sent) * 0.02 < 0.55
@@ -33,7 +35,7 @@ async def test_sink_sends_paced_20ms_frames_and_clear_stops_them() -> None:
     n = len(sent)
     await asyncio.sleep(0.3)
     assert len(sent) <= n + 1 and sink.queued_s() == 0.0
-    await sink.close()
+    await sender.close()
 
 
 async def test_inbound_pcm_is_converted_to_16k_float() -> None:

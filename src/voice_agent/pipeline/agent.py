@@ -1,62 +1,94 @@
-"""The turn-taking flow, top to bottom.
+"""One session's voice pipeline: the components, driven by the turn coordinator.
 
-    audio in ─► VAD turn detector ─► STT stream (interims while the user speaks)
-      speech start during a reply ─► barge-in: sink flushed, LLM and TTS cancelled
-      pause ─► a transcript is started early; if it covers all the speech, the reply is
-               prepared speculatively but held back (resume ─► it is dropped, unheard)
-      end of turn ─► the held reply is released, or: final transcript ─► ReplySpeaker
-                     (LLM → chunker → TTS → sink)
-      reply played ─► history gets what was said; metrics event for the turn
+    audio in ─► VAD turn detector ──events──► TurnCoordinator (pipeline/turn.py: the logic)
+    STT stream results, reply progress ─────►        │
+                                                     ▼ commands
+    STT stream (open, interim, finalize, drop) · LLM prefill · ReplySpeaker (LLM → chunker →
+    TTS → sink: start, hold, release, cancel) · events to the client
+
+This module only carries commands out and turns what the components report into events. Every
+event is handled under one lock, in the order it came, so the coordinator sees one at a time.
+Cancellation is bounded: a cancelled reply gets STOP_DEADLINE_S to stop, then is abandoned with
+its stack logged; its sink is muted at once, so a reply that does not stop is never heard.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ..core.config import V3Config
 from ..core.conversation import ConversationManager
-from ..core.events import (ErrorEvent, EventSink, MetricsEvent, PipelineEvent, ResponseEvent,
-                           StatusEvent, TranscriptEvent)
-from ..core.status import ProcessingStatus
+from ..core.errors import ProviderError
+from ..core.events import EventSink, PipelineEvent
+from ..core.messages import ChatMessage
 from ..core.recovery import ErrorRecoveryManager, recovery_from_config
-from ..services.base import STTStream, Transcript
-from ..services.errors import ProviderError
+from ..core.status import ProcessingStatus
+from ..core.tasks import stop_within, stuck_tasks, task_stack
+from ..services.base import AudioChunk, SpeechFailure, SpeechResult, STTStream, Transcript
 from ..services.factory import Services
 from .metrics import TurnMetrics
-from .playback import watch_playback
 from .reply import ReplySpeaker, ReplyState
-from .sink import AudioSink
+from .playback import PlaybackWatch
+from .sink import AudioSink, PlaybackReport
+from .turn import TurnCoordinator, TurnState
 from .turn_detector import TurnDetector, TurnEvent, TurnOptions
+from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit,
+                          FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
+                          Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio, RequestInterim,
+                          SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted, StartApology,
+                          StartReply, TextTyped, TranscriptFailed, TranscriptReceived, TurnInput)
 
 log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, I'm having trouble answering right now. Please try again in a moment."
 PREROLL_MS = 300  # audio kept from before speech was confirmed, so first syllables aren't lost
-PREFILL_EVERY_WORDS = 3  # new words an interim must add before the LLM reads it again
+WATCHDOG_S = 15.0
+"""A turn with no event for this long is logged with the session's tasks (it may be stuck)."""
+
+
+class _ReplySink:
+    """A reply's view of the session sink: once the reply is cut, whatever it still plays is
+    dropped, so a reply that does not stop in time is never heard over the next one."""
+
+    def __init__(self, sink: AudioSink) -> None:
+        self._sink = sink
+        self.muted = False
+
+    async def play(self, chunk: AudioChunk) -> None:
+        if not self.muted:
+            await self._sink.play(chunk)
+
+    def queued_s(self) -> float:
+        return 0.0 if self.muted else self._sink.queued_s()
+
+    @property
+    def playback_started_at(self) -> float | None:
+        return None if self.muted else self._sink.playback_started_at
+
+    async def finished(self) -> None:
+        if not self.muted:
+            await self._sink.finished()
 
 
 @dataclass
-class _Interim:
-    stream: STTStream
-    covers_s: float
-    transcript: Transcript
+class _Run:
+    """A reply's task and what the pipeline knows of it."""
 
-
-@dataclass
-class _Speculation:
-    """A reply started during the user's pause; heard only if the turn really ends."""
-
-    stream: STTStream
+    id: int
     metrics: TurnMetrics
-    commit: asyncio.Event
-    task: asyncio.Task[None]
+    state: ReplyState
+    view: _ReplySink
+    watch: PlaybackWatch
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
 
 
 class VoicePipeline:
@@ -80,28 +112,41 @@ class VoicePipeline:
                                      max_tokens=config.ai.max_tokens, timeout_s=config.ai.timeout_s,
                                      streaming=self._streaming,
                                      first_piece_max_words=config.pipeline.first_piece_max_words)
+        self.coordinator = TurnCoordinator(self.conversation, session_id=session_id,
+                                           prefill=config.ai.prefill_while_speaking)
+        sink.on_playback = self._on_playback
         self._frame = self._detector.vad.frame_samples
         self._pending = np.zeros(0, np.float32)
         self._preroll: deque[np.ndarray] = deque(maxlen=max(1, int(PREROLL_MS / self._detector.frame_ms)))
-        self._stt: STTStream | None = None
-        self._utterance: list[np.ndarray] = []  # frames of the current utterance
-        self._untranscribed: list[np.ndarray] = []  # an ended utterance whose transcript isn't final yet
-        self._interim_loop: asyncio.Task[None] | None = None
-        self._interim_running: asyncio.Task[None] | None = None
-        self._interim_again = False
-        self._latest: _Interim | None = None
-        self._prefilled_words = 0  # words of this utterance the LLM has read (prefill)
-        self._spec: _Speculation | None = None
-        self._turn_task: asyncio.Task[None] | None = None
-        self._reply: ReplyState | None = None
-        self._carry_over = ""  # words of a turn cut off by the user before the agent said anything
-        self._turns = 0
+        self._open: tuple[int, STTStream] | None = None  # the stream fed with incoming audio
+        self._streams: dict[int, STTStream] = {}
+        self._utterance: list[np.ndarray] = []  # frames of the open stream's utterance
+        self._untranscribed: list[np.ndarray] = []  # an ended utterance, not final yet
+        self._runs: dict[int, _Run] = {}
+        self._current: _Run | None = None  # the released reply: the one that owns the sink
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping: set[asyncio.Task[Any]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._progress_at = time.monotonic()
+        self._changed = asyncio.Event()
         self._closed = False
-        self.status = ProcessingStatus.IDLE
+
+    @property
+    def status(self) -> ProcessingStatus:
+        return self.coordinator.status
+
+    @property
+    def state(self) -> TurnState:
+        return self.coordinator.state
 
     # ── inputs ────────────────────────────────────────────────────────────────────────────
     async def start(self) -> None:
-        await self._set_status(ProcessingStatus.LISTENING)
+        async with self._lock:
+            for command in self.coordinator.start():
+                await self._execute(command)
+        self._watchdog = self._spawn(self._watch())
 
     async def push_audio(self, pcm: np.ndarray) -> None:
         """Feed float32 mono 16 kHz audio of any length."""
@@ -115,291 +160,270 @@ class VoicePipeline:
 
     async def push_text(self, text: str) -> None:
         """A typed user message: a turn without the microphone side."""
-        if self._closed or not text.strip():
-            return
-        await self.interrupt()
-        metrics = TurnMetrics(turn=self._next_turn(), source="text")
-        metrics.mark("end_of_turn")
-        metrics.mark("transcript_final")
-        self._turn_task = asyncio.create_task(self._respond(text.strip(), metrics))
+        if not self._closed and text.strip():
+            await self._dispatch(TextTyped(text.strip(), self._heard_s()))
 
-    async def interrupt(self, *, by_speech: bool = False) -> None:
-        """Stop the agent now: flush queued audio first (what the user hears), then cancel."""
-        task = self._turn_task
-        if task is None or task.done():
-            return
-        if self._reply is not None:
-            self._reply.cut_at_s = self._reply.audio_queued_s - self.sink.queued_s()
-            self._reply.cut_by_speech = by_speech
-        self.sink.clear()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    async def interrupt(self) -> None:
+        """Stop the agent now (what the user hears first), and wait, bounded, for it to stop."""
+        await self._dispatch(InterruptRequested(self._heard_s()))
+        await self._stopped()
 
     async def drain(self) -> None:
-        """Wait until the current turn (transcript, reply and its playback) is over."""
-        while self._turn_task is not None and not self._turn_task.done():
-            await asyncio.gather(self._turn_task, return_exceptions=True)
+        """Wait until the pipeline waits for the user: any transcript, reply and playback of
+        the current turn are over."""
+        while not self._closed and not (self.coordinator.idle or self._waiting_for_user()):
+            changed = self._changed
+            await changed.wait()
 
     async def close(self) -> None:
+        """End the session's turn-taking: the reply is cut (and recorded as heard so far), every
+        task is stopped within its deadline. Idempotent."""
         if self._closed:
             return
-        await self.interrupt()
-        self._drop_speculation()
+        await self._dispatch(CloseRequested(self._heard_s()))
         self._closed = True
-        for t in (self._interim_loop, self._interim_running, self._turn_task):
-            if t is not None and not t.done():
-                t.cancel()
-                await asyncio.gather(t, return_exceptions=True)
-        self.status = ProcessingStatus.IDLE
+        self._changed.set()
+        for stream in list(self._streams.values()):
+            await stream.aclose()
+        self._streams.clear()
+        await self._stopped()
+        await asyncio.gather(*(stop_within(t, f"[{self.session_id}] {t.get_name()}")
+                               for t in list(self._tasks)))
 
-    # ── listening ─────────────────────────────────────────────────────────────────────────
+    def _waiting_for_user(self) -> bool:
+        return self.coordinator.state in (TurnState.USER_SPEAKING, TurnState.USER_PAUSED)
+
+    # ── audio → turn events ───────────────────────────────────────────────────────────────
     async def _on_frame(self, frame: np.ndarray) -> None:
         event = self._detector.process(frame)
-        if self._stt is not None:
-            self._stt.feed(frame)
+        if self._open is not None:
+            self._open[1].feed(frame)
             self._utterance.append(frame)
         else:
             self._preroll.append(frame)
         if event is TurnEvent.SPEECH_START:
-            await self._on_speech_start()
-        elif event is TurnEvent.PAUSE and self._streaming:
-            self._request_interim(again=True)
+            await self._dispatch(SpeechStarted(self._heard_s()))
+        elif event is TurnEvent.PAUSE:
+            await self._dispatch(SpeechPaused())
         elif event is TurnEvent.RESUME:
-            self._drop_speculation()
-        elif event is TurnEvent.END_OF_TURN:
-            self._on_end_of_turn()
+            await self._dispatch(SpeechResumed())
+        elif event is TurnEvent.END_OF_TURN and self._open is not None:
+            silence_s = self._detector.silence_run_ms / 1000
+            await self._dispatch(SpeechEnded(
+                speech_end_s=max(0.0, self._open[1].duration_s - silence_s),
+                speech_end_at=time.monotonic() - silence_s))
 
-    async def _on_speech_start(self) -> None:
-        carried: list[np.ndarray] = []
-        if self._turn_task is not None and not self._turn_task.done():
-            log.info("[%s] barge-in", self.session_id)
-            # Still transcribing the last utterance: the user only paused, so hear it all again.
-            carried = self._untranscribed
-            await self.interrupt(by_speech=True)
-        self._stt = self.services.stt.create_stream()
-        self._utterance = [*carried, *self._preroll]
-        for f in self._utterance:
-            self._stt.feed(f)
+    def _heard_s(self) -> float:
+        """Seconds of the released reply's audio sent to the user so far."""
+        return self.sink.played_s() if self._current is not None else 0.0
+
+    # ── events in, commands out ───────────────────────────────────────────────────────────
+    async def _dispatch(self, event: TurnInput) -> None:
+        async with self._lock:
+            for command in self.coordinator.handle(event):
+                await self._execute(command)
+            self._progress_at = time.monotonic()
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
+    def _post(self, event: TurnInput) -> None:
+        """Dispatch from a callback or another task, in the order posted."""
+        if not self._closed:
+            self._spawn(self._dispatch(event), "dispatch")
+
+    async def _execute(self, command: Command) -> None:
+        match command:
+            case Emit(event=event):
+                await self._emit(event)
+            case OpenTranscript():
+                self._open_stream(command)
+            case RequestInterim(stream=sid):
+                if self._streaming and (stream := self._streams.get(sid)) is not None:
+                    stream.request_interim()
+            case FinalizeTranscript(stream=sid, speech_end_s=end):
+                self._close_feed(sid, keep_audio=True)
+                if (stream := self._streams.get(sid)) is not None:
+                    stream.finalize(end)
+            case DropTranscript(stream=sid):
+                self._close_feed(sid, keep_audio=True)
+                if (stream := self._streams.pop(sid, None)) is not None:
+                    self._spawn(stream.aclose(), "stt-close")
+            case Prefill(messages=messages):
+                if not self.services.stt.busy:
+                    self.services.llm.prefill(messages)
+            case StartReply():
+                self._start_reply(command)
+            case StartApology(reply=rid):
+                run = self._new_run(rid, TurnMetrics(turn=0), ReplyState())
+                self._release(run)
+                run.task = self._spawn(self._apologise(run), f"apology-{rid}")
+            case ReleaseReply(reply=rid):
+                if (run := self._runs.get(rid)) is not None:
+                    self._untranscribed = []
+                    self._release(run)
+            case CancelReply(reply=rid, flush=flush):
+                self._cancel(rid, flush=flush)
+
+    # ── transcripts ───────────────────────────────────────────────────────────────────────
+    def _open_stream(self, command: OpenTranscript) -> None:
+        sid = command.stream
+
+        def on_result(result: SpeechResult | SpeechFailure) -> None:
+            self._progress_at = time.monotonic()
+            if isinstance(result, SpeechFailure):
+                self._post(TranscriptFailed(sid, result.error, result.final))
+                return
+            speech_s = stream.duration_s
+            if self._open is not None and self._open[0] == sid:
+                speech_s -= self._detector.silence_run_ms / 1000
+            if result.final:
+                self._streams.pop(sid, None)
+                self._untranscribed = []
+            self._post(TranscriptReceived(sid, result.text, result.final, result.end_s,
+                                          speech_s, reused=result.reused))
+
+        stream = self.services.stt.create_stream(on_result, final_call=self._final_call)
+        frames = [*(self._untranscribed if command.hear_again else []), *self._preroll]
+        self._untranscribed, self._utterance = [], list(frames)
         self._preroll.clear()
-        self._latest = None
-        self._prefilled_words = 0
-        if self._streaming:
-            self._interim_loop = asyncio.create_task(self._interims(self._stt))
-        await self._set_status(ProcessingStatus.LISTENING)
+        for frame in frames:
+            stream.feed(frame)
+        self._streams[sid] = stream
+        self._open = (sid, stream)
+        if self._streaming and self._ticker is None:
+            self._ticker = self._spawn(self._tick(), "interims")
 
-    async def _interims(self, stream: STTStream) -> None:
+    async def _final_call(self, transcribe: Any) -> Transcript:
+        return await self.recovery.call(self.services.stt.name, transcribe,
+                                        timeout_s=self.config.ai.timeout_s)
+
+    def _close_feed(self, sid: int, *, keep_audio: bool) -> None:
+        if self._open is None or self._open[0] != sid:
+            return
+        self._open = None
+        if keep_audio:
+            self._untranscribed = self._utterance
+        self._utterance = []
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+    async def _tick(self) -> None:
         interval = self.config.stt.interim_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
-            # During a held reply only silence came in: nothing to redo. A busy STT (other
-            # sessions) would only queue this interim behind theirs: skip it.
-            if self._spec is None and not self.services.stt.busy:
-                self._request_interim()
+            # A busy STT (other sessions) would only queue this interim behind theirs.
+            # Posted, not awaited: this task is cancelled when the utterance ends, and must never
+            # be cancelled halfway through handling an event.
+            if self.coordinator.wants_interims and not self.services.stt.busy:
+                self._post(InterimTick())
 
-    def _request_interim(self, *, again: bool = False) -> None:
-        """Transcribe what was heard so far, unless a transcription is already running."""
-        if self._stt is None:
-            return
-        if self._interim_running is not None and not self._interim_running.done():
-            self._interim_again = self._interim_again or again
-            return
-        self._interim_running = asyncio.create_task(self._run_interim(self._stt))
+    # ── replies ───────────────────────────────────────────────────────────────────────────
+    def _new_run(self, rid: int, metrics: TurnMetrics, state: ReplyState) -> _Run:
+        run = _Run(rid, metrics, state, _ReplySink(self.sink), PlaybackWatch(metrics))
+        self._runs[rid] = run
+        return run
 
-    async def _run_interim(self, stream: STTStream) -> None:
-        covers = stream.duration_s
+    def _start_reply(self, command: StartReply) -> None:
+        run = self._new_run(command.reply, command.metrics, command.state)
+        if not command.held:
+            self._untranscribed = []
+            self._release(run)
+        run.task = self._spawn(self._reply(run, command.messages), f"reply-{run.id}")
+
+    def _release(self, run: _Run) -> None:
+        self.sink.clear()  # a new burst: played_s() and playback reports refer to this reply
+        self._current = run
+        run.gate.set()
+
+    async def _reply(self, run: _Run, messages: list[ChatMessage]) -> None:
+        error: ProviderError | None = None
+
+        async def first_audio() -> None:
+            self._post(ReplyFirstAudio(run.id))
+
+        async def emit(event: PipelineEvent) -> None:
+            if not run.view.muted:  # a cut reply shows no more text
+                await self._emit(event)
+
         try:
-            transcript = await stream.interim()
+            await self._speaker.run(messages, run.state, run.metrics, on_first_audio=first_audio,
+                                    gate=run.gate, sink=run.view,  # type: ignore[arg-type]
+                                    emit=emit)
+            run.watch.done_writing = True
+            await run.gate.wait()  # a held reply with no audio (empty) ends at its release
+            await run.view.finished()  # still speaking until the last frame went out
         except ProviderError as exc:
-            log.warning("[%s] interim transcript failed: %s", self.session_id, exc)
-            return
-        if transcript is not None:
-            self._latest = _Interim(stream, covers, transcript)
-            if transcript.text and stream is self._stt:
-                await self._emit(TranscriptEvent(transcript.text, final=False))
-                if self._detector.paused:
-                    self._maybe_speculate(stream, covers, transcript.text)
-                else:
-                    self._prefill(transcript.text)
-        if self._interim_again and stream is self._stt:
-            self._interim_again = False
-            # A pause came while this one ran: redo it, unless it already heard everything (a
-            # second transcription would only slow down the reply that was just started).
-            if transcript is None or not self._covers_speech(stream, covers):
-                self._interim_running = asyncio.create_task(self._run_interim(stream))
+            error = exc
+        self._ended(run, error)
 
-    def _covers_speech(self, stream: STTStream, covers_s: float) -> bool:
-        """True if audio up to ``covers_s`` holds all the speech of ``stream`` so far."""
-        return covers_s >= stream.duration_s - self._detector.silence_run_ms / 1000
-
-    def _maybe_speculate(self, stream: STTStream, covers_s: float, text: str) -> None:
-        """The user is pausing (the caller checked): if this transcript covers all they said,
-        start the reply now."""
-        if self._spec is not None or not self._covers_speech(stream, covers_s):
-            return
-        metrics = TurnMetrics(turn=0, source="voice", transcript_reused=True)
-        metrics.mark("transcript_final")
-        commit = asyncio.Event()
-        text = f"{self._carry_over} {text}".strip()
-        task = asyncio.create_task(self._respond(text, metrics, commit=commit))
-        self._spec = _Speculation(stream, metrics, commit, task)
-        log.info("[%s] reply started early on %r", self.session_id, text)
-
-    def _prefill(self, text: str) -> None:
-        """The user is still speaking: let the LLM read what they said so far, so that at the
-        pause only the last words (and the chat template's tail) are left to read. Every
-        prefill re-reads that tail (~5 tokens), so it waits for a few new words, and for an
-        idle machine: with other sessions' work queued it would only add to the queue."""
-        n = len(text.split())
-        enough = n >= self._prefilled_words + PREFILL_EVERY_WORDS
-        if not (self.config.ai.prefill_while_speaking and enough) or self.services.stt.busy:
-            return
-        text = f"{self._carry_over} {text}".strip()
-        if self.services.llm.prefill(self.conversation.context(text)):
-            self._prefilled_words = n
-
-    def _drop_speculation(self) -> None:
-        """The user went on talking: the held reply was never heard, so just cancel it."""
-        spec, self._spec = self._spec, None
-        if spec is not None:
-            log.info("[%s] early reply dropped: the user went on", self.session_id)
-            spec.task.cancel()  # not awaited: the audio loop must not wait for the LLM to stop
-
-    def _on_end_of_turn(self) -> None:
-        stream, self._stt = self._stt, None
-        self._untranscribed, self._utterance = self._utterance, []
-        if self._interim_loop is not None:
-            self._interim_loop.cancel()
-        if stream is None:
-            return
-        silence_s = self._detector.silence_run_ms / 1000
-        speech_end_s = max(0.0, stream.duration_s - silence_s)
-        spec, self._spec = self._spec, None
-        metrics = spec.metrics if spec is not None and spec.stream is stream else None
-        if metrics is None:
-            if spec is not None:
-                spec.task.cancel()
-            metrics = TurnMetrics(turn=0, source="voice")
-        metrics.turn = self._next_turn()
-        metrics.mark("speech_end", time.monotonic() - silence_s)
-        metrics.mark("end_of_turn")
-        metrics.user_speech_ms = speech_end_s * 1000
-        if spec is not None and spec.metrics is metrics:
-            self._untranscribed, self._carry_over = [], ""
-            self._turn_task = spec.task
-            spec.commit.set()  # the reply prepared during the pause is heard now
-            return
-        self._turn_task = asyncio.create_task(
-            self._run_turn(stream, speech_end_s, self._interim_running, metrics))
-
-    async def _run_turn(self, stream: STTStream, speech_end_s: float,
-                        running: asyncio.Task[None] | None, metrics: TurnMetrics) -> None:
-        await self._set_status(ProcessingStatus.PROCESSING)
+    async def _apologise(self, run: _Run) -> None:
         try:
-            if running is not None and not running.done():
-                await asyncio.shield(running)  # a pause transcript is on its way: don't redo it
-            latest = self._latest
-            if latest is not None and latest.stream is stream and latest.covers_s >= speech_end_s:
-                transcript, metrics.transcript_reused = latest.transcript, True
-            else:
-                transcript = await self.recovery.call(
-                    self.services.stt.name, stream.finish, timeout_s=self.config.ai.timeout_s)
-        except ProviderError as exc:
-            await self._fail(exc, metrics)
-            return
-        self._untranscribed = []
-        text = f"{self._carry_over} {transcript.text}".strip()
-        self._carry_over = ""
-        if not text:  # noise, a cough, or words Whisper could not make out: no turn
-            await self._set_status(ProcessingStatus.LISTENING)
-            return
-        metrics.mark("transcript_final")
-        await self._respond(text, metrics)
-
-    # ── answering ─────────────────────────────────────────────────────────────────────────
-    async def _respond(self, user_text: str, metrics: TurnMetrics,
-                       commit: asyncio.Event | None = None) -> None:
-        """Answer ``user_text``. With ``commit``, prepare the reply but release nothing
-        (events, audio) until the turn is committed."""
-        messages = self.conversation.context(user_text)
-        state = ReplyState()
-        release = asyncio.Event()
-        speaker = asyncio.create_task(self._speaker.run(
-            messages, state, metrics, on_first_audio=self._on_first_audio, gate=release))
-        try:
-            if commit is not None:
-                await commit.wait()
-            self._reply = state
-            self.sink.clear()  # a new burst: playback_started_at now refers to this reply
-            await self._emit(TranscriptEvent(user_text, final=True))
-            await self._set_status(ProcessingStatus.PROCESSING)
-            release.set()
-            watcher = asyncio.create_task(watch_playback(self.sink, metrics, speaker))
-            try:
-                await speaker
-                while self.sink.queued_s() > 0:  # still speaking until the last frame went out
-                    await asyncio.sleep(0.02)
-                await watcher  # done once the speaker is: first frame marked, gaps counted
-            finally:
-                watcher.cancel()
-        except asyncio.CancelledError:
-            speaker.cancel()
-            await asyncio.gather(speaker, return_exceptions=True)
-            if release.is_set():
-                await self._record_interrupted(user_text, state, metrics)
-            raise
-        except ProviderError as exc:
-            self.conversation.add_user(user_text)
-            await self._fail(exc, metrics)
-            return
-        self.conversation.add_user(user_text)
-        self.conversation.add_assistant(state.text)
-        await self._emit(ResponseEvent(state.text, final=True))
-        await self._finish_turn(metrics)
-
-    async def _on_first_audio(self) -> None:
-        await self._set_status(ProcessingStatus.SPEAKING)
-
-    async def _record_interrupted(self, user_text: str, state: ReplyState, metrics: TurnMetrics) -> None:
-        played = state.cut_at_s if state.cut_at_s is not None else state.audio_queued_s - self.sink.queued_s()
-        self.sink.clear()
-        spoken = state.spoken_text(max(0.0, played))
-        metrics.interrupted = True
-        if played <= 0 and state.cut_by_speech:
-            # The user spoke again before hearing anything: their words join the next turn.
-            self._carry_over = user_text
-        else:
-            self.conversation.add_user(user_text)
-            self.conversation.add_assistant(state.text, interrupted=True, spoken_text=spoken)
-        await self._emit(ResponseEvent(state.text, final=True, interrupted=True, spoken_text=spoken))
-        await self._finish_turn(metrics)
-
-    async def _finish_turn(self, metrics: TurnMetrics) -> None:
-        self._reply = None
-        data = metrics.as_dict()
-        log.info("[%s] turn %d metrics %s", self.session_id, metrics.turn,
-                 {k: v for k, v in data.items() if k.endswith("_ms") and not k.startswith("at_")})
-        await self._emit(MetricsEvent(data))
-        await self._set_status(ProcessingStatus.LISTENING)
-
-    async def _fail(self, exc: ProviderError, metrics: TurnMetrics) -> None:
-        """A provider gave up: tell the client, say sorry aloud, and keep listening."""
-        log.warning("[%s] turn %d failed: %s", self.session_id, metrics.turn, exc)
-        await self._emit(ErrorEvent(exc.code, str(exc), fatal=False))
-        with contextlib.suppress(ProviderError, Exception):
             async for chunk in self.services.tts.synthesize(APOLOGY):
-                await self.sink.play(chunk)
-        await self._finish_turn(metrics)
+                await run.view.play(chunk)
+            run.watch.done_writing = True
+            await run.view.finished()
+        except Exception as exc:  # the error was already told; the apology is a courtesy
+            log.warning("[%s] could not say the apology: %r", self.session_id, exc)
+        self._ended(run, None)
+
+    def _ended(self, run: _Run, error: ProviderError | None) -> None:
+        self._runs.pop(run.id, None)
+        if self._current is run:
+            self._current = None
+        self._post(ReplyEnded(run.id, error))
+
+    def _cancel(self, rid: int, *, flush: bool) -> None:
+        run = self._runs.pop(rid, None)
+        if run is None:
+            return
+        run.view.muted = True
+        if self._current is run:
+            if flush:
+                self.sink.clear()
+            self._current = None
+        if run.task is not None and not run.task.done():
+            stopper = self._spawn(stop_within(run.task, f"[{self.session_id}] reply {rid}"),
+                                  "stop-reply")
+            self._stopping.add(stopper)
+            stopper.add_done_callback(self._stopping.discard)
+
+    async def _stopped(self) -> None:
+        """Wait for the replies being cancelled to stop (each within its deadline)."""
+        if self._stopping:
+            await asyncio.gather(*list(self._stopping), return_exceptions=True)
+
+    def _on_playback(self, report: PlaybackReport) -> None:
+        """The sink's playback reports go to the reply that owns the sink."""
+        if self._current is not None:
+            self._progress_at = time.monotonic()
+            self._current.watch.report(report)
 
     # ── plumbing ──────────────────────────────────────────────────────────────────────────
-    def _next_turn(self) -> int:
-        """Turns are numbered when they start for real (a held reply, at its commit)."""
-        self._turns += 1
-        return self._turns
+    async def _watch(self) -> None:
+        """Log a turn that makes no progress, with the tasks that may hold it."""
+        while True:
+            await asyncio.sleep(WATCHDOG_S / 3)
+            idle = self.coordinator.idle or self._waiting_for_user()
+            stalled = time.monotonic() - self._progress_at
+            if not idle and stalled > WATCHDOG_S:
+                stacks = "\n".join(f"--- {t.get_name()}\n{task_stack(t)}"
+                                   for t in [*self._tasks, *stuck_tasks()] if not t.done())
+                log.warning("[%s] turn in state %s made no progress for %.0f s; tasks:\n%s",
+                            self.session_id, self.coordinator.state.value, stalled, stacks)
+                self._progress_at = time.monotonic()
 
-    async def _set_status(self, status: ProcessingStatus) -> None:
-        if status is not self.status:
-            self.status = status
-            await self._emit(StatusEvent(status))
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.session_id}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("[%s] task %s failed: %r", self.session_id, task.get_name(), exc,
+                      exc_info=exc)
 
     async def _emit(self, event: PipelineEvent) -> None:
         if self._closed:
@@ -408,3 +432,5 @@ class VoicePipeline:
             await self._emit_to_client(event)
         except Exception:  # a client that went away must not break the turn
             log.debug("[%s] could not deliver %s", self.session_id, event.type, exc_info=True)
+
+

@@ -38,9 +38,6 @@ class ReplyState:
     text: str = ""
     pieces: list[SpokenPiece] = field(default_factory=list)
     audio_queued_s: float = 0.0
-    cut_at_s: float | None = None
-    """Seconds of reply audio the user had heard when a barge-in cut it."""
-    cut_by_speech: bool = False
     playing: bool = False
     """The reply's audio was released to a sink that plays in real time (it queued audio)."""
     synthesizing: bool = False
@@ -86,13 +83,18 @@ class ReplySpeaker:
         """0 turns the cut for audio about to run dry off."""
 
     async def run(self, messages: list[ChatMessage], state: ReplyState, metrics: TurnMetrics,
-                  *, on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event) -> None:
-        """Make the reply. Nothing is heard or shown before ``gate`` is set: a reply prepared
-        while the user pauses waits there until the turn really ends."""
+                  *, on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event,
+                  sink: AudioSink | None = None, emit: EventSink | None = None) -> None:
+        """Make the reply into ``sink``, showing its text through ``emit`` (the speaker's own by
+        default). Nothing is heard or shown before ``gate`` is set: a reply prepared while the
+        user pauses waits there until the turn really ends."""
+        sink = sink if sink is not None else self.sink
+        emit = emit if emit is not None else self.emit
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        speaker = asyncio.create_task(self._speak(pieces, state, metrics, on_first_audio, gate))
+        speaker = asyncio.create_task(self._speak(pieces, state, metrics, on_first_audio, gate,
+                                                  sink))
         try:
-            await self._think(messages, pieces, state, metrics, gate)
+            await self._think(messages, pieces, state, metrics, gate, sink, emit)
             await pieces.put(None)
             await speaker
         finally:
@@ -101,7 +103,8 @@ class ReplySpeaker:
                 await asyncio.gather(speaker, return_exceptions=True)
 
     async def _think(self, messages: list[ChatMessage], pieces: asyncio.Queue[str | None],
-                     state: ReplyState, metrics: TurnMetrics, gate: asyncio.Event) -> None:
+                     state: ReplyState, metrics: TurnMetrics, gate: asyncio.Event,
+                     sink: AudioSink, emit: EventSink) -> None:
         async with self.llm.reserve():  # other sessions' replies first; not provider time
             cut = 0 if self.llm.waiting else self.first_piece_max_words
             chunker = SentenceChunker(first_piece_max_words=cut)
@@ -110,14 +113,16 @@ class ReplySpeaker:
                 first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
             try:
                 async for token in stream:
+                    if not isinstance(token, str):
+                        continue  # a tool call: the tools issue acts on them; text only here
                     metrics.mark("llm_first_token")
                     state.text += token
                     if not self.streaming:
                         continue
                     if gate.is_set():  # interim events carry the whole text so far
-                        await self.emit(ResponseEvent(state.text, final=False))
+                        await emit(ResponseEvent(state.text, final=False))
                     out = chunker.push(token)
-                    if not out and (words := self._words_to_cut(pieces, state)):
+                    if not out and (words := self._words_to_cut(pieces, state, sink)):
                         out = [p] if (p := chunker.cut_words(words)) else []
                     for piece in out:
                         metrics.mark("first_sentence")
@@ -130,18 +135,20 @@ class ReplySpeaker:
             metrics.mark("first_sentence")
             await pieces.put(rest)
 
-    def _words_to_cut(self, pieces: asyncio.Queue[str | None], state: ReplyState) -> int:
+    def _words_to_cut(self, pieces: asyncio.Queue[str | None], state: ReplyState,
+                      sink: AudioSink) -> int:
         """0 while the reply's audio flows; when it is about to run dry, how many complete
         words are enough to speak now."""
         if not state.playing or state.synthesizing or not pieces.empty():
             return 0
-        left = self.sink.queued_s()
+        left = sink.queued_s()
         if left >= self.low_water_s:
             return 0
         return 1 if left < self.low_water_s / 3 else LOW_WATER_MIN_WORDS
 
     async def _speak(self, pieces: asyncio.Queue[str | None], state: ReplyState, metrics: TurnMetrics,
-                     on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event) -> None:
+                     on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event,
+                     sink: AudioSink) -> None:
         mid_sentence = False  # the last piece stopped inside a sentence: no pause at the join
         while (text := await pieces.get()) is not None:
             start = state.audio_queued_s
@@ -164,10 +171,10 @@ class ReplySpeaker:
                         if self.llm.waiting:  # shared cores: start one piece ahead
                             await _next_piece_written(pieces)
                         await on_first_audio()
-                    await self.sink.play(chunk)
+                    await sink.play(chunk)
                     state.audio_queued_s += chunk.duration_s
-                    state.playing = state.playing or self.sink.queued_s() > 0
-                    if (t := self.sink.playback_started_at) is not None:
+                    state.playing = state.playing or sink.queued_s() > 0
+                    if (t := sink.playback_started_at) is not None:
                         metrics.mark("first_audio_sent", t)
             finally:
                 state.synthesizing = False

@@ -20,11 +20,13 @@ import numpy as np
 # The shared message types live in core (the conversation history builds them); re-exported
 # here so that ``from voice_agent.services.base import ChatMessage`` keeps working.
 from voice_agent.core.messages import ChatMessage, LLMStreamItem, ToolCall
+from voice_agent.services.stt_stream import (BufferedSTTStream, FinalCall, ResultSink,
+                                             SpeechFailure, SpeechResult, STTStream)
 
 __all__ = [
     "STT_SAMPLE_RATE", "AudioChunk", "BufferedSTTStream", "ChatMessage", "LLMService",
     "LLMStreamItem", "LoopLock", "STTService", "STTStream", "Service", "TTSService", "ToolCall",
-    "Transcript", "VAD", "VADFactory",
+    "SpeechFailure", "SpeechResult", "Transcript", "VAD", "VADFactory",
 ]
 
 STT_SAMPLE_RATE = 16_000
@@ -99,58 +101,11 @@ class STTService(Service):
     async def transcribe(self, audio: np.ndarray, *, final: bool = True) -> Transcript:
         """Transcribe float32 16 kHz mono audio. Must not block the event loop."""
 
-    def create_stream(self) -> STTStream:
-        """A per-utterance stream. Batch models re-transcribe the growing buffer for interims."""
-        return BufferedSTTStream(self)
-
-
-class STTStream(ABC):
-    """Feed audio as it arrives; ask for interim text now and then; finish for the final text."""
-
-    @abstractmethod
-    def feed(self, audio: np.ndarray) -> None: ...
-
-    @abstractmethod
-    async def interim(self) -> Transcript | None:
-        """Text so far, or None when nothing new was fed since the last interim."""
-
-    @abstractmethod
-    async def finish(self) -> Transcript:
-        """The final transcript of everything fed."""
-
-    @property
-    @abstractmethod
-    def duration_s(self) -> float: ...
-
-
-class BufferedSTTStream(STTStream):
-    def __init__(self, stt: STTService) -> None:
-        self._stt = stt
-        self._chunks: list[np.ndarray] = []
-        self._samples = 0
-        self._at_last_interim = 0
-
-    def feed(self, audio: np.ndarray) -> None:
-        self._chunks.append(np.asarray(audio, dtype=np.float32))
-        self._samples += len(audio)
-
-    def _audio(self) -> np.ndarray:
-        if len(self._chunks) > 1:
-            self._chunks = [np.concatenate(self._chunks)]
-        return self._chunks[0] if self._chunks else np.zeros(0, np.float32)
-
-    async def interim(self) -> Transcript | None:
-        if self._samples == self._at_last_interim:
-            return None
-        self._at_last_interim = self._samples
-        return await self._stt.transcribe(self._audio(), final=False)
-
-    async def finish(self) -> Transcript:
-        return await self._stt.transcribe(self._audio(), final=True)
-
-    @property
-    def duration_s(self) -> float:
-        return self._samples / self._stt.sample_rate
+    def create_stream(self, on_result: ResultSink, *,
+                      final_call: FinalCall | None = None) -> STTStream:
+        """A per-utterance stream that pushes its results to ``on_result``. Batch models
+        re-transcribe the growing buffer for interims; ``final_call`` runs the final one."""
+        return BufferedSTTStream(self, on_result, final_call=final_call)
 
 
 class LLMService(Service):

@@ -29,7 +29,7 @@ from ..core.config import V3Config
 from ..services.base import AudioChunk
 from . import audio_level
 from .audio_in import InboundStats, PushAudio, consume_audio_track, drain_track
-from .audio_out import OutgoingAudioTrack
+from .audio_out import FrameQueue, OutgoingAudioTrack
 from .protocol import ErrorCode, IceCandidateInit
 from .receive_buffer import audio_receive_buffer_frames, set_audio_receive_buffer
 
@@ -46,32 +46,6 @@ class TransportError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-
-
-class SinkProxy:
-    """The pipeline's AudioSink for a WebRTC session.
-
-    The pipeline exists before the offer (typed text works without media), so its sink is this
-    proxy: audio goes to the outgoing track once there is one, and is dropped before that.
-    """
-
-    def __init__(self) -> None:
-        self.target: OutgoingAudioTrack | None = None
-
-    async def play(self, chunk: AudioChunk) -> None:
-        if self.target is not None:
-            await self.target.play(chunk)
-
-    def clear(self) -> None:
-        if self.target is not None:
-            self.target.clear()
-
-    def queued_s(self) -> float:
-        return self.target.queued_s() if self.target is not None else 0.0
-
-    @property
-    def playback_started_at(self) -> float | None:
-        return self.target.playback_started_at if self.target is not None else None
 
 
 def rtc_configuration(config: V3Config) -> RTCConfiguration:
@@ -92,7 +66,10 @@ class WebRTCSession:
         self.session_id = session_id
         self.config = config
         self.mode = config.webrtc.mode
-        self.sink = SinkProxy()
+        # The pipeline exists before the offer (typed text works without media): its sink is
+        # this queue, which drops audio until a track takes its frames.
+        self.sink = FrameQueue()
+        self.sink.attached = False
         self.inbound = InboundStats()
         self._video_frames = [0]
         self._push_audio = push_audio
@@ -127,12 +104,12 @@ class WebRTCSession:
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             if any(t.kind == "audio" for t in pc.getTransceivers()):
-                self._track = OutgoingAudioTrack()
+                self._track = OutgoingAudioTrack(self.sink)
                 pc.addTrack(self._track)
-                self.sink.target = self._track
+                self.sink.attached = True
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises many kinds on garbage SDP
-            self.sink.target = None
+            self.sink.attached = False
             self._track = None
             self._pc = None
             await pc.close()
@@ -273,7 +250,7 @@ class WebRTCSession:
         if self._closed:
             return
         self._closed = True
-        self.sink.target = None
+        self.sink.attached = False
         if self._track is not None:
             self._track.stop()
         if self._pc is not None:

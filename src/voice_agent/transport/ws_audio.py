@@ -51,15 +51,12 @@ def parse_rate(value: str | None) -> int:
     return rate
 
 
-class WebSocketAudioSink:
-    """AudioSink that sends the agent's voice as paced binary frames of PCM16 LE mono."""
+class WebSocketAudioSender:
+    """Sends the frames of a :class:`FrameQueue` as paced binary messages of PCM16 LE mono."""
 
-    def __init__(self, rate: int, send: Callable[[bytes], None],
-                 max_queued_s: float = MAX_QUEUED_S) -> None:
-        self.rate = rate
-        self.queue = FrameQueue(rate, FRAME_MS, max_queued_s)
+    def __init__(self, queue: FrameQueue, send: Callable[[bytes], None]) -> None:
+        self.queue = queue
         self._send = send
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.bytes_sent = 0
 
@@ -67,31 +64,19 @@ class WebSocketAudioSink:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def play(self, chunk: AudioChunk) -> None:
-        await self.queue.play(chunk)
-        self._wake.set()
-
-    def clear(self) -> None:
-        self.queue.clear()
-
-    def queued_s(self) -> float:
-        return self.queue.queued_s()
-
-    @property
-    def playback_started_at(self) -> float | None:
-        return self.queue.playback_started_at
-
     async def _run(self) -> None:
-        frame_s = self.queue.frame_samples / self.rate
+        rate = self.queue.rate
+        frame_s = self.queue.frame_samples / rate
         t0: float | None = None
         n = 0
         while True:
             pcm = self.queue.take()  # also tells the queue its consumer is alive
             if pcm is None:
                 t0 = None
-                self._wake.clear()
+                # Woken by new audio; the timeout keeps telling the queue we are alive.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
+                    async with asyncio.timeout(IDLE_POLL_S):
+                        await self.queue.wait_for_audio()
                 continue
             now = time.monotonic()
             if t0 is None:
@@ -120,14 +105,15 @@ class WebSocketAudioTransport:
                  push_audio: PushAudio) -> None:
         self.session_id = session_id
         self.rate = rate
-        self.sink = WebSocketAudioSink(rate, send)
+        self.sink = FrameQueue(rate, FRAME_MS, MAX_QUEUED_S)
+        self.sender = WebSocketAudioSender(self.sink, send)
         self.inbound = InboundStats()
         self._push_audio = push_audio
         self._resample = AudioResampler16k() if rate != STT_SAMPLE_RATE else None
         self._odd_byte = b""
 
     def start(self) -> None:
-        self.sink.start()
+        self.sender.start()
 
     def audio_format(self) -> dict[str, Any]:
         return {"encoding": "pcm_s16le", "sample_rate": self.rate, "channels": 1,
@@ -157,8 +143,8 @@ class WebSocketAudioTransport:
         return {"transport": "websocket_audio", **self.audio_format(),
                 "inbound_audio_s": round(self.inbound.seconds, 3),
                 "inbound_peak": round(self.inbound.peak, 4),
-                "audio_bytes_sent": self.sink.bytes_sent,
+                "audio_bytes_sent": self.sender.bytes_sent,
                 "outbound_queued_s": round(self.sink.queued_s(), 3)}
 
     async def close(self) -> None:
-        await self.sink.close()
+        await self.sender.close()

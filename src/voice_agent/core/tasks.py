@@ -1,0 +1,48 @@
+"""Bounded cancellation: a task asked to stop either stops within a deadline or is logged with
+its stack and abandoned, so nothing waits on it forever.
+
+Why: on Python 3.11 ``asyncio.wait_for`` can swallow a cancellation (when the awaited future is
+done in the same loop turn as the cancel), and a task that lost its cancel waits forever; every
+caller that awaited it went deaf with it (issue #12). ``asyncio.wait`` with a timeout neither
+cancels nor waits past its deadline, whatever the task does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STOP_DEADLINE_S = 1.0
+"""How long a cancelled stage may take to stop before it is abandoned."""
+
+
+def task_stack(task: asyncio.Task[Any], limit: int = 20) -> str:
+    """The task's stack as text, like ``Task.print_stack`` (what asyncio's task dump shows)."""
+    out = io.StringIO()
+    task.print_stack(limit=limit, file=out)
+    return out.getvalue()
+
+
+def stuck_tasks() -> list[asyncio.Task[Any]]:
+    """Tasks that were asked to cancel and are still running: where a lost cancel hides."""
+    return [t for t in asyncio.all_tasks() if not t.done() and t.cancelling() > 0]
+
+
+async def stop_within(task: asyncio.Task[Any], what: str, *,
+                      deadline_s: float = STOP_DEADLINE_S) -> bool:
+    """Cancel ``task`` and wait at most ``deadline_s`` for it. True when it stopped; otherwise
+    log its stack and those of every task still cancelling, and give up on it."""
+    if task.done():
+        return True
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=deadline_s)
+    if done:
+        return True
+    dump = "\n".join(f"--- {t.get_name()}\n{task_stack(t)}" for t in stuck_tasks())
+    log.error("%s did not stop within %.1f s; abandoned. Task stack:\n%s\nTasks still "
+              "cancelling:\n%s", what, deadline_s, task_stack(task), dump)
+    return False

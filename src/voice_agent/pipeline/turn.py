@@ -1,0 +1,385 @@
+"""The turn coordinator: when the agent listens, answers, holds back and stops. No I/O.
+
+A state machine over one session, driven by typed events (:mod:`.turn_events`) and answering
+with commands that :class:`~voice_agent.pipeline.agent.VoicePipeline` carries out. It owns the
+conversation history, because what the history gets (what the user said, what they heard of a
+reply) is decided here. Time comes from ``clock``, so tests run it on a fake one.
+
+    LISTENING ──speech──► USER_SPEAKING ──pause──► USER_PAUSED ──resume──► USER_SPEAKING
+        ▲                       │                     │  a transcript covering all the
+        │                       │                     │  speech: a reply is started, held
+        │                       ▼  end of turn        ▼  end of turn: the held reply is released
+        │                 TRANSCRIBING ──final──► REPLYING ──played out──► LISTENING
+        │                       │ (empty: no turn)    │
+        └───────────────────────┘                     └──speech (barge-in)──► USER_SPEAKING
+
+A barge-in (speech, ``interrupt``, typed text, close) is a transition, not a state: the cut is
+recorded at once, from the playback position the event carries, and the reply's task is
+cancelled in the background with a deadline. Nothing waits for it, so a reply that does not stop
+can never leave the session deaf, and its late audio is muted by the pipeline.
+
+Invariants: a held reply exists only in USER_PAUSED; a released reply only in REPLYING; an open
+transcript stream only in USER_SPEAKING / USER_PAUSED; a finishing one only in TRANSCRIBING.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from ..core.conversation import ConversationManager
+from ..core.errors import ProviderError
+from ..core.events import ErrorEvent, MetricsEvent, ResponseEvent, StatusEvent, TranscriptEvent
+from ..core.status import ProcessingStatus
+from .metrics import TurnMetrics
+from .reply import ReplyState
+from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit,
+                          FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
+                          Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio, RequestInterim,
+                          SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted, StartApology,
+                          StartReply, TextTyped, TranscriptFailed, TranscriptReceived, TurnInput)
+
+log = logging.getLogger(__name__)
+
+PREFILL_EVERY_WORDS = 3
+"""New words an interim must add before the LLM reads it again: every prefill re-reads the chat
+template's tail (~5 tokens), so one per word would cost more than it saves."""
+
+
+class TurnState(Enum):
+    LISTENING = "listening"
+    """Nobody speaks: waiting for speech or a typed message."""
+    USER_SPEAKING = "user_speaking"
+    """The user speaks; a transcript stream is open."""
+    USER_PAUSED = "user_paused"
+    """The user went quiet mid-turn; a reply may be prepared and held back."""
+    TRANSCRIBING = "transcribing"
+    """The turn ended; the final transcript is on its way."""
+    REPLYING = "replying"
+    """A reply is released: being written, spoken, or played out."""
+    CLOSED = "closed"
+
+
+@dataclass
+class _Reply:
+    id: int
+    user_text: str
+    metrics: TurnMetrics
+    state: ReplyState
+    stream: int | None = None
+    """The transcript stream a held reply was made from."""
+    apology: bool = False
+
+
+class TurnCoordinator:
+    def __init__(self, conversation: ConversationManager, *, prefill: bool = True,
+                 clock: Callable[[], float] = time.monotonic, session_id: str = "") -> None:
+        self.conversation = conversation
+        self.prefill = prefill
+        self.clock = clock
+        self.session_id = session_id
+        self.state = TurnState.LISTENING
+        self.status = ProcessingStatus.IDLE
+        self.stream: int | None = None
+        """The open (USER_*) or finishing (TRANSCRIBING) transcript stream."""
+        self.reply: _Reply | None = None
+        """The held (USER_PAUSED) or released (REPLYING) reply."""
+        self.carry_over = ""
+        """Words of a turn cut off by the user before the agent said anything: they join the
+        next turn."""
+        self._metrics: TurnMetrics | None = None  # the turn being transcribed
+        self._prefilled_words = 0
+        self._turns = 0
+        self._ids = 0
+        self._out: list[Command] = []
+
+    @property
+    def wants_interims(self) -> bool:
+        """Interims help while the user speaks or pauses, not while a held reply waits (only
+        silence came in since it was made)."""
+        return self.state is TurnState.USER_SPEAKING or (
+            self.state is TurnState.USER_PAUSED and self.reply is None)
+
+    @property
+    def idle(self) -> bool:
+        return self.state in (TurnState.LISTENING, TurnState.CLOSED)
+
+    def start(self) -> list[Command]:
+        self._out = []
+        self._set_status(ProcessingStatus.LISTENING)
+        return self._out
+
+    def handle(self, event: TurnInput) -> list[Command]:
+        """Take one event; return the commands it leads to, in order."""
+        self._out = []
+        if self.state is TurnState.CLOSED:
+            return self._out
+        match event:
+            case SpeechStarted():
+                self._on_speech_started(event)
+            case SpeechPaused():
+                self._on_paused()
+            case SpeechResumed():
+                self._on_resumed()
+            case SpeechEnded():
+                self._on_speech_ended(event)
+            case InterimTick():
+                if self.wants_interims and self.stream is not None:
+                    self._do(RequestInterim(self.stream))
+            case TranscriptReceived(final=False):
+                self._on_interim(event)
+            case TranscriptReceived(final=True):
+                self._on_final(event)
+            case TranscriptFailed():
+                self._on_transcript_failed(event)
+            case TextTyped():
+                self._on_text(event)
+            case InterruptRequested():
+                self._on_interrupt(event)
+            case ReplyFirstAudio():
+                if self.reply is not None and self.reply.id == event.reply and self._released:
+                    self._set_status(ProcessingStatus.SPEAKING)
+            case ReplyEnded():
+                self._on_reply_ended(event)
+            case CloseRequested():
+                self._on_close(event)
+        return self._out
+
+    # ── the user's side ───────────────────────────────────────────────────────────────────
+    def _on_speech_started(self, event: SpeechStarted) -> None:
+        hear_again = False
+        if self.state is TurnState.TRANSCRIBING:
+            # The user only paused: hear the whole utterance again with what follows.
+            assert self.stream is not None
+            self._do(DropTranscript(self.stream))
+            log.info("[%s] more speech before the transcript was final: heard again",
+                     self.session_id)
+            hear_again = True
+        elif self.state is TurnState.REPLYING:
+            log.info("[%s] barge-in", self.session_id)
+            self._cut_reply(event.heard_s, by_speech=True)
+        self.stream = self._next_id()
+        self._prefilled_words = 0
+        self._do(OpenTranscript(self.stream, hear_again=hear_again))
+        self.state = TurnState.USER_SPEAKING
+        self._set_status(ProcessingStatus.LISTENING)
+
+    def _on_paused(self) -> None:
+        if self.state is TurnState.USER_SPEAKING and self.stream is not None:
+            self.state = TurnState.USER_PAUSED
+            self._do(RequestInterim(self.stream))
+
+    def _on_resumed(self) -> None:
+        if self.state is not TurnState.USER_PAUSED:
+            return
+        self.state = TurnState.USER_SPEAKING
+        if self.reply is not None:  # the held reply was never heard: just drop it
+            log.info("[%s] early reply dropped: the user went on", self.session_id)
+            self._do(CancelReply(self.reply.id, flush=False))
+            self.reply = None
+
+    def _on_speech_ended(self, event: SpeechEnded) -> None:
+        if self.state not in (TurnState.USER_SPEAKING, TurnState.USER_PAUSED):
+            return
+        assert self.stream is not None
+        held = self.reply
+        metrics = held.metrics if held is not None else TurnMetrics(turn=0, source="voice")
+        metrics.turn = self._next_turn()
+        metrics.mark("speech_end", event.speech_end_at)
+        metrics.mark("end_of_turn", self.clock())
+        metrics.user_speech_ms = event.speech_end_s * 1000
+        if held is not None:  # prepared during the pause: heard now
+            self._do(DropTranscript(self.stream))
+            self.stream = None
+            self.carry_over = ""
+            self._release(held)
+            return
+        self._metrics = metrics
+        self._do(FinalizeTranscript(self.stream, event.speech_end_s))
+        self.state = TurnState.TRANSCRIBING
+        self._set_status(ProcessingStatus.PROCESSING)
+
+    def _on_interim(self, event: TranscriptReceived) -> None:
+        if event.stream != self.stream or self.state not in (TurnState.USER_SPEAKING,
+                                                             TurnState.USER_PAUSED):
+            return  # a stale result of a dropped or finished stream
+        if not event.text:
+            return
+        self._do(Emit(TranscriptEvent(event.text, final=False)))
+        text = f"{self.carry_over} {event.text}".strip()
+        if self.state is TurnState.USER_PAUSED:
+            if self.reply is not None:
+                return
+            if event.covers_s >= event.speech_s:  # all the speech so far: answer it, held
+                metrics = TurnMetrics(turn=0, source="voice", transcript_reused=True)
+                metrics.mark("transcript_final", self.clock())
+                self.reply = self._new_reply(text, metrics, stream=event.stream)
+                self._do(StartReply(self.reply.id, self.conversation.context(text), metrics,
+                                    self.reply.state, held=True))
+                log.info("[%s] reply started early on %r", self.session_id, text)
+            else:  # speech came in after this transcript's audio: transcribe again
+                self._do(RequestInterim(event.stream))
+        elif self.prefill:
+            words = len(event.text.split())
+            if words >= self._prefilled_words + PREFILL_EVERY_WORDS:
+                self._prefilled_words = words
+                self._do(Prefill(self.conversation.context(text)))
+
+    def _on_final(self, event: TranscriptReceived) -> None:
+        if self.state is not TurnState.TRANSCRIBING or event.stream != self.stream:
+            return
+        metrics, self._metrics = self._metrics, None
+        assert metrics is not None
+        self.stream = None
+        text = f"{self.carry_over} {event.text}".strip()
+        self.carry_over = ""
+        if not text:  # noise, a cough, or words the STT could not make out: no turn
+            self.state = TurnState.LISTENING
+            self._set_status(ProcessingStatus.LISTENING)
+            return
+        metrics.transcript_reused = event.reused
+        metrics.mark("transcript_final", self.clock())
+        self._release(self._new_reply(text, metrics))
+
+    def _on_transcript_failed(self, event: TranscriptFailed) -> None:
+        if not event.final:
+            log.warning("[%s] interim transcript failed: %s", self.session_id, event.error)
+            return
+        if self.state is not TurnState.TRANSCRIBING or event.stream != self.stream:
+            return
+        metrics, self._metrics = self._metrics, None
+        assert metrics is not None
+        self.stream = None
+        self._fail(event.error, metrics)
+
+    def _on_text(self, event: TextTyped) -> None:
+        """A typed message is a whole turn: it supersedes whatever was going on."""
+        self._stop_everything(event.heard_s)
+        metrics = TurnMetrics(turn=self._next_turn(), source="text")
+        metrics.mark("end_of_turn", self.clock())
+        metrics.mark("transcript_final", self.clock())
+        self._release(self._new_reply(event.text.strip(), metrics))
+
+    def _on_interrupt(self, event: InterruptRequested) -> None:
+        if self.state is TurnState.REPLYING:
+            self._cut_reply(event.heard_s, by_speech=False)
+            self.state = TurnState.LISTENING
+            self._set_status(ProcessingStatus.LISTENING)
+
+    def _on_close(self, event: CloseRequested) -> None:
+        self._stop_everything(event.heard_s)
+        self.state = TurnState.CLOSED
+        self.status = ProcessingStatus.IDLE
+
+    # ── the agent's side ──────────────────────────────────────────────────────────────────
+    @property
+    def _released(self) -> bool:
+        return self.state is TurnState.REPLYING
+
+    def _new_reply(self, user_text: str, metrics: TurnMetrics, *,
+                   stream: int | None = None) -> _Reply:
+        return _Reply(self._next_id(), user_text, metrics, ReplyState(), stream=stream)
+
+    def _release(self, reply: _Reply) -> None:
+        """The reply is heard from now on: show what the user said, let the audio out."""
+        if self.reply is reply:
+            self._do(ReleaseReply(reply.id))
+        else:
+            self.reply = reply
+            self._do(StartReply(reply.id, self.conversation.context(reply.user_text),
+                                reply.metrics, reply.state))
+        self._do(Emit(TranscriptEvent(reply.user_text, final=True)))
+        self.state = TurnState.REPLYING
+        self._set_status(ProcessingStatus.PROCESSING)
+
+    def _on_reply_ended(self, event: ReplyEnded) -> None:
+        reply = self.reply
+        if reply is None or reply.id != event.reply:
+            return  # a reply already cut or dropped, ending late
+        if not self._released:  # a held reply failed before its turn ended: try again then
+            if event.error is not None:
+                log.warning("[%s] early reply failed: %s", self.session_id, event.error)
+                self.reply = None
+            return
+        self.reply = None
+        if reply.apology:
+            self._listen()
+            return
+        self.conversation.add_user(reply.user_text)
+        if event.error is not None:
+            self._fail(event.error, reply.metrics)
+            return
+        self.conversation.add_assistant(reply.state.text)
+        self._do(Emit(ResponseEvent(reply.state.text, final=True)))
+        self._finish_turn(reply.metrics)
+        self._listen()
+
+    def _cut_reply(self, heard_s: float, *, by_speech: bool) -> None:
+        """Stop the released reply; the history keeps what the user heard of it."""
+        reply = self.reply
+        assert reply is not None and self._released
+        self.reply = None
+        self._do(CancelReply(reply.id, flush=True))
+        if reply.apology:
+            return
+        state, metrics = reply.state, reply.metrics
+        spoken = state.spoken_text(max(0.0, heard_s))
+        metrics.interrupted = True
+        if heard_s <= 0 and by_speech:
+            # The user spoke again before hearing anything: their words join the next turn.
+            self.carry_over = reply.user_text
+        else:
+            self.conversation.add_user(reply.user_text)
+            self.conversation.add_assistant(state.text, interrupted=True, spoken_text=spoken)
+        self._do(Emit(ResponseEvent(state.text, final=True, interrupted=True,
+                                    spoken_text=spoken)))
+        self._finish_turn(metrics)
+
+    def _stop_everything(self, heard_s: float) -> None:
+        if self.state is TurnState.REPLYING:
+            self._cut_reply(heard_s, by_speech=False)
+        elif self.reply is not None:  # held: never heard
+            self._do(CancelReply(self.reply.id, flush=False))
+            self.reply = None
+        if self.stream is not None:
+            self._do(DropTranscript(self.stream))
+            self.stream = None
+        self._metrics = None
+        self.state = TurnState.LISTENING
+
+    def _fail(self, error: ProviderError, metrics: TurnMetrics) -> None:
+        """A provider gave up: tell the client, say sorry aloud, and keep listening."""
+        log.warning("[%s] turn %d failed: %s", self.session_id, metrics.turn, error)
+        self._do(Emit(ErrorEvent(error.code, str(error), fatal=False)))
+        self._finish_turn(metrics)
+        self.reply = _Reply(self._next_id(), "", metrics, ReplyState(), apology=True)
+        self._do(StartApology(self.reply.id))
+        self.state = TurnState.REPLYING
+
+    def _finish_turn(self, metrics: TurnMetrics) -> None:
+        self._do(Emit(MetricsEvent(metrics.as_dict())))
+
+    def _listen(self) -> None:
+        self.state = TurnState.LISTENING
+        self._set_status(ProcessingStatus.LISTENING)
+
+    # ── plumbing ──────────────────────────────────────────────────────────────────────────
+    def _do(self, command: Command) -> None:
+        self._out.append(command)
+
+    def _set_status(self, status: ProcessingStatus) -> None:
+        if status is not self.status:
+            self.status = status
+            self._do(Emit(StatusEvent(status)))
+
+    def _next_id(self) -> int:
+        self._ids += 1
+        return self._ids
+
+    def _next_turn(self) -> int:
+        """Turns are numbered when they start for real (a held reply, at its release)."""
+        self._turns += 1
+        return self._turns

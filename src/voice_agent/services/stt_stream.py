@@ -1,0 +1,197 @@
+"""Speech-to-text streams that *push* their results, whatever the provider.
+
+A stream lives for one utterance. The pipeline feeds it audio as it arrives, may ask for an
+interim result now and then, and says when the utterance ended; the stream answers through its
+``on_result`` callback with :class:`SpeechResult` (text plus the span of audio it covers) or
+:class:`SpeechFailure`. So a streaming provider (Deepgram-style: its own interims, its own
+endpointing, a ``Finalize`` at the end) and a batch one (Whisper, re-transcribing the growing
+buffer) plug in the same way; :class:`BufferedSTTStream` is the batch one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..core.errors import ProviderError
+
+if TYPE_CHECKING:
+    from .base import STTService, Transcript
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 1.0
+"""aclose() waits no longer than this for a transcription to notice its cancellation."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechResult:
+    text: str
+    final: bool
+    start_s: float
+    """Start of the audio this covers, in seconds from the stream's first sample."""
+    end_s: float
+    """End of the audio this covers: speech after it is not in ``text``."""
+    reused: bool = False
+    """A final result that is an earlier interim, which already covered all the speech."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechFailure:
+    error: ProviderError
+    final: bool
+    """The final transcript failed (the turn cannot be answered), not just an interim."""
+
+
+ResultSink = Callable[[SpeechResult | SpeechFailure], None]
+FinalCall = Callable[[Callable[[], Awaitable["Transcript"]]], Awaitable["Transcript"]]
+"""Runs the final transcription (the pipeline wraps it in retries, breaker and timeout)."""
+
+
+class STTStream(ABC):
+    """One utterance: feed audio, ask for interims, finalize; results come to ``on_result``."""
+
+    def __init__(self, on_result: ResultSink, sample_rate: int) -> None:
+        self.on_result = on_result
+        self.sample_rate = sample_rate
+        self._samples = 0
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds of audio fed so far."""
+        return self._samples / self.sample_rate
+
+    @abstractmethod
+    def feed(self, audio: np.ndarray) -> None:
+        """Float32 16 kHz mono audio, as it arrives. Never blocks."""
+
+    @abstractmethod
+    def request_interim(self) -> None:
+        """Ask for text so far. A streaming provider that sends interims itself ignores it."""
+
+    @abstractmethod
+    def finalize(self, speech_end_s: float) -> None:
+        """The utterance ended (audio after ``speech_end_s`` is silence): push the final."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Stop; no result is pushed afterwards. Bounded: returns within ~STOP_TIMEOUT_S."""
+
+
+class BufferedSTTStream(STTStream):
+    """A batch model behind the stream interface: each interim re-transcribes the buffer.
+
+    One transcription at a time: an interim asked for while one runs is done right after it
+    (if new audio came in). The final reuses the last interim when that already covered all
+    the speech, which saves a whole transcription at the end of the turn.
+    """
+
+    def __init__(self, stt: STTService, on_result: ResultSink, *,
+                 final_call: FinalCall | None = None) -> None:
+        super().__init__(on_result, stt.sample_rate)
+        self._stt = stt
+        self._final_call = final_call
+        self._chunks: list[np.ndarray] = []
+        self._running: asyncio.Task[None] | None = None
+        self._again = False
+        self._latest: SpeechResult | None = None
+        self._at_last_interim = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._finalized = False
+        self._closed = False
+
+    def feed(self, audio: np.ndarray) -> None:
+        if self._finalized:
+            return
+        self._chunks.append(np.asarray(audio, dtype=np.float32).reshape(-1))
+        self._samples += len(self._chunks[-1])
+
+    def _audio(self) -> np.ndarray:
+        if len(self._chunks) > 1:
+            self._chunks = [np.concatenate(self._chunks)]
+        return self._chunks[0] if self._chunks else np.zeros(0, np.float32)
+
+    def request_interim(self) -> None:
+        if self._closed or self._finalized:
+            return
+        if self._running is not None and not self._running.done():
+            self._again = True
+            return
+        if self._samples == self._at_last_interim:
+            return  # nothing new since the last one
+        self._running = self._spawn(self._interim())
+
+    async def _interim(self) -> None:
+        self._at_last_interim = covers = self._samples
+        try:
+            transcript = await self._stt.transcribe(self._audio()[:covers], final=False)
+        except ProviderError as exc:
+            self._push(SpeechFailure(exc, final=False))
+        else:
+            self._latest = SpeechResult(transcript.text, False, 0.0, covers / self.sample_rate)
+            self._push(self._latest)
+        if self._again and not self._finalized:
+            self._again = False
+            if self._samples > covers:
+                self._running = self._spawn(self._interim())
+
+    def finalize(self, speech_end_s: float) -> None:
+        if self._closed or self._finalized:
+            return
+        self._finalized = True
+        self._spawn(self._final(speech_end_s))
+
+    async def _final(self, speech_end_s: float) -> None:
+        running = self._running
+        if running is not None and not running.done():
+            await asyncio.shield(running)  # an interim is on its way: it may be all we need
+        latest = self._latest
+        if latest is not None and latest.end_s >= speech_end_s:
+            self._push(SpeechResult(latest.text, True, 0.0, latest.end_s, reused=True))
+            return
+        audio = self._audio()
+
+        async def transcribe() -> Transcript:
+            return await self._stt.transcribe(audio, final=True)
+
+        try:
+            if self._final_call is not None:
+                transcript = await self._final_call(transcribe)
+            else:
+                transcript = await transcribe()
+        except ProviderError as exc:
+            self._push(SpeechFailure(exc, final=True))
+            return
+        self._push(SpeechResult(transcript.text, True, 0.0, len(audio) / self.sample_rate))
+
+    def _push(self, result: SpeechResult | SpeechFailure) -> None:
+        if not self._closed:
+            self.on_result(result)
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("transcription task failed: %r", exc, exc_info=exc)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await asyncio.gather(*tasks, return_exceptions=True)
