@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,8 @@ from voice_agent.core.recovery import (
     ErrorRecoveryManager,
     RetryPolicy,
 )
+from voice_agent.core.recovery_log import provider_kind
+from voice_agent.core.status import ErrorSeverity, ErrorType
 from voice_agent.services.errors import (
     CircuitOpenError,
     ModelNotReadyError,
@@ -440,3 +444,150 @@ async def test_cancelling_stream_consumer_is_not_retried() -> None:
         await task
     assert opened == 1
     assert mgr.status()["llm"]["failures"] == 0
+
+
+
+# --- the failure log: one record per handled failure, with error_type and severity ----------
+
+
+@pytest.fixture
+def log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG, logger="voice_agent.core.recovery")
+    return caplog
+
+
+def logged(log: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The recovery's failure records so far."""
+    return [r for r in log.records if r.name == "voice_agent.core.recovery"]
+
+
+def fields(record: logging.LogRecord) -> tuple[Any, ...]:
+    f = record.__dict__  # the extra= fields
+    return (f["error_type"], f["severity"], record.levelno, f["attempt"], f["will_retry"],
+            f["circuit_opened"])
+
+
+async def test_a_retried_failure_is_logged_low_with_the_provider_kind(
+        log: pytest.LogCaptureFixture) -> None:
+    mgr = manager()
+    assert await mgr.call("whisper", Flaky(1), 3) == 6
+    (record,) = logged(log)
+    assert fields(record) == (ErrorType.STT, ErrorSeverity.LOW, logging.WARNING, 1, True, False)
+    f = record.__dict__
+    assert (f["provider"], f["provider_kind"], f["attempts"]) == ("whisper", ErrorType.STT, 3)
+    assert 0 <= f["retry_in_s"] <= FAST.backoff_s(1)
+    text = record.getMessage()
+    assert text.startswith("stt provider whisper failed on attempt 1/3 "
+                           "(error_type=stt, severity=low): whisper: connection refused; "
+                           "retrying in "), text
+
+
+async def test_a_final_failure_is_logged_high(log: pytest.LogCaptureFixture) -> None:
+    mgr = manager(failure_threshold=10)
+    with pytest.raises(ProviderError):
+        await mgr.call("llamacpp", Flaky(99))
+    records = logged(log)
+    assert [fields(r) for r in records] == [
+        (ErrorType.LLM, ErrorSeverity.LOW, logging.WARNING, 1, True, False),
+        (ErrorType.LLM, ErrorSeverity.LOW, logging.WARNING, 2, True, False),
+        (ErrorType.LLM, ErrorSeverity.HIGH, logging.ERROR, 3, False, False),
+    ]
+    assert records[-1].__dict__["retry_in_s"] is None
+    assert records[-1].getMessage().endswith("; giving up (no attempt left)")
+    # A failure a retry cannot help is final at once.
+    with pytest.raises(ModelNotReadyError):
+        await mgr.call("piper", Flaky(1, ModelNotReadyError("piper", "no voice")))
+    last = logged(log)[-1]
+    assert fields(last) == (ErrorType.TTS, ErrorSeverity.HIGH, logging.ERROR, 1, False, False)
+    assert last.getMessage().endswith("; giving up (not retryable)")
+
+
+async def test_a_timeout_is_logged_as_timeout_medium_then_high(
+        log: pytest.LogCaptureFixture) -> None:
+    mgr = manager(failure_threshold=10)
+    retried, final = (ErrorType.TIMEOUT, ErrorSeverity.MEDIUM), (ErrorType.TIMEOUT,
+                                                                 ErrorSeverity.HIGH)
+    expected = [retried, retried, final]
+
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(ProviderTimeoutError):
+        await mgr.call("openai", hang, timeout_s=0.01)
+    records = logged(log)
+    assert [fields(r)[:2] for r in records] == expected
+    assert {r.__dict__["provider_kind"] for r in records} == {ErrorType.LLM}
+    assert "openai: no answer within 0.01s; retrying in " in records[0].getMessage()
+
+    async def hung() -> AsyncIterator[str]:  # a stream whose first item never comes: the same
+        await asyncio.Event().wait()
+        yield "never"
+
+    with pytest.raises(ProviderTimeoutError):
+        await collect(mgr.guard_stream("espeak", hung, first_item_timeout_s=0.01))
+    records = logged(log)[3:]
+    assert [fields(r)[:2] for r in records] == expected
+    assert {r.__dict__["provider_kind"] for r in records} == {ErrorType.TTS}
+
+
+async def test_the_failure_that_opens_the_circuit_is_logged_critical(
+        log: pytest.LogCaptureFixture) -> None:
+    clock = ManualClock()
+    mgr = manager(clock, failure_threshold=2)
+    with pytest.raises(CircuitOpenError):  # attempt 2 opens it, so attempt 3 is refused
+        await mgr.call("llamacpp", Flaky(99))
+    records = logged(log)
+    assert [fields(r) for r in records] == [
+        (ErrorType.LLM, ErrorSeverity.LOW, logging.WARNING, 1, True, False),
+        (ErrorType.LLM, ErrorSeverity.CRITICAL, logging.CRITICAL, 2, True, True),
+    ]
+    assert records[-1].getMessage().endswith("; circuit opened")
+    # Calls refused while it is open are no provider failures: nothing more is logged.
+    with pytest.raises(CircuitOpenError):
+        await mgr.call("llamacpp", Flaky(99))
+    assert len(logged(log)) == 2
+    # The failed trial after the cool-down re-opens it: critical again.
+    clock.advance(10.0)
+    with pytest.raises(CircuitOpenError):
+        await mgr.call("llamacpp", Flaky(99))
+    records = logged(log)
+    assert len(records) == 3
+    assert fields(records[-1])[:2] == (ErrorType.LLM, ErrorSeverity.CRITICAL)
+    assert records[-1].__dict__["circuit_opened"] is True
+
+
+async def test_a_stream_failing_after_its_first_item_is_logged_high(
+        log: pytest.LogCaptureFixture) -> None:
+    mgr = manager()
+    factory = FlakyStream(["a", "b", "c"], fail_before=1, fail_after=1)
+    with pytest.raises(ProviderError):
+        await collect(mgr.guard_stream("piper", factory))
+    records = logged(log)
+    assert [fields(r) for r in records] == [
+        (ErrorType.TTS, ErrorSeverity.LOW, logging.WARNING, 1, True, False),
+        (ErrorType.TTS, ErrorSeverity.HIGH, logging.ERROR, 2, False, False),
+    ]
+    assert records[-1].getMessage().endswith("; giving up (the stream had started)")
+
+
+async def test_the_kind_comes_from_the_argument_or_else_the_name(
+        log: pytest.LogCaptureFixture) -> None:
+    mgr = manager()
+    await mgr.call("my-asr", Flaky(1), kind=ErrorType.STT)
+    await mgr.call("my-asr", Flaky(1))  # a name no prefix matches
+    await collect(mgr.guard_stream("my-voice", FlakyStream(["a"], fail_before=1),
+                                   kind=ErrorType.TTS))
+    assert [r.__dict__["error_type"] for r in logged(log)] == [
+        ErrorType.STT, ErrorType.INTERNAL, ErrorType.TTS]
+
+
+def test_the_built_in_provider_names_tell_their_kind() -> None:
+    from voice_agent.services import registry  # tests may import services; core may not
+
+    built_in = {"stt": ["whisper"], "llm": ["llamacpp", "openai"], "tts": ["piper", "espeak"]}
+    for kind, names in built_in.items():
+        for name in names:
+            assert name in registry.names(kind), (kind, name)  # type: ignore[arg-type]
+            assert provider_kind(name) is ErrorType(kind), name
+    assert provider_kind("LLM-fake") is ErrorType.LLM
+    assert provider_kind("silero") is ErrorType.INTERNAL  # the VAD is not called through here

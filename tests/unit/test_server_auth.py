@@ -101,7 +101,7 @@ def test_websocket_without_the_token_gets_one_error_and_1008(
     (record,) = [r for r in caplog.records if r.getMessage().startswith("refusing")]
     assert record.getMessage() == f"refusing {path.split('?')[0]}: unauthorized: " \
                                   "missing or wrong token"
-    assert record.error_type is ErrorType.AUTH  # type: ignore[attr-defined]
+    assert record.__dict__["error_type"] is ErrorType.AUTH
 
 
 def test_websocket_from_a_foreign_page_is_closed_before_the_token_check(
@@ -120,3 +120,16 @@ def test_websocket_with_the_token_gets_past_the_checks(client: TestClient, path:
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
     assert closed.value.code == 1013
+
+
+def test_the_refusals_after_the_checks_log_their_error_type(
+        client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="voice_agent.server.signaling")
+    for path in (f"/ws/v3/audio?rate=bad&token={TOKEN}", f"/ws/v3?token={TOKEN}"):
+        with client.websocket_connect(path) as ws:
+            ws.receive_json()
+            with pytest.raises(WebSocketDisconnect):
+                ws.receive_json()
+    refusals = [r for r in caplog.records if r.getMessage().startswith("refusing")]
+    assert [(r.getMessage().split(": ")[1], r.__dict__["error_type"]) for r in refusals] == [
+        ("invalid_message", ErrorType.VALIDATION), ("server_busy", ErrorType.CAPACITY)]

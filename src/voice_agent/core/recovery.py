@@ -4,6 +4,9 @@ Every failure reaches the caller as a typed :class:`ProviderError` so the pipeli
 timeout (:class:`ProviderTimeoutError`) from a provider that is down (:class:`CircuitOpenError`)
 from anything else. Cancellation (barge-in, session end) is never retried nor counted as a
 failure: it is the caller's decision, not the provider's fault.
+
+Each failure handled here (retried, final, or opening a circuit) is logged once, with its
+``error_type`` and ``severity`` (core/recovery_log.py says which).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from .errors import CircuitOpenError, ProviderError, ProviderTimeoutError
+from .recovery_log import log_failure
+from .status import ErrorType
 
 if TYPE_CHECKING:
     from .config import RecoveryConfig
@@ -140,14 +145,19 @@ class CircuitBreaker:
         self._opened_at = None
         self._trial_in_flight = False
 
-    def record_failure(self) -> None:
+    def record_failure(self) -> bool:
+        """Count a failure; True when it opened the circuit (or re-opened it: a failed trial)."""
         self._failures += 1
         self._total_failures += 1
-        # A failed trial re-opens at once; otherwise open at the threshold.
+        # A failed trial re-opens at once; otherwise open at the threshold (a call admitted
+        # before the circuit opened that fails after restarts the cool-down, opening nothing).
+        opened = self._trial_in_flight or (not self._open and
+                                           self._failures >= self.failure_threshold)
         if self._trial_in_flight or self._failures >= self.failure_threshold:
             self._open = True
             self._opened_at = self._clock()
         self._trial_in_flight = False
+        return opened
 
     def release(self) -> None:
         """The admitted call ended without a verdict (cancelled): free the half-open trial slot."""
@@ -222,13 +232,18 @@ class ErrorRecoveryManager:
         *args: Any,
         policy: RetryPolicy | None = None,
         timeout_s: float | None = None,
+        kind: ErrorType | None = None,
         **kwargs: Any,
     ) -> T:
-        """Await ``fn(*args, **kwargs)`` with timeout, retries and the provider's breaker."""
+        """Await ``fn(*args, **kwargs)`` with timeout, retries and the provider's breaker.
+
+        ``kind`` (STT, LLM, TTS) is for the failure log; None tells it from the provider's name.
+        """
         policy = policy or self.default_policy
         br = self.breaker(provider)
         last: ProviderError | None = None
         for attempt in range(1, policy.attempts + 1):
+            delay_s = 0.0
             try:
                 br.before_call()
             except CircuitOpenError as exc:
@@ -240,24 +255,42 @@ class ErrorRecoveryManager:
                 br.release()
                 raise
             except Exception as exc:
-                br.record_failure()
+                opened = br.record_failure()
                 last = as_provider_error(provider, exc, timeout_s)
-                if attempt == policy.attempts or not policy.should_retry(exc, last):
+                retry_in_s = self._after_failure(provider, kind, policy, attempt, exc, last,
+                                                 opened)
+                if retry_in_s is None:
                     raise last  # its __cause__ is exc (see as_provider_error)
+                delay_s = retry_in_s
             except BaseException:
                 br.release()
                 raise
             else:
                 br.record_success()
                 return result
-            await self._sleep(policy.delay_s(attempt, self._rng))
+            await self._sleep(delay_s)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _after_failure(self, provider: str, kind: ErrorType | None, policy: RetryPolicy,
+                       attempt: int, original: BaseException, typed: ProviderError,
+                       opened: bool, *, started: bool = False) -> float | None:
+        """Decide what follows a failed attempt and log it once: the backoff before the next
+        attempt, or None when the caller gets the error (``started``: a stream failed after
+        its first item). The backoff is drawn only when there is a retry."""
+        reason = ("the stream had started" if started else
+                  "no attempt left" if attempt == policy.attempts else
+                  "not retryable" if not policy.should_retry(original, typed) else "")
+        retry_in_s = None if reason else policy.delay_s(attempt, self._rng)
+        log_failure(provider, typed, kind=kind, attempt=attempt, attempts=policy.attempts,
+                    retry_in_s=retry_in_s, circuit_opened=opened, final_reason=reason)
+        return retry_in_s
 
     def with_retry(
         self,
         provider: str,
         policy: RetryPolicy | None = None,
         timeout_s: float | None = None,
+        kind: ErrorType | None = None,
     ) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Coroutine[Any, Any, T]]]:
         """Decorator form of :meth:`call` for async functions."""
 
@@ -265,7 +298,7 @@ class ErrorRecoveryManager:
             @functools.wraps(fn)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
                 return await self.call(
-                    provider, fn, *args, policy=policy, timeout_s=timeout_s, **kwargs
+                    provider, fn, *args, policy=policy, timeout_s=timeout_s, kind=kind, **kwargs
                 )
 
             return wrapper
@@ -280,6 +313,7 @@ class ErrorRecoveryManager:
         first_item_timeout_s: float | None = None,
         item_timeout_s: float | None = None,
         policy: RetryPolicy | None = None,
+        kind: ErrorType | None = None,
     ) -> AsyncIterator[T]:
         """Yield from ``factory()`` (an LLM or TTS stream) with retries and the breaker.
 
@@ -287,11 +321,13 @@ class ErrorRecoveryManager:
         first item it is raised at once (typed), since that data already went to the user.
         ``item_timeout_s`` bounds the wait for each later item (a stalled stream). Closing this
         generator early (barge-in) closes the provider's stream and counts as no failure.
+        ``kind`` as in :meth:`call`.
         """
         policy = policy or self.default_policy
         br = self.breaker(provider)
         last: ProviderError | None = None
         for attempt in range(1, policy.attempts + 1):
+            delay_s = 0.0
             try:
                 br.before_call()
             except CircuitOpenError as exc:
@@ -323,17 +359,20 @@ class ErrorRecoveryManager:
                     br.release()
                 raise
             except Exception as exc:
-                br.record_failure()
+                opened = br.record_failure()
                 limit = item_timeout_s if started else first_item_timeout_s
                 last = as_provider_error(provider, exc, limit)
-                if started or attempt == policy.attempts or not policy.should_retry(exc, last):
+                retry_in_s = self._after_failure(provider, kind, policy, attempt, exc, last,
+                                                 opened, started=started)
+                if retry_in_s is None:
                     raise last  # its __cause__ is exc (see as_provider_error)
+                delay_s = retry_in_s
             except BaseException:
                 br.release()
                 raise
             finally:
                 await _aclose(agen)
-            await self._sleep(policy.delay_s(attempt, self._rng))
+            await self._sleep(delay_s)
 
 
 async def _aclose(agen: AsyncIterator[Any]) -> None:

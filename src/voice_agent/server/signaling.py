@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from ..core.status import ConnectionStatus
+from ..core.status import ConnectionStatus, ErrorType
 from ..transport import protocol
 from ..transport.protocol import ErrorCode
 from ..transport.webrtc import WebRTCSession
@@ -35,8 +35,14 @@ _PC_STATES = {
 }
 
 
+# What a refusal's log line says went wrong (``error_type``, for log search).
+_REFUSAL_TYPES = {ErrorCode.INVALID_MESSAGE: ErrorType.VALIDATION,
+                  ErrorCode.SERVER_BUSY: ErrorType.CAPACITY}
+
+
 async def _refuse(ws: WebSocket, code: str, message: str, close_code: int) -> None:
-    log.warning("refusing %s: %s: %s", ws.url.path, code, message)
+    log.warning("refusing %s: %s: %s", ws.url.path, code, message,
+                extra={"error_type": _REFUSAL_TYPES.get(code, ErrorType.PROTOCOL)})
     await ws.send_json(protocol.error(code, message, fatal=True))
     await ws.close(code=close_code, reason=code)
 
@@ -88,7 +94,8 @@ async def _start_pipeline(registry: AppRegistry, session: Session, sink: Any,
     try:
         pipeline = _make_pipeline(registry, session, sink)
     except Exception as exc:
-        log.exception("session %s: cannot start the pipeline", session.id)
+        log.exception("session %s: cannot start the pipeline", session.id,
+                      extra={"error_type": ErrorType.INTERNAL})
         session.send_error(ErrorCode.INTERNAL, f"cannot start: {exc}", fatal=True)
         await registry.sessions.close(session.id, CLOSE_INTERNAL, "pipeline failed")
         return None
@@ -121,7 +128,8 @@ async def _run_session(ws: WebSocket, registry: AppRegistry, session: Session, o
     except WebSocketDisconnect:
         pass
     except Exception as exc:
-        log.exception("session %s: connection failed", session.id)
+        log.exception("session %s: connection failed", session.id,
+                      extra={"error_type": ErrorType.INTERNAL})
         session.send_error(ErrorCode.INTERNAL, f"session failed: {exc}", fatal=True)
         code, reason = CLOSE_INTERNAL, "internal error"
     finally:
@@ -157,7 +165,8 @@ async def signaling_socket(ws: WebSocket) -> None:
         # (no renegotiation), so the client must hear it, not wait on a silent session.
         if state in ("failed", "closed") and not media_lost:
             media_lost = True
-            log.warning("session %s: media connection lost (peer connection %s)", session.id, state)
+            log.warning("session %s: media connection lost (peer connection %s)", session.id, state,
+                        extra={"error_type": ErrorType.TRANSPORT})
             session.send_error("transport_failed",
                                f"the media connection was lost (peer connection {state}); "
                                "end the session and connect again")
@@ -229,7 +238,8 @@ async def audio_socket(ws: WebSocket) -> None:
         except AudioFormatError as exc:
             session.send_error(exc.code, str(exc), reply=outbox.send)
         except Exception as exc:  # the pipeline failed on this frame: report, keep the session
-            log.exception("session %s: audio frame failed", session.id)
+            log.exception("session %s: audio frame failed", session.id,
+                          extra={"error_type": ErrorType.INTERNAL})
             session.send_error(ErrorCode.INTERNAL, f"audio frame failed: {exc}", reply=outbox.send)
 
     await _run_session(ws, registry, session, outbox, controller, on_binary)
