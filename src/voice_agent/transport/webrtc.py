@@ -220,7 +220,7 @@ class WebRTCSession:
             "packets_lost": 0, "jitter_ms": None, "round_trip_time_ms": None,
             "inbound_audio_s": round(self.inbound.seconds, 3),
             "inbound_peak": round(self.inbound.peak, 4),
-            "outbound_queued_s": round(self._track.queued_s(), 3) if self._track else 0.0,
+            "outbound_queued_s": round(self.sink.queued_s(), 3),
             "video_frames_received": self._video_frames[0],
         }
         if self._pc is None:
