@@ -24,6 +24,7 @@ from aiortc import (MediaStreamTrack, RTCConfiguration, RTCPeerConnection,
 from aiortc.mediastreams import MediaStreamError
 
 from voice_agent.transport import audio_level
+from voice_agent.core.tasks import within
 
 from .speech_set import RATE, SpeechItem
 
@@ -239,8 +240,8 @@ class BenchClient:
         import websockets
 
         t0 = time.monotonic()
-        self._ws = await asyncio.wait_for(websockets.connect(self.ws_url, max_size=2**22), timeout_s)
-        first = json.loads(await asyncio.wait_for(self._ws.recv(), timeout_s))
+        self._ws = await within(websockets.connect(self.ws_url, max_size=2**22), timeout_s)
+        first = json.loads(await within(self._ws.recv(), timeout_s))
         if first.get("type") != "connection_established":
             raise RuntimeError(f"server refused the session: {first}")
         self.connect_ms = (time.monotonic() - t0) * 1000
@@ -264,10 +265,10 @@ class BenchClient:
         t1 = time.monotonic()
         await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers candidates
         await self.send({"type": "offer", "sdp": self.pc.localDescription.sdp})
-        answer = await asyncio.wait_for(self._answer, timeout_s)
+        answer = await within(self._answer, timeout_s)
         self.answer_ips = sorted(set(re.findall(r"a=candidate:\S+ \d+ \S+ \d+ (\S+) ", answer)))
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        await asyncio.wait_for(connected.wait(), timeout_s)
+        await within(connected.wait(), timeout_s)
         self.media_ms = (time.monotonic() - t1) * 1000
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -304,13 +305,13 @@ class BenchClient:
             self._metrics.get_nowait()
         self._transcript = self._reply = ""
         try:
-            result.speech_end_at = await asyncio.wait_for(self.speech.say(item), timeout_s)
+            result.speech_end_at = await within(self.speech.say(item), timeout_s)
             cap = self.recorder.arm(result.speech_end_at)
             left = deadline - time.monotonic()
-            await asyncio.wait_for(cap.first_heard.wait(), max(0.1, left))
+            await within(cap.first_heard.wait(), max(0.1, left))
             assert cap.first_audio_at is not None
             result.v2v_ms = round((cap.first_audio_at - result.speech_end_at) * 1000, 1)
-            result.metrics = await asyncio.wait_for(self._metrics.get(),
+            result.metrics = await within(self._metrics.get(),
                                                     max(0.1, deadline - time.monotonic()))
             # The server sends metrics once its last frame went out: let the tail arrive.
             await asyncio.sleep(tail_s)
@@ -321,7 +322,7 @@ class BenchClient:
             # its metrics event so the next turn does not take it for its own.
             with contextlib.suppress(Exception):
                 await self.send({"type": "interrupt"})
-                await asyncio.wait_for(self._metrics.get(), 5.0)
+                await within(self._metrics.get(), 5.0)
         except Exception as exc:  # a broken session fails its turn, not the benchmark
             result.error = f"{type(exc).__name__}: {exc}"
         cap_now = self.recorder.capture
@@ -339,16 +340,16 @@ class BenchClient:
         with contextlib.suppress(Exception):
             await self.send({"type": "end"})
             if self._reader is not None:
-                await asyncio.wait_for(asyncio.shield(self._reader), timeout_s)
+                await within(asyncio.shield(self._reader), timeout_s)
         return (self.closed_at - t0) * 1000 if self.closed_at is not None else None
 
     async def close(self) -> None:
         await self.recorder.stop()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.pc.close(), 5)
+            await within(self.pc.close(), 5)
         if self._ws is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws.close(), 5)
+                await within(self._ws.close(), 5)
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)

@@ -23,6 +23,7 @@ import httpx
 from voice_agent.core.config import V3Config
 from voice_agent.core.loop_lag import LoopLagMonitor
 from voice_agent.transport.ice import restrict_host_addresses
+from voice_agent.core.tasks import within
 
 from .client import BenchClient, run_clients
 from .latency import _own_cpu_s, _wait_gone
@@ -161,7 +162,7 @@ async def _hear(client: BenchClient, item: SpeechItem, timeout_s: float) -> Turn
     start = len(client.events)
     deadline = time.monotonic() + timeout_s
     try:
-        speech_end = await asyncio.wait_for(client.speech.say(item), timeout_s)
+        speech_end = await within(client.speech.say(item), timeout_s)
     except TimeoutError:
         out.reasons.append("speech track stalled")
         return out

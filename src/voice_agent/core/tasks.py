@@ -12,12 +12,22 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 STOP_DEADLINE_S = 1.0
 """How long a cancelled stage may take to stop before it is abandoned."""
+
+
+async def within(awaitable: Awaitable[T], timeout_s: float | None) -> T:
+    """``await awaitable`` for at most ``timeout_s`` (TimeoutError after): ``asyncio.wait_for``
+    without its Python 3.11 race, where a cancel arriving as the awaitable finishes is lost."""
+    async with asyncio.timeout(timeout_s):
+        return await awaitable
 
 
 def task_stack(task: asyncio.Task[Any], limit: int = 20) -> str:

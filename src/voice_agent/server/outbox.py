@@ -64,7 +64,8 @@ class Outbox:
         if not self._task.done():
             self._queue.put_nowait(None)
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), flush_timeout_s)
+                async with asyncio.timeout(flush_timeout_s):
+                    await asyncio.shield(self._task)
             except (TimeoutError, Exception):
                 self._task.cancel()
                 with contextlib.suppress(BaseException):

@@ -44,9 +44,8 @@ class GracefulServer(uvicorn.Server):
             server.close()  # no new sessions while the old ones close
         registry = get_registry(self._app)
         try:
-            await asyncio.wait_for(
-                registry.sessions.close_all(CLOSE_GOING_AWAY, "server shutdown"),
-                SESSIONS_CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(SESSIONS_CLOSE_TIMEOUT_S):
+                await registry.sessions.close_all(CLOSE_GOING_AWAY, "server shutdown")
         except Exception as exc:  # the rest of the shutdown must still happen
             log.error("closing the sessions at shutdown: %r", exc)
         await super().shutdown(sockets)

@@ -182,7 +182,8 @@ class Session:
                 self.transcript.end(code=code, reason=reason)
         if self.closer is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.closer(code, reason), CLOSER_TIMEOUT_S)
+                async with asyncio.timeout(CLOSER_TIMEOUT_S):
+                    await self.closer(code, reason)
         self.senders.clear()
         self.pipeline = None
         self.transport = None
