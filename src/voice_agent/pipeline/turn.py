@@ -151,6 +151,8 @@ class TurnCoordinator:
     # ── the user's side ───────────────────────────────────────────────────────────────────
     def _on_speech_started(self, event: SpeechStarted) -> None:
         hear_again = False
+        if self.state in (TurnState.USER_SPEAKING, TurnState.USER_PAUSED):
+            return  # already in the utterance: a second stream would leave the first unclosed
         if self.state is TurnState.TRANSCRIBING:
             # The user only paused: hear the whole utterance again with what follows.
             assert self.stream is not None
