@@ -217,8 +217,12 @@ class VoicePipeline:
                 speech_end_at=time.monotonic() - silence_s))
 
     def _heard_s(self) -> float:
-        """Seconds of the released reply's audio sent to the user so far."""
-        return self.sink.played_s() if self._current is not None else 0.0
+        """Seconds of the released reply's audio sent to the user so far. The sink was cleared
+        at its release, so this holds also once its task ended and its ReplyEnded is still on
+        its way (the coordinator still replying): 0 there recorded a reply heard to the end
+        as not heard at all."""
+        replying = self._current is not None or self.coordinator.state is TurnState.REPLYING
+        return self.sink.played_s() if replying else 0.0
 
     # ── events in, commands out ───────────────────────────────────────────────────────────
     async def _dispatch(self, event: TurnInput) -> None:
