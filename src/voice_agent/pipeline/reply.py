@@ -93,14 +93,21 @@ class ReplySpeaker:
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak(pieces, state, metrics, on_first_audio, gate,
                                                   sink))
+        thinker = asyncio.create_task(self._think(messages, pieces, state, metrics, gate, sink,
+                                                  emit))
         try:
-            await self._think(messages, pieces, state, metrics, gate, sink, emit)
+            # The speaker only ends first by failing (the TTS): that is the reply's error now,
+            # not once the LLM has written a reply nobody will hear.
+            await asyncio.wait({thinker, speaker}, return_when=asyncio.FIRST_COMPLETED)
+            if speaker.done():
+                await speaker
+            await thinker
             await pieces.put(None)
             await speaker
         finally:
-            if not speaker.done():
-                speaker.cancel()
-                await asyncio.gather(speaker, return_exceptions=True)
+            for task in (thinker, speaker):
+                task.cancel()
+            await asyncio.gather(thinker, speaker, return_exceptions=True)
 
     async def _think(self, messages: list[ChatMessage], pieces: asyncio.Queue[str | None],
                      state: ReplyState, metrics: TurnMetrics, gate: asyncio.Event,
