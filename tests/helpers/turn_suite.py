@@ -1,0 +1,107 @@
+"""The turn-taking suite's harness: :class:`~tests.helpers.turns.Harness` plus what the user
+heard, and the moves a test makes over and over (a barge-in, waiting for a held reply).
+
+Audio is measured, not guessed: FakeTTS makes 0.1 s per word, so a reply of n words is n/10 s
+of audio, and :class:`Ear` adds up every chunk that reached the sink. A test that gives the old
+and the new reply different lengths can tell whose audio the user got.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.helpers.fakes import FakeSink, FakeTTS, Script, silence, speech, words
+from tests.helpers.turns import END_SILENCE_MS, Harness
+from voice_agent.core.events import ResponseEvent
+from voice_agent.services.base import AudioChunk
+
+LONG_REPLY = " ".join(" ".join(f"w{i}" for i in range(s, s + 10)) + "." for s in (1, 11, 21, 31))
+"""40 words, 4 s of audio: more than a FrameQueue holds (2 s), so play() waits for room."""
+EIGHT = "one two three four five six seven eight"
+"""Spoken as the pieces 'one two three' (0-0.3 s), 'four five' (0.3-0.5 s) and 'six seven
+eight' (0.5-0.8 s)."""
+
+
+def answer(question: str) -> str:
+    """FakeLLM's reply when no script is queued."""
+    return f"You asked: {question}."
+
+
+def audio_s(text: str) -> float:
+    """Seconds of audio FakeTTS makes of ``text``."""
+    return round(FakeTTS.WORD_S * len(text.split()), 3)
+
+
+class Ear:
+    """Adds up the audio the agent put into the sink: what the user gets to hear."""
+
+    def __init__(self, sink: FakeSink) -> None:
+        self.chunks: list[float] = []
+        inner = sink._push
+
+        def push(chunk: AudioChunk) -> None:
+            self.chunks.append(chunk.duration_s)
+            inner(chunk)
+
+        sink._push = push  # type: ignore[method-assign]
+
+    def mark(self) -> int:
+        return len(self.chunks)
+
+    def total_s(self, since: int = 0) -> float:
+        return round(sum(self.chunks[since:]), 3)
+
+
+class Turns(Harness):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ear = Ear(self.sink)
+
+    def script(self, text: str, **how: Any) -> None:
+        """The next LLM call replies ``text`` (one token per word), held or failing as told."""
+        self.llm.scripts.append(Script(words(text), **how))
+
+    async def __aexit__(self, *exc: object) -> None:
+        # A reply told to ignore its cancellation would otherwise wait on this forever, and
+        # the session's event loop outlives the test.
+        self.llm.release.set()
+        if self.tts.hold is not None:
+            self.tts.hold.set()
+        if self.stt.hold is not None:
+            self.stt.hold.set()
+        await super().__aexit__(*exc)
+
+    async def barge_in(self, text: str, *, end: bool = True) -> int:
+        """Speak over the agent. Checks that the sink is empty as soon as the speech is heard
+        (its first word), and stays so until the turn ends. Returns the Ear's mark there."""
+        first, *rest = text.split()
+        await self.push(speech(first))
+        assert self.sink.queued_s() == 0, "the old reply is still queued after the barge-in"
+        mark = self.ear.mark()
+        await self.push(speech(" ".join(rest)))
+        await self.settle()
+        assert self.ear.total_s(mark) == 0, "the old reply's audio came after the barge-in"
+        if end:
+            await self.push(silence(END_SILENCE_MS))
+        return mark
+
+    async def until_written(self, text: str) -> None:
+        """The whole reply ``text`` is in the sink (none of it played yet, unless advanced)."""
+        await self.until(lambda: self.ear.total_s() >= audio_s(text), f"all of {text!r} queued")
+        await self.settle()
+
+    async def until_held(self) -> None:
+        """A reply was prepared during the pause and its first audio waits at the gate."""
+        await self.until(lambda: self.llm.calls and self.tts.spoken, "a held reply's audio")
+        await self.settle()
+
+    def answers(self) -> list[str]:
+        """Replies heard to the end (not interrupted)."""
+        return [r.text for r in self.replies() if not r.interrupted]
+
+    def cut(self) -> list[ResponseEvent]:
+        return [r for r in self.replies() if r.interrupted]
+
+    def shown(self) -> list[str]:
+        """Every reply text the client was shown, interim or final."""
+        return [e.text for e in self.of(ResponseEvent)]

@@ -1,0 +1,119 @@
+"""A provider failing at each stage of a turn, on fake providers (issue #12).
+
+Whatever fails, the user is told (an error event with the provider's code), hears the apology,
+and the session goes back to listening and answers the next question. The recovery makes one
+attempt per call (tests/helpers/turns.config), so each scripted failure is final."""
+
+from __future__ import annotations
+
+from tests.helpers.turn_suite import EIGHT, Turns, answer
+from tests.helpers.turns import config
+from voice_agent.core.events import ResponseEvent
+from voice_agent.core.status import ProcessingStatus as S
+from voice_agent.pipeline.agent import APOLOGY
+from voice_agent.pipeline.turn import TurnState
+
+
+async def apologised_and_recovered(h: Turns, code: str) -> None:
+    """The failed turn was told and apologised for; the next question is answered."""
+    await h.until(lambda: APOLOGY in h.tts.spoken, "the apology")
+    await h.until(lambda: h.sink.queued_s() > 0, "the apology's audio")
+    assert h.errors() == [code]
+    h.sink.play_out()
+    await h.until(lambda: h.state is TurnState.LISTENING, "listening again")
+    assert h.statuses()[-1] is S.LISTENING
+    replies = len(h.replies())
+    await h.say("are you there")
+    await h.answered(replies + 1)
+    assert h.replies()[-1] == ResponseEvent(h.answers()[-1], final=True)
+    assert h.finals()[-1] == "are you there"
+
+
+async def test_llm_failing_before_its_first_token_is_apologised_for() -> None:
+    async with Turns() as h:
+        h.script(EIGHT, fail_after=0)
+        await h.say("count to eight")
+        await apologised_and_recovered(h, "provider_error")
+
+
+async def test_llm_failing_mid_reply_is_apologised_for() -> None:
+    async with Turns() as h:
+        h.script(EIGHT, fail_after=3)
+        await h.say("count to eight")
+        await apologised_and_recovered(h, "provider_error")
+        # Its first words were written, but the failed reply is not in the history.
+        assert h.history()[:2] == [("user", "count to eight"), ("user", "are you there")]
+
+
+async def test_tts_failing_is_apologised_for() -> None:
+    async with Turns() as h:
+        h.tts.fail = [True]
+        await h.say("count to eight")
+        await apologised_and_recovered(h, "provider_error")
+
+
+async def test_tts_failing_while_the_llm_still_writes_is_apologised_for_at_once() -> None:
+    async with Turns() as h:
+        h.tts.fail = [True]
+        h.script(EIGHT, hold_after=4)  # the LLM would go on writing a reply nobody can hear
+        await h.say("count to eight")
+        await apologised_and_recovered(h, "provider_error")
+        assert h.llm.active == 0  # and it was stopped
+
+
+async def test_final_transcript_failing_is_apologised_for() -> None:
+    async with Turns() as h:
+        h.stt.fail = [True, True]  # the interim at the pause, then the final
+        await h.say("count to eight")
+        await apologised_and_recovered(h, "provider_error")
+        assert [final for _, final in h.stt.calls][:2] == [False, True]
+        assert h.finals()[0] == "are you there"  # the failed turn showed no transcript
+
+
+async def test_interim_failing_is_ignored_and_the_final_answers() -> None:
+    async with Turns() as h:
+        h.stt.fail = [True]
+        await h.say("count to eight")
+        await h.answered()
+        assert [final for _, final in h.stt.calls] == [False, True]
+        assert h.errors() == [] and APOLOGY not in h.tts.spoken
+        assert h.answers() == [answer("count to eight")]
+
+
+async def test_llm_too_slow_times_out_and_is_apologised_for() -> None:
+    cfg = config()
+    cfg = cfg.model_copy(update={"ai": cfg.ai.model_copy(update={"timeout_s": 0.05})})
+    async with Turns(cfg) as h:
+        h.script(EIGHT, hold_after=0)  # no first token, ever
+        await h.say("count to eight")
+        await apologised_and_recovered(h, "provider_timeout")
+        assert h.llm.active == 0  # the slow call was given up, not left running
+
+
+async def test_held_reply_failing_during_the_pause_is_answered_at_end_of_turn() -> None:
+    async with Turns() as h:
+        h.script(EIGHT, fail_after=0)
+        await h.say("what time is it", end=False)
+        await h.pause(250)
+        await h.until(lambda: h.llm.calls and h.pipeline.coordinator.reply is None,
+                      "the held reply's failure")
+        await h.pause(500)
+        await h.answered()
+        assert h.answers() == [answer("what time is it")]
+        assert h.errors() == [] and APOLOGY not in h.tts.spoken
+        assert len(h.llm.calls) == 2
+
+
+async def test_empty_llm_reply_ends_the_turn_cleanly() -> None:
+    async with Turns() as h:
+        h.script("")
+        await h.say("say nothing")
+        await h.answered()
+        await h.until(lambda: h.state is TurnState.LISTENING, "listening again")
+        assert h.replies() == [ResponseEvent("", final=True)]
+        assert h.errors() == [] and h.ear.total_s() == 0
+        assert h.statuses() == [S.LISTENING, S.PROCESSING, S.LISTENING]
+        assert h.history() == [("user", "say nothing")]
+        await h.say("say something")
+        await h.answered(2)
+        assert h.llm.calls[-1][-1].content == "say nothing\nsay something"
