@@ -125,6 +125,7 @@ class VoicePipeline:
         self._runs: dict[int, _Run] = {}
         self._current: _Run | None = None  # the released reply: the one that owns the sink
         self._lock = asyncio.Lock()
+        self._posted: deque[TurnInput] = deque()  # from callbacks and tasks, not handled yet
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping: set[asyncio.Task[Any]] = set()
         self._cut: set[asyncio.Task[Any]] = set()  # cancelled reply tasks not done yet
@@ -225,10 +226,19 @@ class VoicePipeline:
         return self.sink.played_s() if replying else 0.0
 
     # ── events in, commands out ───────────────────────────────────────────────────────────
-    async def _dispatch(self, event: TurnInput) -> None:
+    async def _dispatch(self, event: TurnInput | None) -> None:
         async with self._lock:
-            for command in self.coordinator.handle(event):
-                await self._execute(command)
+            # Events posted earlier come first, in the order they came: a posted event waits
+            # for its task's turn, and audio handled meanwhile must not overtake it (speech
+            # just after a reply ended was taken for a barge-in over it; a turn ending just
+            # after its held reply failed released the failed reply instead of answering).
+            while self._posted or event is not None:
+                if self._posted:
+                    now = self._posted.popleft()
+                else:
+                    now, event = event, None
+                for command in self.coordinator.handle(now):
+                    await self._execute(command)
             self._progress_at = time.monotonic()
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
@@ -236,7 +246,8 @@ class VoicePipeline:
     def _post(self, event: TurnInput) -> None:
         """Dispatch from a callback or another task, in the order posted."""
         if not self._closed:
-            self._spawn(self._dispatch(event), "dispatch")
+            self._posted.append(event)
+            self._spawn(self._dispatch(None), "dispatch")
 
     async def _execute(self, command: Command) -> None:
         match command:
