@@ -8,6 +8,8 @@ and the new reply different lengths can tell whose audio the user got.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from tests.helpers.fakes import FakeSink, FakeTTS, Script, silence, speech, words
@@ -94,6 +96,15 @@ class Turns(Harness):
         """A reply was prepared during the pause and its first audio waits at the gate."""
         await self.until(lambda: self.llm.calls and self.tts.spoken, "a held reply's audio")
         await self.settle()
+
+    async def step_until(self, predicate: Callable[[], object], what: str) -> None:
+        """Run the event loop one turn at a time until ``predicate`` holds: to act between two
+        steps of the pipeline (a task has ended, the event it posted is not handled yet)."""
+        for _ in range(100):
+            if predicate():
+                return
+            await asyncio.sleep(0)
+        raise AssertionError(f"{what} never happened")
 
     def answers(self) -> list[str]:
         """Replies heard to the end (not interrupted)."""

@@ -199,11 +199,8 @@ async def test_speech_just_as_the_reply_ends_keeps_the_reply_heard() -> None:
         await h.say("count to eight")
         await h.until_written(EIGHT)
         h.sink.play_out()
-        for _ in range(10):  # one loop turn at a time: the reply task ends, its report waits
-            if h.pipeline._current is None:
-                break
-            await asyncio.sleep(0)
-        assert h.pipeline._current is None and h.replies() == []
+        await h.step_until(lambda: h.pipeline._current is None, "the reply task's end")
+        assert h.replies() == []  # its end is not handled yet
         await h.barge_in("what else")
         await h.answered(2)
         assert h.replies()[0].spoken_text in (None, EIGHT)

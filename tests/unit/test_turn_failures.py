@@ -104,6 +104,20 @@ async def test_held_reply_failing_during_the_pause_is_answered_at_end_of_turn() 
         assert len(h.llm.calls) == 2
 
 
+async def test_held_reply_failing_just_as_the_turn_ends_is_answered() -> None:
+    """The held reply's task failed, but its end is not handled yet when the turn ends."""
+    async with Turns() as h:
+        h.script(EIGHT, fail_after=0)
+        await h.say("what time is it", end=False)
+        await h.pause(250)
+        await h.step_until(lambda: h.llm.calls and not h.pipeline._runs, "the held reply's end")
+        assert h.pipeline.coordinator.reply is not None  # not told yet
+        await h.pause(500)
+        await h.answered()
+        assert h.answers() == [answer("what time is it")]
+        assert h.errors() == [] and APOLOGY not in h.tts.spoken
+
+
 async def test_empty_llm_reply_ends_the_turn_cleanly() -> None:
     async with Turns() as h:
         h.script("")
