@@ -137,7 +137,9 @@ async def test_reply_prepared_during_a_pause_is_released_at_end_of_turn() -> Non
         assert h.answers() == [answer("what time is it")]
         assert first_index(h, TranscriptEvent, final=True) < first_index(h, ResponseEvent)
         assert [final for _, final in h.stt.calls] == [False]  # the interim was the final
-        assert h.metrics()[0]["transcript_reused"] is True
+        metrics = h.metrics()[0]
+        assert metrics["transcript_reused"] is True
+        assert [s for s in STAGES if metrics[f"at_{s}_ms"] is None] == []
         assert len(h.llm.calls) == 1
 
 
