@@ -94,9 +94,6 @@ async def test_final_transcript_too_slow_times_out_and_is_apologised_for() -> No
         await apologised_and_recovered(h, "provider_timeout")
 
 
-@pytest.mark.xfail(strict=True, reason="BufferedSTTStream._final waits for a running interim "
-                   "without a bound (services/stt_stream.py): a hung interim leaves the turn "
-                   "in TRANSCRIBING, unanswered and with no error")
 async def test_interim_hanging_at_end_of_turn_times_out_and_is_apologised_for() -> None:
     async with Turns(quick_timeouts()) as h:
         h.stt.hold = asyncio.Event()  # the interim at the pause never answers

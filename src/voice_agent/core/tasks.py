@@ -10,7 +10,6 @@ cancels nor waits past its deadline, whatever the task does.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -30,11 +29,33 @@ async def within(awaitable: Awaitable[T], timeout_s: float | None) -> T:
         return await awaitable
 
 
-def task_stack(task: asyncio.Task[Any], limit: int = 20) -> str:
-    """The task's stack as text, like ``Task.print_stack`` (what asyncio's task dump shows)."""
-    out = io.StringIO()
-    task.print_stack(limit=limit, file=out)
-    return out.getvalue()
+def task_stack(task: asyncio.Task[Any], depth: int = 0) -> str:
+    """Where ``task`` waits, down its whole chain of awaits: each coroutine's frame, then the
+    task or tasks it waits on, and theirs. ``Task.print_stack`` shows only the top frame of a
+    suspended task, which is the same for every stuck reply."""
+    out: list[str] = []
+    indent = "  " * (depth + 1)
+    obj: Any = task.get_coro()
+    seen: set[int] = set()
+    while obj is not None and id(obj) not in seen:
+        seen.add(id(obj))
+        frame = next((f for a in ("cr_frame", "gi_frame", "ag_frame")
+                      if (f := getattr(obj, a, None)) is not None), None)
+        if frame is not None:
+            out.append(f'{indent}File "{frame.f_code.co_filename}", line {frame.f_lineno}, '
+                       f"in {frame.f_code.co_name}")
+        obj = next((n for a in ("cr_await", "gi_yieldfrom", "ag_await")
+                    if (n := getattr(obj, a, None)) is not None), None)
+    waiter = getattr(task, "_fut_waiter", None)  # what the task's innermost await waits on
+    if depth < 6 and waiter is not None:
+        inner = [waiter] if isinstance(waiter, asyncio.Task) else [
+            c for c in getattr(waiter, "_children", ()) if isinstance(c, asyncio.Task)]
+        for child in inner:
+            out.append(f"{indent}awaiting task {child.get_name()}:")
+            out.append(task_stack(child, depth + 1))
+        if not inner:
+            out.append(f"{indent}awaiting {type(waiter).__name__}")
+    return "\n".join(out)
 
 
 def stuck_tasks() -> list[asyncio.Task[Any]]:

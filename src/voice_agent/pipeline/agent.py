@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from ..core.messages import ChatMessage
 from ..core.recovery import ErrorRecoveryManager, recovery_from_config
 from ..core.status import ProcessingStatus
 from ..core.tasks import stop_within, stuck_tasks, task_stack
-from ..services.base import AudioChunk, SpeechFailure, SpeechResult, STTStream, Transcript
+from ..services.base import AudioChunk, SpeechFailure, SpeechResult, STTStream
 from ..services.factory import Services
 from .metrics import TurnMetrics
 from .reply import ReplySpeaker, ReplyState
@@ -311,7 +311,7 @@ class VoicePipeline:
         if self._streaming and self._ticker is None:
             self._ticker = self._spawn(self._tick(), "interims")
 
-    async def _final_call(self, transcribe: Any) -> Transcript:
+    async def _final_call(self, transcribe: Callable[[], Awaitable[SpeechResult]]) -> SpeechResult:
         return await self.recovery.call(self.services.stt.name, transcribe,
                                         timeout_s=self.config.ai.timeout_s)
 

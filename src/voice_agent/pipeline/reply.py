@@ -92,9 +92,9 @@ class ReplySpeaker:
         emit = emit if emit is not None else self.emit
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
         speaker = asyncio.create_task(self._speak(pieces, state, metrics, on_first_audio, gate,
-                                                  sink))
+                                                  sink), name="reply-speak")
         thinker = asyncio.create_task(self._think(messages, pieces, state, metrics, gate, sink,
-                                                  emit))
+                                                  emit), name="reply-think")
         try:
             # The speaker only ends first by failing (the TTS): that is the reply's error now,
             # not once the LLM has written a reply nobody will hear.

@@ -23,7 +23,7 @@ import numpy as np
 from ..core.errors import ProviderError
 
 if TYPE_CHECKING:
-    from .base import STTService, Transcript
+    from .base import STTService
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class SpeechFailure:
 
 
 ResultSink = Callable[[SpeechResult | SpeechFailure], None]
-FinalCall = Callable[[Callable[[], Awaitable["Transcript"]]], Awaitable["Transcript"]]
+FinalCall = Callable[[Callable[[], Awaitable["SpeechResult"]]], Awaitable["SpeechResult"]]
 """Runs the final transcription (the pipeline wraps it in retries, breaker and timeout)."""
 
 
@@ -149,27 +149,29 @@ class BufferedSTTStream(STTStream):
         self._spawn(self._final(speech_end_s))
 
     async def _final(self, speech_end_s: float) -> None:
-        running = self._running
-        if running is not None and not running.done():
-            await asyncio.shield(running)  # an interim is on its way: it may be all we need
-        latest = self._latest
-        if latest is not None and latest.end_s >= speech_end_s:
-            self._push(SpeechResult(latest.text, True, 0.0, latest.end_s, reused=True))
-            return
-        audio = self._audio()
+        waited = False
 
-        async def transcribe() -> Transcript:
-            return await self._stt.transcribe(audio, final=True)
+        async def final() -> SpeechResult:
+            nonlocal waited
+            running = self._running
+            if not waited and running is not None and not running.done():
+                # An interim is on its way: it may be all we need. Waited for once, inside the
+                # final's own time limit: a hung interim must not hold the turn for ever.
+                waited = True
+                await asyncio.shield(running)
+            latest = self._latest
+            if latest is not None and latest.end_s >= speech_end_s:
+                return SpeechResult(latest.text, True, 0.0, latest.end_s, reused=True)
+            audio = self._audio()
+            transcript = await self._stt.transcribe(audio, final=True)
+            return SpeechResult(transcript.text, True, 0.0, len(audio) / self.sample_rate)
 
         try:
-            if self._final_call is not None:
-                transcript = await self._final_call(transcribe)
-            else:
-                transcript = await transcribe()
+            result = await (self._final_call(final) if self._final_call is not None else final())
         except ProviderError as exc:
             self._push(SpeechFailure(exc, final=True))
             return
-        self._push(SpeechResult(transcript.text, True, 0.0, len(audio) / self.sample_rate))
+        self._push(result)
 
     def _push(self, result: SpeechResult | SpeechFailure) -> None:
         if not self._closed:
