@@ -93,3 +93,42 @@ async def test_emit_updates_session_info_and_forwards() -> None:
     assert sent[-1]["connection_status"] == "failed"
     await mgr.close_all()
     assert s.info.connection_status is ConnectionStatus.DISCONNECTED
+
+
+class HangingPart(Part):
+    """A pipeline or transport whose close never returns (a peer that never answers)."""
+
+    async def close(self) -> None:
+        self.closed += 1
+        await asyncio.Event().wait()
+
+
+async def _ignores_cancel(release: asyncio.Event) -> None:
+    while not release.is_set():
+        try:
+            await release.wait()
+        except asyncio.CancelledError:
+            pass
+
+
+async def test_a_part_that_never_closes_does_not_keep_the_slot(monkeypatch) -> None:
+    import voice_agent.core.tasks as tasks
+    import voice_agent.server.sessions as sessions
+
+    monkeypatch.setattr(sessions, "PART_CLOSE_TIMEOUT_S", 0.1)
+    mgr = SessionManager(max_sessions=1, idle_timeout_s=60, max_session_s=60)
+    s = mgr.create()
+    transport = Part()
+    s.pipeline, s.transport = HangingPart(), transport
+    release = asyncio.Event()
+    stubborn = s.spawn(_ignores_cancel(release), "stubborn")
+    monkeypatch.setattr(tasks.stop_within, "__kwdefaults__", {"deadline_s": 0.1})
+    try:
+        async with asyncio.timeout(2):
+            await mgr.close(s.id, 1000, "bye")
+        assert transport.closed == 1  # the rest was still released
+        assert mgr.get(s.id) is None and s.closed.is_set()
+        mgr.create()  # the slot is free again
+    finally:
+        release.set()
+        await stubborn

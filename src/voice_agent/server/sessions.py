@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from ..core.events import (ErrorEvent, PipelineEvent, StatusEvent, TranscriptEvent,
                            event_to_wire)
 from ..core.status import ConnectionStatus, SessionInfo
+from ..core.tasks import stop_within
 from ..transport import protocol
 from .transcript_log import TranscriptLog
 
@@ -28,6 +29,8 @@ CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013
 CLOSE_IDLE = 4000
 CLOSE_TOO_LONG = 4001
+PART_CLOSE_TIMEOUT_S = 3.0
+"""Closing the pipeline or the transport takes no longer than this; then it is left behind."""
 CLOSER_TIMEOUT_S = 3.0
 """Closing a client's socket waits no longer than this (a client that stopped reading)."""
 
@@ -141,16 +144,16 @@ class Session:
     async def _release(self) -> None:
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        # Each bounded: a task that ignores its cancel is logged and left, the slot is freed.
+        await asyncio.gather(*(stop_within(t, f"session {self.id}: task {t.get_name()}")
+                               for t in tasks))
         for name, part in (("pipeline", self.pipeline), ("transport", self.transport)):
             if part is None:
                 continue
             try:
-                await part.close()
-            except Exception as exc:  # keep releasing the rest
+                async with asyncio.timeout(PART_CLOSE_TIMEOUT_S):
+                    await part.close()
+            except Exception as exc:  # keep releasing the rest (TimeoutError included)
                 log.error("session %s: closing the %s failed: %r", self.id, name, exc)
 
     # -- tasks and shutdown -------------------------------------------------------------------
