@@ -197,6 +197,10 @@ def _env_overrides(args: argparse.Namespace) -> dict[str, str]:
         env["VOICE_AGENT_STT__MODEL"] = args.stt_model
     if getattr(args, "llm_model", None):
         env["VOICE_AGENT_AI__MODEL"] = args.llm_model
+    if getattr(args, "server_src", None):
+        # The server under test imports voice_agent from there (an older checkout's src/, for
+        # an A/B in one sitting); this bench client, the instrument, stays the same.
+        env["PYTHONPATH"] = str(args.server_src)
     return env
 
 

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="short questions only, fewer transport probes and HTTP requests (CI)")
     lat.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                      help="before each mode, wait up to this long for other processes to go quiet")
+    lat.add_argument("--server-src", metavar="DIR",
+                     help="serve voice_agent from DIR (another checkout's src/, e.g. a git "
+                          "worktree of an older commit): A/B with the same client")
     soak = bsub.add_parser("soak", help="many sessions in a row and at once; errors and memory")
     soak.add_argument("--cycles", type=int, default=200, help="phase 1: sequential cycles")
     soak.add_argument("--concurrent", type=int, default=8, help="phase 2: concurrent sessions")
