@@ -11,7 +11,7 @@ import asyncio
 
 from tests.helpers.turn_suite import EIGHT, LONG_REPLY, Turns, answer, audio_s
 from voice_agent.core.events import ResponseEvent
-from voice_agent.pipeline.agent import APOLOGY
+from voice_agent.pipeline.replies import APOLOGY
 
 
 async def test_barge_in_before_the_first_token_is_answered() -> None:
@@ -199,7 +199,7 @@ async def test_speech_just_as_the_reply_ends_keeps_the_reply_heard() -> None:
         await h.say("count to eight")
         await h.until_written(EIGHT)
         h.sink.play_out()
-        await h.step_until(lambda: h.pipeline._current is None, "the reply task's end")
+        await h.step_until(lambda: h.pipeline._replies.current is None, "the reply task's end")
         assert h.replies() == []  # its end is not handled yet
         await h.barge_in("what else")
         await h.answered(2)

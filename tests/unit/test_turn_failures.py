@@ -15,7 +15,7 @@ from tests.helpers.turns import config
 from voice_agent.core.config import V3Config
 from voice_agent.core.events import ResponseEvent
 from voice_agent.core.status import ProcessingStatus as S
-from voice_agent.pipeline.agent import APOLOGY
+from voice_agent.pipeline.replies import APOLOGY
 from voice_agent.pipeline.turn import TurnState
 
 
@@ -141,7 +141,7 @@ async def test_held_reply_failing_just_as_the_turn_ends_is_answered() -> None:
         h.script(EIGHT, fail_after=0)
         await h.say("what time is it", end=False)
         await h.pause(250)
-        await h.step_until(lambda: h.llm.calls and not h.pipeline._runs, "the held reply's end")
+        await h.step_until(lambda: h.llm.calls and not h.pipeline._replies._runs, "the held reply's end")
         assert h.pipeline.coordinator.reply is not None  # not told yet
         await h.pause(500)
         await h.answered()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine, Iterable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -77,3 +77,35 @@ async def stop_within(task: asyncio.Task[Any], what: str, *,
     log.error("%s did not stop within %.1f s; abandoned. Task stack:\n%s\nTasks still "
               "cancelling:\n%s", what, deadline_s, task_stack(task), dump)
     return False
+
+
+class TaskSet:
+    """The background tasks one object owns: named after it, their failures logged (a task's
+    exception would otherwise vanish with it), and stopped together, each within its deadline."""
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, T], name: str = "") -> asyncio.Task[T]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self.owner}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def __iter__(self) -> Iterator[asyncio.Task[Any]]:
+        return iter(list(self._tasks))
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("%s: task %s failed: %r", self.owner, task.get_name(), exc, exc_info=exc)
+
+    async def stop(self, *, skip: Iterable[asyncio.Task[Any]] = ()) -> None:
+        """Stop every task but the caller and those in ``skip`` (each within its deadline)."""
+        left = set(skip) | {asyncio.current_task()}
+        await asyncio.gather(*(stop_within(t, f"{self.owner}: task {t.get_name()}")
+                               for t in self if t not in left))

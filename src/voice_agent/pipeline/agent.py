@@ -18,26 +18,21 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 
 from ..core.config import V3Config
 from ..core.conversation import ConversationManager
-from ..core.errors import ProviderError
 from ..core.events import EventSink, PipelineEvent
-from ..core.messages import ChatMessage
 from ..core.recovery import ErrorRecoveryManager, recovery_from_config
 from ..core.status import ProcessingStatus
-from ..core.tasks import stop_within, stuck_tasks, task_stack
-from ..services.base import AudioChunk, SpeechFailure, SpeechResult, STTStream
+from ..core.tasks import TaskSet, stuck_tasks, task_stack
+from ..services.base import SpeechFailure, SpeechResult, STTStream
 from ..services.factory import Services
-from .metrics import TurnMetrics
-from .reply import ReplySpeaker, ReplyState
-from .playback import PlaybackWatch
-from .sink import AudioSink, PlaybackReport
+from .replies import Replies
+from .reply import ReplySpeaker
+from .sink import AudioSink
 from .turn import TurnCoordinator, TurnState
 from .turn_detector import TurnDetector, TurnEvent, TurnOptions
 from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit,
@@ -48,47 +43,9 @@ from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, 
 
 log = logging.getLogger(__name__)
 
-APOLOGY = "Sorry, I'm having trouble answering right now. Please try again in a moment."
 PREROLL_MS = 300  # audio kept from before speech was confirmed, so first syllables aren't lost
 WATCHDOG_S = 15.0
 """A turn with no event for this long is logged with the session's tasks (it may be stuck)."""
-
-
-class _ReplySink:
-    """A reply's view of the session sink: once the reply is cut, whatever it still plays is
-    dropped, so a reply that does not stop in time is never heard over the next one."""
-
-    def __init__(self, sink: AudioSink) -> None:
-        self._sink = sink
-        self.muted = False
-
-    async def play(self, chunk: AudioChunk) -> None:
-        if not self.muted:
-            await self._sink.play(chunk)
-
-    def queued_s(self) -> float:
-        return 0.0 if self.muted else self._sink.queued_s()
-
-    @property
-    def playback_started_at(self) -> float | None:
-        return None if self.muted else self._sink.playback_started_at
-
-    async def finished(self) -> None:
-        if not self.muted:
-            await self._sink.finished()
-
-
-@dataclass
-class _Run:
-    """A reply's task and what the pipeline knows of it."""
-
-    id: int
-    metrics: TurnMetrics
-    state: ReplyState
-    view: _ReplySink
-    watch: PlaybackWatch
-    gate: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
 
 
 class VoicePipeline:
@@ -114,7 +71,11 @@ class VoicePipeline:
                                      first_piece_max_words=config.pipeline.first_piece_max_words)
         self.coordinator = TurnCoordinator(self.conversation, session_id=session_id,
                                            prefill=config.ai.prefill_while_speaking)
-        sink.on_playback = self._on_playback
+        self._tasks = TaskSet(f"[{session_id}]")
+        self._replies = Replies(self._speaker, services.tts, sink, emit=self._emit,
+                                tasks=self._tasks,
+                                on_first_audio=lambda rid: self._post(ReplyFirstAudio(rid)),
+                                on_end=lambda rid, error: self._post(ReplyEnded(rid, error)))
         self._frame = self._detector.vad.frame_samples
         self._pending = np.zeros(0, np.float32)
         self._preroll: deque[np.ndarray] = deque(maxlen=max(1, int(PREROLL_MS / self._detector.frame_ms)))
@@ -122,13 +83,8 @@ class VoicePipeline:
         self._streams: dict[int, STTStream] = {}
         self._utterance: list[np.ndarray] = []  # frames of the open stream's utterance
         self._untranscribed: list[np.ndarray] = []  # an ended utterance, not final yet
-        self._runs: dict[int, _Run] = {}
-        self._current: _Run | None = None  # the released reply: the one that owns the sink
         self._lock = asyncio.Lock()
         self._posted: deque[TurnInput] = deque()  # from callbacks and tasks, not handled yet
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._stopping: set[asyncio.Task[Any]] = set()
-        self._cut: set[asyncio.Task[Any]] = set()  # cancelled reply tasks not done yet
         self._ticker: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._progress_at = time.monotonic()
@@ -148,7 +104,7 @@ class VoicePipeline:
         async with self._lock:
             for command in self.coordinator.start():
                 await self._execute(command)
-        self._watchdog = self._spawn(self._watch())
+        self._watchdog = self._tasks.spawn(self._watch(), "watchdog")
 
     async def push_audio(self, pcm: np.ndarray) -> None:
         """Feed float32 mono 16 kHz audio of any length."""
@@ -168,7 +124,7 @@ class VoicePipeline:
     async def interrupt(self) -> None:
         """Stop the agent now (what the user hears first), and wait, bounded, for it to stop."""
         await self._dispatch(InterruptRequested(self._heard_s()))
-        await self._stopped()
+        await self._replies.stopped()
 
     async def drain(self) -> None:
         """Wait until the pipeline waits for the user: any transcript, reply and playback of
@@ -188,11 +144,10 @@ class VoicePipeline:
         for stream in list(self._streams.values()):
             await stream.aclose()
         self._streams.clear()
-        await self._stopped()
+        await self._replies.stopped()
         # A cut reply still running here outlived its deadline: it was logged and given up on
         # already, and waiting for it again would double the time close() takes.
-        await asyncio.gather(*(stop_within(t, f"[{self.session_id}] {t.get_name()}")
-                               for t in list(self._tasks) if t not in self._cut))
+        await self._tasks.stop(skip=self._replies.cut)
 
     def _waiting_for_user(self) -> bool:
         return self.coordinator.state in (TurnState.USER_SPEAKING, TurnState.USER_PAUSED)
@@ -222,8 +177,9 @@ class VoicePipeline:
         at its release, so this holds also once its task ended and its ReplyEnded is still on
         its way (the coordinator still replying): 0 there recorded a reply heard to the end
         as not heard at all."""
-        replying = self._current is not None or self.coordinator.state is TurnState.REPLYING
-        return self.sink.played_s() if replying else 0.0
+        replying = (self._replies.current is not None
+                    or self.coordinator.state is TurnState.REPLYING)
+        return self._replies.heard_s() if replying else 0.0
 
     # ── events in, commands out ───────────────────────────────────────────────────────────
     async def _dispatch(self, event: TurnInput | None) -> None:
@@ -247,7 +203,7 @@ class VoicePipeline:
         """Dispatch from a callback or another task, in the order posted."""
         if not self._closed:
             self._posted.append(event)
-            self._spawn(self._dispatch(None), "dispatch")
+            self._tasks.spawn(self._dispatch(None), "dispatch")
 
     async def _execute(self, command: Command) -> None:
         match command:
@@ -265,22 +221,22 @@ class VoicePipeline:
             case DropTranscript(stream=sid):
                 self._close_feed(sid, keep_audio=True)
                 if (stream := self._streams.pop(sid, None)) is not None:
-                    self._spawn(stream.aclose(), "stt-close")
+                    self._tasks.spawn(stream.aclose(), "stt-close")
             case Prefill(messages=messages):
                 if not self.services.stt.busy:
                     self.services.llm.prefill(messages)
-            case StartReply():
-                self._start_reply(command)
-            case StartApology(reply=rid):
-                run = self._new_run(rid, TurnMetrics(turn=0), ReplyState())
-                self._release(run)
-                run.task = self._spawn(self._apologise(run), f"apology-{rid}")
-            case ReleaseReply(reply=rid):
-                if (run := self._runs.get(rid)) is not None:
+            case StartReply(held=held):
+                if not held:
                     self._untranscribed = []
-                    self._release(run)
+                self._replies.start(command.reply, command.messages, command.metrics,
+                                    command.state, held=held)
+            case StartApology(reply=rid):
+                self._replies.start_apology(rid)
+            case ReleaseReply(reply=rid):
+                self._untranscribed = []
+                self._replies.release(rid)
             case CancelReply(reply=rid, flush=flush):
-                self._cancel(rid, flush=flush)
+                self._replies.cancel(rid, flush=flush)
 
     # ── transcripts ───────────────────────────────────────────────────────────────────────
     def _open_stream(self, command: OpenTranscript) -> None:
@@ -309,7 +265,7 @@ class VoicePipeline:
         self._streams[sid] = stream
         self._open = (sid, stream)
         if self._streaming and self._ticker is None:
-            self._ticker = self._spawn(self._tick(), "interims")
+            self._ticker = self._tasks.spawn(self._tick(), "interims")
 
     async def _final_call(self, transcribe: Callable[[], Awaitable[SpeechResult]]) -> SpeechResult:
         return await self.recovery.call(self.services.stt.name, transcribe,
@@ -336,114 +292,19 @@ class VoicePipeline:
             if self.coordinator.wants_interims and not self.services.stt.busy:
                 self._post(InterimTick())
 
-    # ── replies ───────────────────────────────────────────────────────────────────────────
-    def _new_run(self, rid: int, metrics: TurnMetrics, state: ReplyState) -> _Run:
-        run = _Run(rid, metrics, state, _ReplySink(self.sink), PlaybackWatch(metrics))
-        self._runs[rid] = run
-        return run
-
-    def _start_reply(self, command: StartReply) -> None:
-        run = self._new_run(command.reply, command.metrics, command.state)
-        if not command.held:
-            self._untranscribed = []
-            self._release(run)
-        run.task = self._spawn(self._reply(run, command.messages), f"reply-{run.id}")
-
-    def _release(self, run: _Run) -> None:
-        self.sink.clear()  # a new burst: played_s() and playback reports refer to this reply
-        self._current = run
-        run.gate.set()
-
-    async def _reply(self, run: _Run, messages: list[ChatMessage]) -> None:
-        error: ProviderError | None = None
-
-        async def first_audio() -> None:
-            self._post(ReplyFirstAudio(run.id))
-
-        async def emit(event: PipelineEvent) -> None:
-            if not run.view.muted:  # a cut reply shows no more text
-                await self._emit(event)
-
-        try:
-            await self._speaker.run(messages, run.state, run.metrics, on_first_audio=first_audio,
-                                    gate=run.gate, sink=run.view,  # type: ignore[arg-type]
-                                    emit=emit)
-            run.watch.done_writing = True
-            await run.gate.wait()  # a held reply with no audio (empty) ends at its release
-            await run.view.finished()  # still speaking until the last frame went out
-        except ProviderError as exc:
-            error = exc
-        self._ended(run, error)
-
-    async def _apologise(self, run: _Run) -> None:
-        try:
-            async for chunk in self.services.tts.synthesize(APOLOGY):
-                await run.view.play(chunk)
-            run.watch.done_writing = True
-            await run.view.finished()
-        except Exception as exc:  # the error was already told; the apology is a courtesy
-            log.warning("[%s] could not say the apology: %r", self.session_id, exc)
-        self._ended(run, None)
-
-    def _ended(self, run: _Run, error: ProviderError | None) -> None:
-        self._runs.pop(run.id, None)
-        if self._current is run:
-            self._current = None
-        self._post(ReplyEnded(run.id, error))
-
-    def _cancel(self, rid: int, *, flush: bool) -> None:
-        run = self._runs.pop(rid, None)
-        if run is None:
-            return
-        run.view.muted = True
-        if self._current is run:
-            if flush:
-                self.sink.clear()
-            self._current = None
-        if run.task is not None and not run.task.done():
-            self._cut.add(run.task)
-            run.task.add_done_callback(self._cut.discard)
-            stopper = self._spawn(stop_within(run.task, f"[{self.session_id}] reply {rid}"),
-                                  "stop-reply")
-            self._stopping.add(stopper)
-            stopper.add_done_callback(self._stopping.discard)
-
-    async def _stopped(self) -> None:
-        """Wait for the replies being cancelled to stop (each within its deadline)."""
-        if self._stopping:
-            await asyncio.gather(*list(self._stopping), return_exceptions=True)
-
-    def _on_playback(self, report: PlaybackReport) -> None:
-        """The sink's playback reports go to the reply that owns the sink."""
-        if self._current is not None:
-            self._progress_at = time.monotonic()
-            self._current.watch.report(report)
-
     # ── plumbing ──────────────────────────────────────────────────────────────────────────
     async def _watch(self) -> None:
         """Log a turn that makes no progress, with the tasks that may hold it."""
         while True:
             await asyncio.sleep(WATCHDOG_S / 3)
             idle = self.coordinator.idle or self._waiting_for_user()
-            stalled = time.monotonic() - self._progress_at
+            stalled = time.monotonic() - max(self._progress_at, self._replies.progress_at)
             if not idle and stalled > WATCHDOG_S:
                 stacks = "\n".join(f"--- {t.get_name()}\n{task_stack(t)}"
-                                   for t in [*self._tasks, *stuck_tasks()] if not t.done())
+                                   for t in {*self._tasks, *stuck_tasks()} if not t.done())
                 log.warning("[%s] turn in state %s made no progress for %.0f s; tasks:\n%s",
                             self.session_id, self.coordinator.state.value, stalled, stacks)
                 self._progress_at = time.monotonic()
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=f"{self.session_id}:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("[%s] task %s failed: %r", self.session_id, task.get_name(), exc,
-                      exc_info=exc)
 
     async def _emit(self, event: PipelineEvent) -> None:
         if self._closed:

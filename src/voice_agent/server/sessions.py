@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from ..core.events import (ErrorEvent, PipelineEvent, StatusEvent, TranscriptEvent,
                            event_to_wire)
 from ..core.status import ConnectionStatus, SessionInfo
-from ..core.tasks import stop_within
+from ..core.tasks import TaskSet
 from ..transport import protocol
 from .transcript_log import TranscriptLog
 
@@ -69,7 +69,7 @@ class Session:
         self.transcript: TranscriptLog | None = None
         """The conversation on disk (set by the route that accepted it)."""
         self.closed = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(info.session_id)
         self._closing = False
 
     @property
@@ -142,11 +142,8 @@ class Session:
         self.send(event_to_wire(event))
 
     async def _release(self) -> None:
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
         # Each bounded: a task that ignores its cancel is logged and left, the slot is freed.
-        await asyncio.gather(*(stop_within(t, f"session {self.id}: task {t.get_name()}")
-                               for t in tasks))
+        await self._tasks.stop()
         for name, part in (("pipeline", self.pipeline), ("transport", self.transport)):
             if part is None:
                 continue
@@ -159,16 +156,7 @@ class Session:
     # -- tasks and shutdown -------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
         """A task owned by the session: cancelled when it closes."""
-        task = asyncio.get_running_loop().create_task(coro, name=f"{self.id}:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("session %s: task %s failed: %r", self.id, task.get_name(),
-                      task.exception())
+        return self._tasks.spawn(coro, name)
 
     async def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         """Release everything. Idempotent; safe to call from any task but the session's own."""

@@ -11,24 +11,19 @@ buffer) plug in the same way; :class:`BufferedSTTStream` is the batch one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..core.errors import ProviderError
+from ..core.tasks import TaskSet
 
 if TYPE_CHECKING:
     from .base import STTService
 
-log = logging.getLogger(__name__)
-
-STOP_TIMEOUT_S = 1.0
-"""aclose() waits no longer than this for a transcription to notice its cancellation."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +77,7 @@ class STTStream(ABC):
 
     @abstractmethod
     async def aclose(self) -> None:
-        """Stop; no result is pushed afterwards. Bounded: returns within ~STOP_TIMEOUT_S."""
+        """Stop; no result is pushed afterwards. Bounded: returns within ~1 s."""
 
 
 class BufferedSTTStream(STTStream):
@@ -103,7 +98,7 @@ class BufferedSTTStream(STTStream):
         self._again = False
         self._latest: SpeechResult | None = None
         self._at_last_interim = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("stt stream")
         self._finalized = False
         self._closed = False
 
@@ -177,23 +172,9 @@ class BufferedSTTStream(STTStream):
         if not self._closed:
             self.on_result(result)
 
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("transcription task failed: %r", exc, exc_info=exc)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return self._tasks.spawn(coro, "transcribe")
 
     async def aclose(self) -> None:
         self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STOP_TIMEOUT_S):
-                    await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.stop()

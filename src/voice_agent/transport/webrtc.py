@@ -26,7 +26,6 @@ from aiortc.stats import (
 )
 
 from ..core.config import V3Config
-from ..services.base import AudioChunk
 from . import audio_level
 from .audio_in import InboundStats, PushAudio, consume_audio_track, drain_track
 from .audio_out import FrameQueue, OutgoingAudioTrack

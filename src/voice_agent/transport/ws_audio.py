@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..services.base import STT_SAMPLE_RATE, AudioChunk
+from ..services.base import STT_SAMPLE_RATE
 from .audio_in import AudioResampler16k, InboundStats, PushAudio, pcm16_to_frame
 from .audio_out import FRAME_MS, MAX_QUEUED_S, FrameQueue
 from .protocol import ErrorCode
