@@ -132,3 +132,16 @@ async def test_a_part_that_never_closes_does_not_keep_the_slot(monkeypatch) -> N
     finally:
         release.set()
         await stubborn
+
+
+def test_health_counts_the_sessions_whose_turn_is_stalled() -> None:
+    from types import SimpleNamespace
+
+    from voice_agent.server.routes_http import _stalled_sessions
+
+    mgr = SessionManager(max_sessions=3, idle_timeout_s=60, max_session_s=60)
+    stuck, fine, bare = mgr.create(), mgr.create(), mgr.create()
+    stuck.pipeline = SimpleNamespace(stalled=True, close=None)  # type: ignore[assignment]
+    fine.pipeline = SimpleNamespace(stalled=False, close=None)  # type: ignore[assignment]
+    assert bare.pipeline is None
+    assert _stalled_sessions(SimpleNamespace(sessions=mgr)) == [stuck.id]  # type: ignore[arg-type]

@@ -162,3 +162,17 @@ async def test_empty_llm_reply_ends_the_turn_cleanly() -> None:
         await h.say("say something")
         await h.answered(2)
         assert h.llm.calls[-1][-1].content == "say nothing\nsay something"
+
+
+async def test_a_turn_stuck_on_a_provider_is_reported_stalled_then_recovers(monkeypatch) -> None:
+    import voice_agent.pipeline.agent as agent
+
+    monkeypatch.setattr(agent, "WATCHDOG_S", 0.05)
+    async with Turns() as h:
+        h.script(EIGHT, hold_after=0)  # the LLM takes its time (well within ai.timeout_s)
+        await h.say("count to eight")
+        assert not h.pipeline.stalled
+        await h.until(lambda: h.pipeline.stalled, "the stall to be seen", timeout=1.0)
+        h.llm.release.set()
+        await h.answered()
+        assert not h.pipeline.stalled  # listening again: waiting for the user is no stall

@@ -293,18 +293,31 @@ class VoicePipeline:
                 self._post(InterimTick())
 
     # ── plumbing ──────────────────────────────────────────────────────────────────────────
+    @property
+    def stalled_s(self) -> float:
+        """How long the current turn has made no progress (no event, no transcript, no reply
+        audio going out); 0 while the pipeline waits for the user."""
+        if self.coordinator.idle or self._waiting_for_user():
+            return 0.0
+        return time.monotonic() - max(self._progress_at, self._replies.progress_at)
+
+    @property
+    def stalled(self) -> bool:
+        """No progress for longer than WATCHDOG_S: /v3/health counts such sessions."""
+        return self.stalled_s > WATCHDOG_S
+
     async def _watch(self) -> None:
-        """Log a turn that makes no progress, with the tasks that may hold it."""
+        """Log a turn that makes no progress, with the tasks that may hold it (once a period)."""
+        logged = 0.0
         while True:
             await asyncio.sleep(WATCHDOG_S / 3)
-            idle = self.coordinator.idle or self._waiting_for_user()
-            stalled = time.monotonic() - max(self._progress_at, self._replies.progress_at)
-            if not idle and stalled > WATCHDOG_S:
+            stalled = self.stalled_s
+            if stalled > WATCHDOG_S and time.monotonic() - logged > WATCHDOG_S:
+                logged = time.monotonic()
                 stacks = "\n".join(f"--- {t.get_name()}\n{task_stack(t)}"
                                    for t in {*self._tasks, *stuck_tasks()} if not t.done())
                 log.warning("[%s] turn in state %s made no progress for %.0f s; tasks:\n%s",
                             self.session_id, self.coordinator.state.value, stalled, stacks)
-                self._progress_at = time.monotonic()
 
     async def _emit(self, event: PipelineEvent) -> None:
         if self._closed:

@@ -79,11 +79,12 @@ def _models(registry: AppRegistry) -> dict[str, dict[str, Any]]:
 async def health(request: Request) -> JSONResponse:
     registry = get_registry(request.app)
     models = _models(registry)
+    stalled = _stalled_sessions(registry)
     if registry.load_error:
         status = "error"
     elif not registry.services_ready:
         status = "loading"
-    elif all(m["loaded"] for m in models.values()):
+    elif all(m["loaded"] for m in models.values()) and not stalled:
         status = "ok"
     else:
         status = "degraded"
@@ -93,6 +94,7 @@ async def health(request: Request) -> JSONResponse:
         "models": models,
         "uptime_s": round(registry.uptime_s, 3),
         "active_sessions": len(registry.sessions),
+        "stalled_sessions": len(stalled),
         "max_sessions": registry.sessions.max_sessions,
         "providers": registry.recovery.status() if registry.recovery else {},
         "memory": memory_report(),
@@ -101,6 +103,12 @@ async def health(request: Request) -> JSONResponse:
     if registry.load_error:
         body["error"] = registry.load_error
     return JSONResponse(body, status_code=200 if status in ("ok", "degraded") else 503)
+
+
+def _stalled_sessions(registry: AppRegistry) -> list[str]:
+    """Sessions whose turn made no progress for longer than the pipeline's watchdog allows (a
+    turn stuck on a provider that never answers): the server is not "ok" while one is."""
+    return [s.id for s in registry.sessions.list() if getattr(s.pipeline, "stalled", False)]
 
 
 @router.get("/v3/metrics", response_class=Response)
