@@ -83,8 +83,8 @@ class STTStream(ABC):
 class BufferedSTTStream(STTStream):
     """A batch model behind the stream interface: each interim re-transcribes the buffer.
 
-    One transcription at a time: an interim asked for while one runs is done right after it
-    (if new audio came in). The final reuses the last interim when that already covered all
+    One transcription at a time: an interim asked for while one runs is dropped (the caller
+    asks again if the one running does not cover what it needs). The final reuses the last interim when that already covered all
     the speech, which saves a whole transcription at the end of the turn.
     """
 
@@ -95,7 +95,6 @@ class BufferedSTTStream(STTStream):
         self._final_call = final_call
         self._chunks: list[np.ndarray] = []
         self._running: asyncio.Task[None] | None = None
-        self._again = False
         self._latest: SpeechResult | None = None
         self._at_last_interim = 0
         self._tasks = TaskSet("stt stream")
@@ -117,7 +116,9 @@ class BufferedSTTStream(STTStream):
         if self._closed or self._finalized:
             return
         if self._running is not None and not self._running.done():
-            self._again = True
+            # Not queued: a second transcription right after this one fought the reply just
+            # started from it for the 2 cores (first LLM token ~390 -> ~715 ms, A/B). If this
+            # one does not cover the speech, the coordinator asks again when it arrives.
             return
         if self._samples == self._at_last_interim:
             return  # nothing new since the last one
@@ -132,10 +133,6 @@ class BufferedSTTStream(STTStream):
         else:
             self._latest = SpeechResult(transcript.text, False, 0.0, covers / self.sample_rate)
             self._push(self._latest)
-        if self._again and not self._finalized:
-            self._again = False
-            if self._samples > covers:
-                self._running = self._spawn(self._interim())
 
     def finalize(self, speech_end_s: float) -> None:
         if self._closed or self._finalized:
