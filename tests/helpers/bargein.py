@@ -23,6 +23,13 @@ AGENT_LOUD_RMS = 0.01
 ~0; Piper's voice is mostly 0.03-0.2)."""
 USER_LOUD_RMS = 0.02
 """A sent 20 ms frame above this RMS is the user's speech (espeak-ng speaks at ~0.1-0.3)."""
+VOICE_SPEED = 0.8
+"""The agent speaks a little slower than its default here. The bug needs the reply's speaker to
+have its next audio ready while the sink is full, i.e. the LLM writing faster than the voice
+speaks, as on any machine with cores to spare; on the 2-core CI machine the 1-thread LLM only
+just keeps up with the voice at speed 1.0, and not at all while the VM's CPU is being stolen:
+in one such run the speaker was seen waiting for room in 1 try of 10, and a test that never
+gets there cannot catch the hang."""
 STORYTELLER_PROMPT = (
     "You are a friendly voice assistant. Your words are spoken aloud. Whenever you are asked "
     "for a story, tell a long one, of at least ten sentences, even if you told stories before. "

@@ -52,8 +52,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers.bargein import (STORYTELLER_PROMPT, SentFrames, last_loud, lead_trimmed,
-                                   loud_times, session_ids, speaking_for, speech_span_s,
+from tests.helpers.bargein import (STORYTELLER_PROMPT, VOICE_SPEED, SentFrames, last_loud,
+                                   lead_trimmed, loud_times, session_ids, speaking_for, speech_span_s,
                                    stop_contained, wait_speaker_blocked, with_voice_of)
 from tests.helpers.rtc import wait_for
 from tests.helpers.speech import read_wav, speech_wav
@@ -69,13 +69,6 @@ SESSIONS = 10
 MAX_TOKENS = 200
 """The suite's servers stop a reply at 60 tokens; 200 make sure that the reply is still being
 written when the user speaks, and that far more than the sink's 2 s are queued for sending."""
-VOICE_SPEED = 0.8
-"""The agent speaks a little slower than its default here. The bug needs the reply's speaker to
-have its next audio ready while the sink is full, i.e. the LLM writing faster than the voice
-speaks, as on any machine with cores to spare; on the 2-core CI machine the 1-thread LLM only
-just keeps up with the voice at speed 1.0, and not at all while the VM's CPU is being stolen:
-in one such run the speaker was seen waiting for room in 1 try of 10, and a test that never
-gets there cannot catch the hang."""
 HEARD_BEFORE_BARGE_IN_S = 1.5
 STOP_WITHIN_S = 0.45
 """The agent is silent at the client this soon after the new words began (issue #12: 320-400 ms

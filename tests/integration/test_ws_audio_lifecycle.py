@@ -45,8 +45,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers.bargein import (STORYTELLER_PROMPT, stop_contained, transcript_records,
-                                   wait_speaker_blocked, with_voice_of)
+from tests.helpers.bargein import (STORYTELLER_PROMPT, VOICE_SPEED, stop_contained,
+                                   transcript_records, wait_speaker_blocked, with_voice_of)
 from tests.integration.conftest import (Client, RunningServer, connect, free_port, make_config,
                                         start_server)
 
@@ -59,13 +59,6 @@ TRIES = 3
 MAX_TOKENS = 200
 """The suite's servers stop a reply at 60 tokens; 200 make sure the reply is still being written
 1.5 s into its audio and that far more than 2 s of it is queued for sending."""
-VOICE_SPEED = 0.8
-"""The agent speaks a little slower than its default here. The bug needs the reply's speaker to
-have its next audio ready while the sink is full, i.e. the LLM writing faster than the voice
-speaks, as on any machine with cores to spare; on the 2-core CI machine the 1-thread LLM only
-just keeps up with the voice at speed 1.0, and not at all while the VM's CPU is being stolen:
-in one such run the speaker was seen waiting for room in 1 try of 10, and a test that never
-gets there cannot catch the hang."""
 HEARD_S = 1.5
 RATE = 16000
 BLOCKED_ABOVE_S = 2.15
