@@ -181,8 +181,6 @@ class ReplySpeaker:
                     await sink.play(chunk)
                     state.audio_queued_s += chunk.duration_s
                     state.playing = state.playing or sink.queued_s() > 0
-                    if (t := sink.playback_started_at) is not None:
-                        metrics.mark("first_audio_sent", t)
             finally:
                 state.synthesizing = False
                 await stream.aclose()  # type: ignore[attr-defined]
