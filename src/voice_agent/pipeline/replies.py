@@ -44,10 +44,6 @@ class ReplySink:
     def queued_s(self) -> float:
         return 0.0 if self.muted else self._sink.queued_s()
 
-    @property
-    def playback_started_at(self) -> float | None:
-        return None if self.muted else self._sink.playback_started_at
-
     async def finished(self) -> None:
         if not self.muted:
             await self._sink.finished()
