@@ -172,7 +172,9 @@ class ServerConfig(_Section):
     max_sessions: int = Field(4, ge=1, le=1000)
     """Concurrent sessions; one more is refused with server_busy (close 1013)."""
     idle_timeout_s: float = Field(120.0, gt=0)
-    """A session with no traffic from its client for this long is closed (close 4000)."""
+    """A conversation with no speech, no typed message and no reply for this long is closed
+    with session_timeout (close 4000). Pings, silence and media packets do not keep it open:
+    four such sockets would otherwise hold every slot until max_session_s."""
     max_session_s: float = Field(3600.0, gt=0)
     """Longest session; then it is closed with session_timeout (close 4001)."""
     max_message_bytes: int = Field(256 * 1024, ge=1024)
@@ -180,6 +182,13 @@ class ServerConfig(_Section):
     messages_per_second: float = Field(50.0, gt=0)
     """JSON messages per second per connection (bursts of twice that); more are dropped with
     one rate_limited error per second."""
+    header_timeout_s: float = Field(10.0, gt=0)
+    """A request line and its headers must arrive within this long from the connection's
+    opening (on a keep-alive connection: from the first byte of its next request); else the
+    server answers 408 and closes the connection."""
+    max_connections_per_client: int = Field(32, ge=1)
+    """Open TCP connections per client IP (HTTP and WebSocket alike, loopback included); one
+    more is closed at once, unanswered. A browser page needs ~8."""
     cors_origins: list[str] = Field(default_factory=list)
     """Web origins (e.g. "https://app.example") allowed to call the HTTP API from a browser and
     to open the WebSockets. Empty: no CORS headers; WebSockets from pages of this host or of
