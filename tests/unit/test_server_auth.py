@@ -23,6 +23,8 @@ from voice_agent.server.app import create_app
 from voice_agent.server.auth import protected_router, require_allowed_origin, require_token
 
 TOKEN = "s3cret-token"
+WS = "ws://localhost"
+"""TestClient's WebSockets default to ``Host: testserver``, which the host check refuses."""
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 PUBLIC = {"/", "/v3/health", "/v3/metrics", "/{filename}"}
 """The only routes anyone may call (docs/protocol.md); every other one needs the token."""
@@ -30,7 +32,7 @@ PUBLIC = {"/", "/v3/health", "/v3/metrics", "/{filename}"}
 
 @pytest.fixture
 def client() -> Iterator[TestClient]:
-    yield TestClient(create_app(V3Config(auth_token=TOKEN)))
+    yield TestClient(create_app(V3Config(auth_token=TOKEN)), base_url="http://localhost")
 
 
 def _checks(route: APIRoute | APIWebSocketRoute) -> list[object]:
@@ -82,7 +84,7 @@ def test_a_route_added_under_a_protected_router_needs_the_token() -> None:
     app = FastAPI()
     app.state.registry = create_app(V3Config(auth_token=TOKEN)).state.registry
     app.include_router(router)
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://localhost")
     r = client.get("/v3/added-later")
     assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
     assert client.get("/v3/added-later", params={"token": "wrong"}).status_code == 401
@@ -93,7 +95,7 @@ def test_a_route_added_under_a_protected_router_needs_the_token() -> None:
 def test_websocket_without_the_token_gets_one_error_and_1008(
         client: TestClient, path: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="voice_agent.server.signaling")
-    with client.websocket_connect(path) as ws:
+    with client.websocket_connect(WS + path) as ws:
         assert ws.receive_json() == {"type": "error", "code": "unauthorized",
                                      "message": "missing or wrong token", "fatal": True}
         assert ws.receive() == {"type": "websocket.close", "code": 1008,
@@ -106,7 +108,7 @@ def test_websocket_without_the_token_gets_one_error_and_1008(
 
 def test_websocket_from_a_foreign_page_is_closed_before_the_token_check(
         client: TestClient) -> None:
-    with client.websocket_connect("/ws/v3", headers={"origin": "https://evil.example"}) as ws:
+    with client.websocket_connect(WS + "/ws/v3", headers={"origin": "https://evil.example"}) as ws:
         assert ws.receive() == {"type": "websocket.close", "code": 1008,
                                 "reason": "origin_not_allowed"}
 
@@ -114,7 +116,7 @@ def test_websocket_from_a_foreign_page_is_closed_before_the_token_check(
 @pytest.mark.parametrize("path, headers", [(f"/ws/v3?token={TOKEN}", {}), ("/ws/v3", BEARER)])
 def test_websocket_with_the_token_gets_past_the_checks(client: TestClient, path: str,
                                                        headers: dict[str, str]) -> None:
-    with client.websocket_connect(path, headers=dict(headers)) as ws:
+    with client.websocket_connect(WS + path, headers=dict(headers)) as ws:
         message = ws.receive_json()
         assert (message["code"], message["message"]) == ("server_busy", "models are still loading")
         with pytest.raises(WebSocketDisconnect) as closed:
@@ -126,7 +128,7 @@ def test_the_refusals_after_the_checks_log_their_error_type(
         client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="voice_agent.server.signaling")
     for path in (f"/ws/v3/audio?rate=bad&token={TOKEN}", f"/ws/v3?token={TOKEN}"):
-        with client.websocket_connect(path) as ws:
+        with client.websocket_connect(WS + path) as ws:
             ws.receive_json()
             with pytest.raises(WebSocketDisconnect):
                 ws.receive_json()

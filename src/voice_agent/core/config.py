@@ -193,6 +193,11 @@ class ServerConfig(_Section):
     """Web origins (e.g. "https://app.example") allowed to call the HTTP API from a browser and
     to open the WebSockets. Empty: no CORS headers; WebSockets from pages of this host or of
     loopback only. "*" is never implied, also not when auth_token is set."""
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Host names (or addresses) besides localhost, 127.0.0.1, [::1] and ``host`` that clients
+    may reach this server by, e.g. ["voice.lan", "192.168.1.20"] when serving a LAN; "*" allows
+    any. A request with another ``Host`` header gets 403, HTTP and WebSockets alike, token or
+    not: that is what stops a DNS-rebinding web page from reading the conversations."""
     transcripts_dir: Path = Path("transcripts")
     """Each conversation is appended here as JSON lines (<session_id>.jsonl), flushed per
     record; read back at GET /v3/sessions/{id}/transcript."""

@@ -22,6 +22,7 @@ from .. import __version__
 from ..core.config import V3Config
 from ..transport.ice import restrict_host_addresses
 from . import routes_http, signaling
+from .hosts import HostCheck, allowed_hosts
 from .memory import after_session, freeze_startup_objects, limit_arenas
 from .registry import AppRegistry
 from .security import redacted_logs
@@ -88,6 +89,8 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
     if server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=server.cors_origins,
                            allow_methods=["GET"], allow_headers=["Authorization"])
+    # Outermost, so that nothing (CORS answers included) reaches a request with a foreign Host.
+    app.add_middleware(HostCheck, hosts=allowed_hosts(server.host, server.allowed_hosts))
     app.include_router(routes_http.router)
     app.include_router(signaling.router)
     if registry.web_dist is not None and (registry.web_dist / "assets").is_dir():
