@@ -49,6 +49,9 @@ async def test_each_bad_message_gets_an_error_and_the_session_goes_on(
         await expect_error(client, candidate, "no_offer")
         await expect_error(client, {"type": "ice-candidate", "candidate": None}, "no_offer")
         await expect_error(client, b"\x00\x01", "unsupported")
+        await expect_error(client, "[" * 1000 + "]" * 1000, "invalid_message")  # was close 1011
+        await expect_error(client, '{"type": "ping", "timestamp": 1e400}', "invalid_json")
+        await expect_error(client, '{"type": "ping", "timestamp": NaN}', "invalid_json")
         await still_alive(client)
         # After all that, a real offer still works, then a second one is refused.
         rtc = await negotiate(client)
@@ -72,7 +75,7 @@ async def test_each_bad_message_gets_an_error_and_the_session_goes_on(
             await rtc.close()
         sessions = {s["session_id"]: s for s in
                     json.loads((await _get(server, "/v3/sessions")))}
-        assert sessions[hello["session_id"]]["errors"] >= 13
+        assert sessions[hello["session_id"]]["errors"] >= 16
 
 
 async def test_server_busy_beyond_max_sessions(server_factory) -> None:

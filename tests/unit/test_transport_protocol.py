@@ -60,6 +60,23 @@ def test_bad_messages_get_typed_errors(raw: str | bytes, code: str) -> None:
     assert code_of(raw) == code
 
 
+@pytest.mark.parametrize("raw", [
+    "[" * 1000 + "]" * 1000,  # 2 KB: Python's parser raised RecursionError (an internal_error)
+    '{"type":"ping","x":' + "[" * 5000 + "]" * 5000 + "}",
+    '{"type":"text","text":"hi","x":' + '{"a":' * 40 + "1" + "}" * 40 + "}",
+])
+def test_deep_nesting_is_an_invalid_message(raw: str) -> None:
+    assert code_of(raw) == ErrorCode.INVALID_MESSAGE
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_refused(number: str) -> None:
+    """Echoed in a pong they came back as bare Infinity/NaN, which JSON.parse rejects."""
+    assert code_of('{"type":"ping","timestamp":%s}' % number) == ErrorCode.INVALID_JSON
+    assert code_of('{"type":"text","text":"hi","extra":[%s]}' % number) == ErrorCode.INVALID_JSON
+    assert parse_client_message('{"type":"ping","timestamp":1e300}').timestamp == 1e300
+
+
 def test_size_limits() -> None:
     assert code_of('{"type":"text","text":"' + "a" * 5000 + '"}') == ErrorCode.INVALID_MESSAGE
     assert code_of('{"type":"ping"}' + " " * 2000, max_bytes=1024) == ErrorCode.MESSAGE_TOO_LARGE

@@ -7,6 +7,7 @@ extra fields are ignored so that newer clients keep working with this server.
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
@@ -17,6 +18,9 @@ MAX_TEXT_CHARS = 4000
 """Longest typed message; a turn of speech is far shorter than this."""
 MAX_SDP_CHARS = 64 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of objects and arrays in a client message; ours nest three levels. Python's
+JSON parser raises RecursionError near 1000 levels (2 KB of brackets), which is no ValueError."""
 
 
 class ErrorCode:
@@ -96,7 +100,7 @@ class InterruptMessage(_Message):
 
 class PingMessage(_Message):
     type: Literal["ping"]
-    timestamp: float | None = None
+    timestamp: float | None = Field(None, allow_inf_nan=False)
     """Echoed back in the pong, so the client can measure the round trip."""
 
 
@@ -120,6 +124,55 @@ def _summarise(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class _NotJSON(ValueError):
+    """A number JSON cannot carry (RFC 8259 has no NaN or Infinity)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJSON(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJSON(f"number {text[:32]} is out of range")
+    return value
+
+
+def _depth(data: Any) -> int:
+    """How deep objects and arrays nest, without recursion."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                break
+            todo.extend((v, depth + 1) for v in value)
+    return deepest
+
+
+def _loads(raw: str | bytes) -> Any:
+    """``json.loads`` that refuses what a browser's ``JSON.parse`` would not give back: bare
+    ``NaN``/``Infinity`` and numbers that overflow to them (echoed, they would break the
+    client), and nesting deep enough to exhaust the parser's recursion."""
+    try:
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except _NotJSON as exc:
+        raise ProtocolError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            f"nested deeper than {MAX_JSON_DEPTH} levels")
+    return data
+
+
 def parse_client_message(
     raw: str | bytes, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 ) -> ClientMessage:
@@ -130,10 +183,7 @@ def parse_client_message(
     if size > max_bytes:
         raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE,
                             f"message of {size} bytes exceeds the limit of {max_bytes}")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc}") from None
+    data = _loads(raw)
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a message must be a JSON object")
     kind = data.get("type")
