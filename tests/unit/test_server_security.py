@@ -67,6 +67,32 @@ def test_redaction_masks_query_tokens_and_secret_values() -> None:
     assert plain.getMessage() == "key *** used"
 
 
+def test_every_spelling_of_the_token_parameter_is_masked() -> None:
+    """The server reads ``?%74oken=`` as ``token`` (names are decoded): it was accepted and
+    logged unmasked."""
+    from starlette.datastructures import QueryParams
+
+    reg, flt = registry(), RedactSecrets([TOKEN])
+    encoded = "s3cret-t%C3%B6k%C3%A9n"  # the token's value percent-encoded
+    for query in (f"%74oken={encoded}", f"%74%6F%6B%65%6E={encoded}", f"t%6Fken={encoded}",
+                  f"token={encoded}", f"rate=16000&%54OKEN={encoded}", f"tok%65n+={encoded}"):
+        name = query.rsplit("&", 1)[-1].split("=")[0]
+        accepted = reg.authorized({}, QueryParams(query))
+        record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1,
+                                   '%s - "WebSocket %s" [accepted]',
+                                   ("127.0.0.1:5", f"/ws/v3?{query}&x=1"), None)
+        flt.filter(record)
+        text = record.getMessage()
+        assert encoded not in text and "s3cret" not in text, (query, accepted, text)
+        assert f"{name}=***&x=1" in text, text
+    assert reg.authorized({}, QueryParams(f"%74oken={encoded}"))  # accepted, hence masked
+    # Other parameters are left alone, and the secret is masked in its encoded forms anywhere.
+    other = logging.LogRecord("x", logging.INFO, __file__, 1,
+                              f"GET /x?tokens=1&rate=16000 sent {encoded}", None, None)
+    flt.filter(other)
+    assert other.getMessage() == "GET /x?tokens=1&rate=16000 sent ***"
+
+
 def test_origin_check() -> None:
     allowed = ["https://app.example"]
     assert origin_allowed(None, "127.0.0.1:8000", allowed)  # not a browser

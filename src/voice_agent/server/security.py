@@ -2,6 +2,9 @@
 
 - uvicorn logs every request and WebSocket with its query string, so a ``?token=`` would land
   in the log: :class:`RedactSecrets` masks it (and the configured secret values themselves).
+  The server reads the parameter's name decoded (Starlette does), so ``?%74oken=`` is a token
+  too: every name that decodes to ``token``, in any case, is masked, and so are the secrets'
+  percent-encoded forms.
 - Browsers let any page open a WebSocket to 127.0.0.1 (CORS does not apply to WebSockets):
   :func:`origin_allowed` refuses browser pages from other sites unless they are allowed.
 """
@@ -12,9 +15,10 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from urllib.parse import urlsplit
+from urllib.parse import quote, quote_plus, unquote_plus, urlsplit
 
-TOKEN_QUERY = re.compile(r"([?&]token=)[^&\s\"']*", re.IGNORECASE)
+QUERY_PARAM = re.compile(r"([?&])([^=&\s\"'#]+)=([^&\s\"'#]*)")
+"""A ``name=value`` pair of a query string inside a log line."""
 MASK = "***"
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 REDACTED_LOGGERS = ("uvicorn.access", "uvicorn.error")
@@ -26,10 +30,11 @@ class RedactSecrets(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self._secrets = [s for s in secrets if s]
+        forms = {form for s in secrets if s for form in (s, quote(s, safe=""), quote_plus(s))}
+        self._secrets = sorted(forms, key=len, reverse=True)  # longest first: no half-masks
 
     def redact(self, text: str) -> str:
-        text = TOKEN_QUERY.sub(r"\1" + MASK, text)
+        text = QUERY_PARAM.sub(_mask_token, text)
         for secret in self._secrets:
             text = text.replace(secret, MASK)
         return text
@@ -59,6 +64,12 @@ def redacted_logs(secrets: Iterable[str]) -> Iterator[RedactSecrets]:
     finally:
         for logger in loggers:
             logger.removeFilter(flt)
+
+
+def _mask_token(match: re.Match[str]) -> str:
+    if unquote_plus(match.group(2)).strip().lower() != "token":
+        return match.group(0)
+    return f"{match.group(1)}{match.group(2)}={MASK}"
 
 
 def _hostname(value: str) -> str:
