@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 
 from ..core.config import V3Config
+from .connection_limits import ConnectionLimits, limited_http_protocol
 from .registry import get_registry
 from .sessions import CLOSE_GOING_AWAY
 
@@ -60,8 +61,12 @@ class GracefulServer(uvicorn.Server):
 
 def uvicorn_config(app: Any, config: V3Config, *, log_level: str = "info") -> uvicorn.Config:
     server = config.server
+    # Half-sent requests and per-client connection floods are bounded in the HTTP protocol,
+    # below the app (connection_limits.py); one count per server.
+    limits = ConnectionLimits(server.max_connections_per_client, server.header_timeout_s)
     return uvicorn.Config(
         app, host=server.host, port=server.port, log_level=log_level, lifespan="on",
+        http=limited_http_protocol(limits),
         timeout_graceful_shutdown=int(GRACEFUL_SHUTDOWN_TIMEOUT_S),
         # Let oversized messages reach the app, which answers message_too_large.
         ws_max_size=max(4 * 1024 * 1024, 4 * server.max_message_bytes))
