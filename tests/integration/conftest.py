@@ -31,6 +31,7 @@ from tests.helpers.speech import read_wav, speech_wav
 from voice_agent.core.audio_io import resample_to_16k
 from voice_agent.core.config import V3Config
 from voice_agent.server.app import create_app
+from voice_agent.server.runner import uvicorn_config
 from voice_agent.services.factory import Services, build_services, load_services
 from voice_agent.services.llm_llamacpp import LlamaCppLLM
 
@@ -114,8 +115,8 @@ async def start_server(config: V3Config, services: Services) -> RunningServer:
     port = free_port()
     config = config.model_copy(update={"server": config.server.model_copy(update={"port": port})})
     app = create_app(config, services)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on", ws_max_size=4 * 1024 * 1024))
+    # The production settings (connection limits, ws_max_size, graceful timeout), on loopback.
+    server = uvicorn.Server(uvicorn_config(app, config, log_level="warning"))
     task = asyncio.get_running_loop().create_task(server.serve())
     deadline = time.monotonic() + 20
     while not server.started:
