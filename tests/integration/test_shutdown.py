@@ -31,15 +31,15 @@ async def test_a_client_that_stops_reading_mid_reply_is_cleaned_up(server_factor
         sid = (await client.wait_type("connection_established"))["session_id"]
         await client.send({"type": "text",
                            "text": "Tell me a long story about a brave knight and a dragon."})
-        # Idle means "nothing from the client": a live client (a microphone) always sends.
         while not [m for m in client.messages if m.get("processing_status") == "speaking"]:
-            await client.send({"type": "ping"})
-            await asyncio.sleep(0.2)
-        # Gone without a word: no close frame, nothing read or sent any more.
+            await asyncio.sleep(0.1)
+        # Gone without a word: no close frame, nothing read or sent any more. The loopback
+        # socket's buffers take minutes of audio, so the reply plays on to them (a reply is
+        # no idleness); once it ended, the idle time runs out. 60 tokens: ~20 s of speech.
         client.ws.transport.pause_reading()
         gone_at = time.monotonic()
-        assert await wait_for(lambda: srv.registry.sessions.get(sid) is None, idle + 6)
-        assert time.monotonic() - gone_at < idle + 6
+        assert await wait_for(lambda: srv.registry.sessions.get(sid) is None, idle + 40)
+        assert time.monotonic() - gone_at < idle + 40
         client.ws.transport.abort()
     end = records(TRANSCRIPTS, sid)[-1]
     assert end["type"] == "session_end" and end["code"] == 4000

@@ -17,6 +17,7 @@ class Part:
 
     def __init__(self) -> None:
         self.closed = 0
+        self.in_turn = False
 
     async def close(self) -> None:
         self.closed += 1
@@ -72,6 +73,26 @@ async def test_reaper_closes_idle_and_over_long_sessions() -> None:
     await asyncio.sleep(0.5)
     assert busy.closed.is_set()  # over max_session_s though active
     assert len(mgr) == 0
+    await mgr.stop()
+
+
+async def test_only_the_conversation_keeps_a_session_from_the_reaper() -> None:
+    """Pings and media no longer count; events (speech, text, replies) and a turn under way do,
+    however long since the last event."""
+    mgr = SessionManager(max_sessions=5, idle_timeout_s=0.2, max_session_s=60)
+    mgr.start()
+    talking, replying, idle = mgr.create(), mgr.create(), mgr.create()
+    for s in (talking, replying, idle):
+        s.pipeline = Part()
+    replying.pipeline.in_turn = True  # a long reply: no event for a while, still in use
+    for _ in range(6):
+        await asyncio.sleep(0.1)
+        await talking.emit(TranscriptEvent("and then", final=False))
+    assert idle.closed.is_set()
+    assert not talking.closed.is_set() and not replying.closed.is_set()
+    replying.pipeline.in_turn = False  # the reply ended: the idle time runs from here
+    await asyncio.sleep(0.5)
+    assert replying.closed.is_set() and talking.closed.is_set()
     await mgr.stop()
 
 

@@ -302,6 +302,13 @@ class VoicePipeline:
         return time.monotonic() - max(self._progress_at, self._replies.progress_at)
 
     @property
+    def in_turn(self) -> bool:
+        """A turn is under way and moving (the user speaks, the agent thinks or speaks): the
+        session is in use however long ago the client last sent a message. A stalled turn is
+        not: it must not keep an idle session's slot."""
+        return self.stalled_s > 0 and not self.stalled
+
+    @property
     def stalled(self) -> bool:
         """No progress for longer than WATCHDOG_S: /v3/health counts such sessions."""
         return self.stalled_s > WATCHDOG_S

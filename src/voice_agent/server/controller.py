@@ -79,7 +79,6 @@ class SessionController:
     async def handle_raw(self, raw: str | bytes, *, via: str, reply: Sender) -> None:
         """Validate and handle one message; errors go back to ``reply`` and the session goes on."""
         session = self.session
-        session.info.touch()
         if not self.allow(reply):
             return
         try:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket
@@ -18,11 +19,19 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 2000
 """Messages waiting for a client that does not read; beyond this the client is dropped."""
+SEND_STALL_S = 5.0
+"""A send that the client's socket has not taken for this long means the client stopped reading
+(its TCP window stays shut): it is gone for good, and the session is closed (``on_stalled``)
+instead of speaking to nobody until its reply ends."""
 
 
 class Outbox:
-    def __init__(self, ws: WebSocket, session_id: str, max_pending: int = MAX_PENDING) -> None:
+    def __init__(self, ws: WebSocket, session_id: str, max_pending: int = MAX_PENDING, *,
+                 on_stalled: Callable[[], None] | None = None,
+                 stall_s: float = SEND_STALL_S) -> None:
         self._ws = ws
+        self._on_stalled = on_stalled
+        self._stall_s = stall_s
         self._session_id = session_id
         self._queue: asyncio.Queue[dict[str, Any] | bytes | None] = asyncio.Queue()
         self._max_pending = max_pending
@@ -50,10 +59,18 @@ class Outbox:
             if item is None:
                 return
             try:
-                if isinstance(item, bytes):
-                    await self._ws.send_bytes(item)
-                else:
-                    await self._ws.send_text(json.dumps(item))
+                async with asyncio.timeout(self._stall_s):
+                    if isinstance(item, bytes):
+                        await self._ws.send_bytes(item)
+                    else:
+                        await self._ws.send_text(json.dumps(item))
+            except TimeoutError:
+                log.warning("session %s: the client took nothing for %g s: it stopped reading",
+                            self._session_id, self._stall_s)
+                self._closed = True
+                if self._on_stalled is not None:
+                    self._on_stalled()
+                return
             except Exception as exc:  # the socket went away; the receive loop will notice
                 log.debug("session %s: send failed: %r", self._session_id, exc)
                 self._closed = True

@@ -50,6 +50,9 @@ class Transport(Protocol):
 class Pipeline(Protocol):
     async def close(self) -> None: ...
 
+    @property
+    def in_turn(self) -> bool: ...
+
 
 Sender = Callable[[dict[str, Any]], None]
 Closer = Callable[[int, str], Awaitable[None]]
@@ -124,6 +127,9 @@ class Session:
 
     async def emit(self, event: PipelineEvent) -> None:
         """The pipeline's EventSink: keep SessionInfo current and forward to the client."""
+        # The conversation is the activity the idle reaper looks for: events come from speech,
+        # typed text and replies, never from pings, media packets or silence.
+        self.info.touch()
         if self.transcript is not None:
             # Before the closing check: a reply cut short by the session closing is kept too.
             self.transcript.event(event)
@@ -260,8 +266,11 @@ class SessionManager:
         for session in list(self._sessions.values()):
             if session.closing:
                 continue
+            if session.pipeline is not None and session.pipeline.in_turn:
+                session.info.touch()  # a long utterance or reply is not idleness
             if now - session.info.last_activity > self.idle_timeout_s:
-                code, reason = CLOSE_IDLE, f"no activity for {self.idle_timeout_s:g} s"
+                code, reason = CLOSE_IDLE, (f"no speech and no typed message for "
+                                            f"{self.idle_timeout_s:g} s")
             elif session.info.duration_s > self.max_session_s:
                 code, reason = CLOSE_TOO_LONG, f"session longer than {self.max_session_s:g} s"
             else:

@@ -21,7 +21,7 @@ from .controller import SessionController
 from .outbox import Outbox
 from .registry import AppRegistry, get_registry
 from .transcript_log import TranscriptLog
-from .sessions import (CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN,
+from .sessions import (CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN,
                        ServerBusyError, Session)
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,8 @@ async def signaling_socket(ws: WebSocket) -> None:
         return
     registry, session = opened
     config = registry.config
-    outbox = Outbox(ws, session.id)
+    outbox = Outbox(ws, session.id, on_stalled=lambda: registry.sessions.request_close(
+        session.id, CLOSE_IDLE, "the client stopped reading"))
     session.closer = outbox.close
     session.senders.append(outbox.send)
     controller: SessionController | None = None
@@ -175,7 +176,7 @@ async def signaling_socket(ws: WebSocket) -> None:
         await pipeline.push_audio(pcm)
 
     webrtc = WebRTCSession(session.id, config, push_audio=push_audio, on_message=on_dc_message,
-                           on_state=on_pc_state, on_activity=session.info.touch)
+                           on_state=on_pc_state)
     session.transport = webrtc
     session.senders.append(webrtc.send_data)  # the data channel mirrors every server message
     started = await _start_pipeline(registry, session, webrtc.sink, webrtc=webrtc)
@@ -210,7 +211,8 @@ async def audio_socket(ws: WebSocket) -> None:
         return
     registry, session = opened
     config = registry.config
-    outbox = Outbox(ws, session.id)
+    outbox = Outbox(ws, session.id, on_stalled=lambda: registry.sessions.request_close(
+        session.id, CLOSE_IDLE, "the client stopped reading"))
     session.closer = outbox.close
     session.senders.append(outbox.send)
 
@@ -232,7 +234,6 @@ async def audio_socket(ws: WebSocket) -> None:
     async def on_binary(data: bytes) -> None:
         if controller.ended:
             return
-        session.info.touch()
         try:
             await transport.handle_binary(data)
         except AudioFormatError as exc:

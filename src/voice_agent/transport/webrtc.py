@@ -17,7 +17,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamTrack
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 from aiortc.stats import (
     RTCInboundRtpStreamStats,
     RTCOutboundRtpStreamStats,
@@ -60,8 +60,7 @@ def rtc_configuration(config: V3Config) -> RTCConfiguration:
 class WebRTCSession:
     def __init__(self, session_id: str, config: V3Config, *, push_audio: PushAudio,
                  on_message: Callable[[str | bytes], Awaitable[None]],
-                 on_state: Callable[[str], Awaitable[None]],
-                 on_activity: Callable[[], None]) -> None:
+                 on_state: Callable[[str], Awaitable[None]]) -> None:
         self.session_id = session_id
         self.config = config
         self.mode = config.webrtc.mode
@@ -74,8 +73,9 @@ class WebRTCSession:
         self._push_audio = push_audio
         self._on_message = on_message
         self._on_state = on_state
-        self._on_activity = on_activity
         self._pc: RTCPeerConnection | None = None
+        self._candidates_ended = False
+        """The client sent end-of-candidates: any later candidate is refused."""
         self._track: OutgoingAudioTrack | None = None
         self._audio_in: MediaStreamTrack | None = None
         self._channel: RTCDataChannel | None = None
@@ -124,8 +124,16 @@ class WebRTCSession:
         if pc is None or pc.remoteDescription is None:
             raise TransportError(ErrorCode.NO_OFFER, "send the offer before ICE candidates")
         text = (init.candidate if init is not None else "").strip()
+        if self._candidates_ended:
+            if not text:
+                return  # a second end (Firefox sends an empty candidate, then null)
+            raise TransportError(ErrorCode.INVALID_CANDIDATE,
+                                 "ICE candidate after end-of-candidates")
+        if init is not None and text:
+            _check_mline(init, pc.remoteDescription.sdp)
         try:
             if not text:
+                self._candidates_ended = True
                 await pc.addIceCandidate(None)  # end of candidates
                 return
             candidate = candidate_from_sdp(text.removeprefix("candidate:"))
@@ -158,8 +166,7 @@ class WebRTCSession:
             if track.kind == "audio":
                 set_audio_receive_buffer(pc, track, self.config.webrtc.receive_buffer_frames)
                 self._audio_in = track
-                self._spawn(consume_audio_track(track, self._push_audio, self.inbound,
-                                                self._on_activity))
+                self._spawn(consume_audio_track(track, self._push_audio, self.inbound))
             else:
                 if self.mode != "audio_video":
                     log.info("session %s: video track ignored in %s mode", self.session_id, self.mode)
@@ -177,7 +184,6 @@ class WebRTCSession:
 
             @channel.on("message")
             def on_message(message: str | bytes) -> None:
-                self._on_activity()
                 inbox.put_nowait(message)
 
         @pc.on("connectionstatechange")
@@ -265,3 +271,21 @@ class WebRTCSession:
         self._channel = None
         self._audio_in = None
         self._pc = None
+
+
+def _check_mline(init: IceCandidateInit, remote_sdp: str) -> None:
+    """A candidate must name an m-line of the client's offer, by ``sdpMid`` or index (both
+    agreeing when both are given); aiortc drops any other silently, and the client would wait
+    for a connection over a candidate that was never used."""
+    mids = [m.rtp.muxId for m in SessionDescription.parse(remote_sdp).media]
+    index = init.sdpMLineIndex
+    if init.sdpMid is not None and init.sdpMid not in mids:
+        raise TransportError(ErrorCode.INVALID_CANDIDATE,
+                             f"no m-line with sdpMid {init.sdpMid[:32]!r} in the offer "
+                             f"(its mids: {', '.join(mids)})")
+    if index is not None and index >= len(mids):
+        raise TransportError(ErrorCode.INVALID_CANDIDATE,
+                             f"sdpMLineIndex {index} is past the offer's {len(mids)} m-lines")
+    if init.sdpMid is not None and index is not None and mids[index] != init.sdpMid:
+        raise TransportError(ErrorCode.INVALID_CANDIDATE,
+                             f"sdpMid {init.sdpMid[:32]!r} is not m-line {index}")
