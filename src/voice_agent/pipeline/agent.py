@@ -24,7 +24,7 @@ import numpy as np
 
 from ..core.config import V3Config
 from ..core.conversation import ConversationManager
-from ..core.events import EventSink, PipelineEvent
+from ..core.events import EventSink, PipelineEvent, TranscriptEvent
 from ..core.recovery import ErrorRecoveryManager, recovery_from_config
 from ..core.status import ProcessingStatus
 from ..core.tasks import TaskSet, stuck_tasks, task_stack
@@ -35,6 +35,7 @@ from .reply import ReplySpeaker
 from .sink import AudioSink
 from .turn import TurnCoordinator, TurnState
 from .turn_detector import TurnDetector, TurnEvent, TurnOptions
+from .typed import TypedTurns
 from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit,
                           FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
                           Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio, RequestInterim,
@@ -90,6 +91,7 @@ class VoicePipeline:
         self._progress_at = time.monotonic()
         self._changed = asyncio.Event()
         self._closed = False
+        self._typed = TypedTurns(self._typed_turn, self._cut_for_typing, self._tasks)
 
     @property
     def status(self) -> ProcessingStatus:
@@ -117,9 +119,17 @@ class VoicePipeline:
             await self._on_frame(audio[i:i + self._frame])
 
     async def push_text(self, text: str) -> None:
-        """A typed user message: a turn without the microphone side."""
+        """A typed user message: a turn without the microphone side (a burst of them is one
+        turn, see typed.py)."""
         if not self._closed and text.strip():
-            await self._dispatch(TextTyped(text.strip(), self._heard_s()))
+            await self._typed.push(text.strip())
+
+    async def _cut_for_typing(self) -> None:
+        await self._dispatch(InterruptRequested(self._heard_s()))
+
+    async def _typed_turn(self, text: str) -> None:
+        if not self._closed:
+            await self._dispatch(TextTyped(text, self._heard_s()))
 
     async def interrupt(self) -> None:
         """Stop the agent now (what the user hears first), and wait, bounded, for it to stop."""
@@ -139,6 +149,9 @@ class VoicePipeline:
         if self._closed:
             return
         await self._dispatch(CloseRequested(self._heard_s()))
+        held = self._typed.take_held()
+        if held:  # typed, never answered: the transcript still keeps it
+            await self._emit(TranscriptEvent(held, final=True))
         self._closed = True
         self._changed.set()
         for stream in list(self._streams.values()):
