@@ -219,7 +219,12 @@ async def audio_socket(ws: WebSocket) -> None:
     async def push_audio(pcm: Any) -> None:
         await pipeline.push_audio(pcm)
 
-    transport = WebSocketAudioTransport(session.id, rate, outbox.send, push_audio)
+    def on_paced() -> None:
+        session.send_error(ErrorCode.RATE_LIMITED, "audio arrives faster than real time: it is "
+                           "read at real time from now on (nothing is dropped)")
+
+    transport = WebSocketAudioTransport(session.id, rate, outbox.send, push_audio,
+                                        on_paced=on_paced)
     session.transport = transport
     started = await _start_pipeline(registry, session, transport.sink, webrtc=None)
     if started is None:

@@ -23,6 +23,7 @@ import numpy as np
 from ..services.base import STT_SAMPLE_RATE
 from .audio_in import AudioResampler16k, InboundStats, PushAudio, pcm16_to_frame
 from .audio_out import FRAME_MS, MAX_QUEUED_S, FrameQueue
+from .pacing import RealTimePacer
 from .protocol import ErrorCode
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,8 @@ class WebSocketAudioTransport:
     """Inbound PCM frames -> 16 kHz float32 for the pipeline; the sink sends the agent's voice."""
 
     def __init__(self, session_id: str, rate: int, send: Callable[[bytes], None],
-                 push_audio: PushAudio) -> None:
+                 push_audio: PushAudio, *, pacer: RealTimePacer | None = None,
+                 on_paced: Callable[[], None] | None = None) -> None:
         self.session_id = session_id
         self.rate = rate
         self.sink = FrameQueue(rate, FRAME_MS, MAX_QUEUED_S)
@@ -111,6 +113,9 @@ class WebSocketAudioTransport:
         self._push_audio = push_audio
         self._resample = AudioResampler16k() if rate != STT_SAMPLE_RATE else None
         self._odd_byte = b""
+        self.pacer = pacer or RealTimePacer()
+        self._on_paced = on_paced
+        """Told once, the first time the client's audio had to be paced."""
 
     def start(self) -> None:
         self.sender.start()
@@ -138,11 +143,18 @@ class WebSocketAudioTransport:
         self.inbound.samples_16k += len(pcm)
         self.inbound.peak = max(self.inbound.peak, float(np.abs(pcm).max()))
         await self._push_audio(pcm)
+        # After the frame, before the next read: a client ahead of real time waits here.
+        if await self.pacer.take(len(pcm) / STT_SAMPLE_RATE) and self._on_paced is not None:
+            on_paced, self._on_paced = self._on_paced, None
+            log.info("session %s: audio arrives faster than real time; reading it at real "
+                     "time", self.session_id)
+            on_paced()
 
     async def stats(self) -> dict[str, Any]:
         return {"transport": "websocket_audio", **self.audio_format(),
                 "inbound_audio_s": round(self.inbound.seconds, 3),
                 "inbound_peak": round(self.inbound.peak, 4),
+                "inbound_paced_s": round(self.pacer.paced_s, 3),
                 "audio_bytes_sent": self.sender.bytes_sent,
                 "outbound_queued_s": round(self.sink.queued_s(), 3)}
 
