@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--server-src", metavar="DIR",
                      help="serve voice_agent from DIR (another checkout's src/, e.g. a git "
                           "worktree of an older commit): A/B with the same client")
+    fl = bsub.add_parser("flood", help="another session's reply times while one session floods "
+                                       "typed messages or too-fast audio")
+    fl.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
+    fl.add_argument("--text-rate", type=float, default=45.0, help="typed messages per second")
+    fl.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                    help="first wait up to this long for other processes to go quiet")
+    fl.add_argument("--server-src", metavar="DIR",
+                    help="serve voice_agent from DIR (another checkout's src/): an A/B")
     soak = bsub.add_parser("soak", help="many sessions in a row and at once; errors and memory")
     soak.add_argument("--cycles", type=int, default=200, help="phase 1: sequential cycles")
     soak.add_argument("--concurrent", type=int, default=8, help="phase 2: concurrent sessions")
@@ -101,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench" and args.bench == "latency":
         from bench.latency import run_latency
         return run_latency(config, args)
+    if args.command == "bench" and args.bench == "flood":
+        from bench.flood import run_flood
+        return run_flood(args)
     if args.command == "bench" and args.bench == "soak":
         from bench.soak import run_soak
         return run_soak(config, args)
