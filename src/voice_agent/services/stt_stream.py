@@ -11,6 +11,7 @@ buffer) plug in the same way; :class:`BufferedSTTStream` is the batch one.
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -24,7 +25,12 @@ from ..core.tasks import TaskSet
 if TYPE_CHECKING:
     from .base import STTService
 
-
+INTERIM_REST = 2.0
+"""After an interim, none starts for this many times as long as it took: at most a third of a
+core per talking session goes to interims. A short utterance's interim (~170 ms, the 10 s
+window) is not held back at the 500 ms interval; past the window each one takes Whisper's 30 s
+path (600 ms and more), and one person talking non-stop made another session's replies start
+~7x later (``voice-agent bench flood``, talker at real time)."""
 
 @dataclass(frozen=True, slots=True)
 class SpeechResult:
@@ -89,7 +95,8 @@ class BufferedSTTStream(STTStream):
     """
 
     def __init__(self, stt: STTService, on_result: ResultSink, *,
-                 final_call: FinalCall | None = None) -> None:
+                 final_call: FinalCall | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(on_result, stt.sample_rate)
         self._stt = stt
         self._final_call = final_call
@@ -97,6 +104,9 @@ class BufferedSTTStream(STTStream):
         self._running: asyncio.Task[None] | None = None
         self._latest: SpeechResult | None = None
         self._at_last_interim = 0
+        self._clock = clock
+        self._rest_until = 0.0
+        """No interim starts before this: a long utterance's interims are costly."""
         self._tasks = TaskSet("stt stream")
         self._finalized = False
         self._closed = False
@@ -122,10 +132,13 @@ class BufferedSTTStream(STTStream):
             return
         if self._samples == self._at_last_interim:
             return  # nothing new since the last one
+        if self._clock() < self._rest_until:
+            return  # resting after a long one (see INTERIM_REST)
         self._running = self._spawn(self._interim())
 
     async def _interim(self) -> None:
         self._at_last_interim = covers = self._samples
+        started = self._clock()
         try:
             transcript = await self._stt.transcribe(self._audio()[:covers], final=False)
         except ProviderError as exc:
@@ -133,6 +146,8 @@ class BufferedSTTStream(STTStream):
         else:
             self._latest = SpeechResult(transcript.text, False, 0.0, covers / self.sample_rate)
             self._push(self._latest)
+        finally:
+            self._rest_until = self._clock() + INTERIM_REST * (self._clock() - started)
 
     def finalize(self, speech_end_s: float) -> None:
         if self._closed or self._finalized:
