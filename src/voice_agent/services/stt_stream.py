@@ -107,6 +107,8 @@ class BufferedSTTStream(STTStream):
         self._clock = clock
         self._rest_until = 0.0
         """No interim starts before this: a long utterance's interims are costly."""
+        self._deferred: asyncio.Task[None] | None = None
+        """The interim asked for during a rest, started when the rest is over."""
         self._tasks = TaskSet("stt stream")
         self._finalized = False
         self._closed = False
@@ -132,9 +134,16 @@ class BufferedSTTStream(STTStream):
             return
         if self._samples == self._at_last_interim:
             return  # nothing new since the last one
-        if self._clock() < self._rest_until:
-            return  # resting after a long one (see INTERIM_REST)
+        rest = self._rest_until - self._clock()
+        if rest > 0:  # resting after a costly one (see INTERIM_REST): it starts when that ends
+            if self._deferred is None or self._deferred.done():
+                self._deferred = self._spawn(self._after_rest(rest))
+            return
         self._running = self._spawn(self._interim())
+
+    async def _after_rest(self, rest_s: float) -> None:
+        await asyncio.sleep(rest_s)
+        self.request_interim()
 
     async def _interim(self) -> None:
         self._at_last_interim = covers = self._samples
