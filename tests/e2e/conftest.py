@@ -148,6 +148,12 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def page_url(self) -> str:
+        """Where the browser opens the page: by name, as a user types it, so that the Host
+        check (server/hosts.py) is exercised with its defaults."""
+        return f"http://localhost:{self.port}"
+
     def get(self, path: str) -> Any:
         return http_json(self.url + path)
 

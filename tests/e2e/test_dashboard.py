@@ -136,7 +136,7 @@ async def stop(page: Page, server: ServerProcess) -> None:
 async def test_voice_conversation(launch_browser: LaunchBrowser, server: ServerProcess,
                                   question_wav: Path, artifacts: Path) -> None:
     page = await launch_browser(question_wav)
-    await page.goto(server.url + "/")
+    await page.goto(server.page_url + "/")
     await expect(page.get_by_test_id("connection-status")).to_have_attribute(
         "data-status", "disconnected")
     await page.evaluate(JS_WATCH_MIC_LEVEL)
@@ -196,7 +196,7 @@ async def test_voice_conversation(launch_browser: LaunchBrowser, server: ServerP
 async def test_typed_message(launch_browser: LaunchBrowser, server: ServerProcess,
                              silent_wav: Path) -> None:
     page = await launch_browser(silent_wav)  # a silent mic: no voice turn gets in the way
-    await page.goto(server.url + "/")
+    await page.goto(server.page_url + "/")
     await connect(page, server)
     question = "What is the capital of Italy?"
     await page.get_by_test_id("text-input").fill(question)

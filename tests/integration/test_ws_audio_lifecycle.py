@@ -136,6 +136,9 @@ async def _ended_transcript(srv: RunningServer, sid: str, label: str) -> list[di
     assert kinds and kinds[-1] == "session_end", f"{label}: transcript does not end: {kinds}"
     cut = [r for r in records if r["type"] == "ai_response" and r.get("interrupted") is True]
     assert cut, f"{label}: no interrupted ai_response in the transcript: {kinds}"
+    # What was played, not the whole reply: the client heard a few seconds of a long story.
+    spoken, text = cut[-1]["spoken_text"].split(), cut[-1]["text"].split()
+    assert len(spoken) < len(text) and text[:len(spoken)] == spoken, f"{label}: {cut[-1]}"
     return records
 
 
