@@ -66,3 +66,60 @@ async def test_long_interims_take_at_most_a_third_of_the_time() -> None:
     busy = calls * 0.7
     assert busy <= 30.0 / (1 + INTERIM_REST) + 0.7, (calls, busy)
     assert calls >= 5  # still some: the transcript shown keeps up
+
+
+class Recording(STTService):
+    """Records whether each transcription was asked for accuracy; ``gate`` holds them."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+        self.gate: asyncio.Event | None = None
+
+    def load(self) -> None:
+        pass
+
+    async def transcribe(self, audio: np.ndarray, *, final: bool = True) -> Transcript:
+        self.calls.append(final)
+        if self.gate is not None:
+            await self.gate.wait()
+        return Transcript(f"{len(audio)}", final)
+
+
+async def _until(predicate, what: str) -> None:  # noqa: ANN001
+    async with asyncio.timeout(2):
+        while not predicate():
+            await asyncio.sleep(0)
+
+
+async def test_a_decisive_interim_is_decoded_for_accuracy_and_follows_a_cheap_one() -> None:
+    """Greedy decoding misheard words that beam search got right: the transcript a reply is
+    made from (the one at a pause) is decoded like a final, the ones shown while speaking are
+    not."""
+    stt, results = Recording(), []
+    stream = BufferedSTTStream(stt, results.append)
+    stream.feed(np.zeros(1600, np.float32))
+    stt.gate = asyncio.Event()
+    stream.request_interim()  # a cheap one, on the timer
+    await _until(lambda: stt.calls, "the cheap interim")
+    stream.request_interim(decisive=True)  # the pause: asked while the cheap one runs
+    stt.gate.set()
+    await _until(lambda: len(results) == 2, "both interims")
+    assert stt.calls == [False, True] and [r.decisive for r in results] == [False, True]
+    stream.finalize(0.1)  # the decisive one covers everything: it is the final
+    await _until(lambda: len(results) == 3, "the final")
+    assert results[-1].final and results[-1].reused and stt.calls == [False, True]
+    await stream.aclose()
+
+
+async def test_a_cheap_interim_is_never_taken_as_the_final() -> None:
+    stt, results = Recording(), []
+    stream = BufferedSTTStream(stt, results.append)
+    stream.feed(np.zeros(1600, np.float32))
+    stream.request_interim()
+    await _until(lambda: results, "the interim")
+    stream.finalize(0.1)  # covered, but greedy: decoded again, for accuracy
+    await _until(lambda: len(results) == 2, "the final")
+    assert stt.calls == [False, True] and not results[-1].reused
+    await stream.aclose()

@@ -187,7 +187,7 @@ def test_barge_in_before_anything_was_heard_carries_the_question_over() -> None:
 def test_pause_asks_for_an_interim_and_one_covering_the_speech_starts_a_held_reply() -> None:
     c = Clocked()
     c.at(100.0, SpeechStarted())
-    assert c.at(101.0, SpeechPaused()) == [RequestInterim(1)]
+    assert c.at(101.0, SpeechPaused()) == [RequestInterim(1, decisive=True)]
     cmds = c.at(101.2, TranscriptReceived(1, "what time", final=False, covers_s=1.3,
                                           speech_s=1.2))
     assert kinds(cmds) == [Emit, StartReply]
@@ -201,7 +201,7 @@ def test_interim_missing_later_speech_asks_for_another_instead_of_a_reply() -> N
     c.at(100.0, SpeechStarted())
     c.at(101.0, SpeechPaused())
     cmds = c.at(101.2, TranscriptReceived(1, "what", final=False, covers_s=0.6, speech_s=1.2))
-    assert cmds == [Emit(TranscriptEvent("what", final=False)), RequestInterim(1)]
+    assert cmds == [Emit(TranscriptEvent("what", final=False)), RequestInterim(1, decisive=True)]
 
 
 def test_resume_drops_the_held_reply_unflushed() -> None:

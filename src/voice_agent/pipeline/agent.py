@@ -224,9 +224,9 @@ class VoicePipeline:
                 await self._emit(event)
             case OpenTranscript():
                 self._open_stream(command)
-            case RequestInterim(stream=sid):
+            case RequestInterim(stream=sid, decisive=decisive):
                 if self._streaming and (stream := self._streams.get(sid)) is not None:
-                    stream.request_interim()
+                    stream.request_interim(decisive=decisive)
             case FinalizeTranscript(stream=sid, speech_end_s=end):
                 self._close_feed(sid, keep_audio=True)
                 if (stream := self._streams.get(sid)) is not None:

@@ -172,7 +172,7 @@ class TurnCoordinator:
     def _on_paused(self) -> None:
         if self.state is TurnState.USER_SPEAKING and self.stream is not None:
             self.state = TurnState.USER_PAUSED
-            self._do(RequestInterim(self.stream))
+            self._do(RequestInterim(self.stream, decisive=True))
 
     def _on_resumed(self) -> None:
         if self.state is not TurnState.USER_PAUSED:
@@ -223,7 +223,7 @@ class TurnCoordinator:
                                     self.reply.state, held=True))
                 log.info("[%s] reply started early on %r", self.session_id, text)
             else:  # speech came in after this transcript's audio: transcribe again
-                self._do(RequestInterim(event.stream))
+                self._do(RequestInterim(event.stream, decisive=True))
         elif self.prefill:
             words = len(event.text.split())
             if words >= self._prefilled_words + PREFILL_EVERY_WORDS:

@@ -119,6 +119,9 @@ class OpenTranscript:
 @dataclass(frozen=True, slots=True)
 class RequestInterim:
     stream: int
+    decisive: bool = False
+    """The text may become the turn's (a pause: a reply is prepared from it): decoded for
+    accuracy, as a final is, not cheaply as the interims shown while the user speaks."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,7 +99,9 @@ class STTService(Service):
 
     @abstractmethod
     async def transcribe(self, audio: np.ndarray, *, final: bool = True) -> Transcript:
-        """Transcribe float32 16 kHz mono audio. Must not block the event loop."""
+        """Transcribe float32 16 kHz mono audio. Must not block the event loop. ``final``:
+        a turn may be made from this text: decode for accuracy (Whisper: beam search), not
+        for speed as for the interims shown while the user speaks."""
 
     def create_stream(self, on_result: ResultSink, *,
                       final_call: FinalCall | None = None) -> STTStream:

@@ -42,6 +42,8 @@ class SpeechResult:
     """End of the audio this covers: speech after it is not in ``text``."""
     reused: bool = False
     """A final result that is an earlier interim, which already covered all the speech."""
+    decisive: bool = False
+    """Decoded for accuracy (a final, or an interim asked for as decisive)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +76,10 @@ class STTStream(ABC):
         """Float32 16 kHz mono audio, as it arrives. Never blocks."""
 
     @abstractmethod
-    def request_interim(self) -> None:
-        """Ask for text so far. A streaming provider that sends interims itself ignores it."""
+    def request_interim(self, *, decisive: bool = False) -> None:
+        """Ask for text so far. A streaming provider that sends interims itself ignores it.
+        ``decisive``: the text may become the turn's (a reply is prepared from it at a pause):
+        decode it for accuracy, as the final."""
 
     @abstractmethod
     def finalize(self, speech_end_s: float) -> None:
@@ -108,6 +112,9 @@ class BufferedSTTStream(STTStream):
         self._rest_until = 0.0
         """No interim starts before this: a long utterance's interims are costly."""
         self._deferred: asyncio.Task[None] | None = None
+        self._running_decisive = False
+        self._want_decisive = False
+        """A decisive interim was asked for while a cheap one ran: it runs next."""
         """The interim asked for during a rest, started when the rest is over."""
         self._tasks = TaskSet("stt stream")
         self._finalized = False
@@ -124,39 +131,52 @@ class BufferedSTTStream(STTStream):
             self._chunks = [np.concatenate(self._chunks)]
         return self._chunks[0] if self._chunks else np.zeros(0, np.float32)
 
-    def request_interim(self) -> None:
+    def request_interim(self, *, decisive: bool = False) -> None:
         if self._closed or self._finalized:
             return
         if self._running is not None and not self._running.done():
             # Not queued: a second transcription right after this one fought the reply just
             # started from it for the 2 cores (first LLM token ~390 -> ~715 ms, A/B). If this
-            # one does not cover the speech, the coordinator asks again when it arrives.
+            # one does not cover the speech, the coordinator asks again when it arrives. A
+            # decisive one asked for while a cheap one runs follows it (its text would be
+            # the turn's otherwise).
+            self._want_decisive |= decisive and not self._running_decisive
             return
-        if self._samples == self._at_last_interim:
+        latest = self._latest
+        if self._samples == self._at_last_interim and (
+                not decisive or (latest is not None and latest.decisive)):
             return  # nothing new since the last one
         rest = self._rest_until - self._clock()
-        if rest > 0:  # resting after a costly one (see INTERIM_REST): it starts when that ends
+        if rest > 0 and not decisive:  # resting after a costly one (see INTERIM_REST)
             if self._deferred is None or self._deferred.done():
                 self._deferred = self._spawn(self._after_rest(rest))
             return
-        self._running = self._spawn(self._interim())
+        self._running_decisive = decisive
+        self._running = self._spawn(self._interim(decisive))
 
     async def _after_rest(self, rest_s: float) -> None:
         await asyncio.sleep(rest_s)
         self.request_interim()
 
-    async def _interim(self) -> None:
+    async def _interim(self, decisive: bool) -> None:
         self._at_last_interim = covers = self._samples
         started = self._clock()
         try:
-            transcript = await self._stt.transcribe(self._audio()[:covers], final=False)
+            # ``final`` asks the provider for its accurate decoding (Whisper: beam search).
+            transcript = await self._stt.transcribe(self._audio()[:covers], final=decisive)
         except ProviderError as exc:
             self._push(SpeechFailure(exc, final=False))
         else:
-            self._latest = SpeechResult(transcript.text, False, 0.0, covers / self.sample_rate)
+            self._latest = SpeechResult(transcript.text, False, 0.0, covers / self.sample_rate,
+                                        decisive=decisive)
             self._push(self._latest)
         finally:
-            self._rest_until = self._clock() + INTERIM_REST * (self._clock() - started)
+            if not decisive:  # a decisive one is asked for at a pause, not on a timer
+                self._rest_until = self._clock() + INTERIM_REST * (self._clock() - started)
+            if self._want_decisive and not decisive and not (self._closed or self._finalized):
+                self._want_decisive = False
+                self._running_decisive = True
+                self._running = self._spawn(self._interim(True))
 
     def finalize(self, speech_end_s: float) -> None:
         if self._closed or self._finalized:
@@ -176,11 +196,13 @@ class BufferedSTTStream(STTStream):
                 waited = True
                 await asyncio.shield(running)
             latest = self._latest
-            if latest is not None and latest.end_s >= speech_end_s:
-                return SpeechResult(latest.text, True, 0.0, latest.end_s, reused=True)
+            if latest is not None and latest.decisive and latest.end_s >= speech_end_s:
+                return SpeechResult(latest.text, True, 0.0, latest.end_s, reused=True,
+                                    decisive=True)
             audio = self._audio()
             transcript = await self._stt.transcribe(audio, final=True)
-            return SpeechResult(transcript.text, True, 0.0, len(audio) / self.sample_rate)
+            return SpeechResult(transcript.text, True, 0.0, len(audio) / self.sample_rate,
+                                decisive=True)
 
         try:
             result = await (self._final_call(final) if self._final_call is not None else final())

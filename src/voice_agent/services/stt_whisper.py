@@ -10,6 +10,7 @@ to ``transcribe()``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -109,15 +110,17 @@ class WhisperSTT(STTService):
         return self._queue.locked
 
     async def transcribe(self, audio: np.ndarray, *, final: bool = True) -> Transcript:
+        beam = self._config.stt.final_beam_size if final else self._config.stt.beam_size
         async with self._queue.get():
             result = await asyncio.get_running_loop().run_in_executor(
-                self._worker, self._transcribe_sync, audio)
+                self._worker, functools.partial(self._transcribe_sync, audio, beam=beam))
         return Transcript(text=result.text, final=final, no_speech_prob=result.no_speech_prob)
 
     def fits_fast_path(self, samples: int) -> bool:
         return self._fast_frames > 0 and samples <= self._fast_frames * _HOP - STT_SAMPLE_RATE // 2
 
-    def _transcribe_sync(self, audio: np.ndarray, *, force_full: bool = False) -> _Decoded:
+    def _transcribe_sync(self, audio: np.ndarray, *, force_full: bool = False,
+                         beam: int | None = None) -> _Decoded:
         audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
         if len(audio) < STT_SAMPLE_RATE // 10:  # under 100 ms: nothing Whisper can read
             return _Decoded("", 1.0, 0.0)
@@ -126,10 +129,11 @@ class WhisperSTT(STTService):
                 raise ProviderError(self.name, "model not loaded", retryable=False)
             t0 = time.perf_counter()
             try:
+                beam = beam or self._config.stt.final_beam_size
                 if self.fits_fast_path(len(audio)) and not force_full:
-                    out = self._decode_window(audio)
+                    out = self._decode_window(audio, beam)
                 else:
-                    out = self._decode_full(audio)
+                    out = self._decode_full(audio, beam)
             except ProviderError:
                 raise
             except Exception as exc:
@@ -147,7 +151,7 @@ class WhisperSTT(STTService):
             return _Decoded("", out.no_speech_prob, out.avg_logprob)
         return out
 
-    def _decode_window(self, audio: np.ndarray) -> _Decoded:
+    def _decode_window(self, audio: np.ndarray, beam: int) -> _Decoded:
         from faster_whisper.audio import pad_or_trim
 
         model, tok = self._model, self._tokenizer
@@ -159,7 +163,7 @@ class WhisperSTT(STTService):
         # A cap on new tokens (~8 per second of audio) stops a hallucination loop early.
         new_tokens = 16 + int(8 * len(audio) / STT_SAMPLE_RATE)
         result = model.model.generate(
-            encoded, [prompt], beam_size=self._config.stt.beam_size,
+            encoded, [prompt], beam_size=beam,
             max_length=min(_MAX_TOKENS, len(prompt) + new_tokens),
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self._suppress)[0]
@@ -168,13 +172,13 @@ class WhisperSTT(STTService):
         text = tok.decode(tokens).strip()
         return _Decoded(text, float(result.no_speech_prob), float(avg_logprob))
 
-    def _decode_full(self, audio: np.ndarray) -> _Decoded:
+    def _decode_full(self, audio: np.ndarray, beam: int) -> _Decoded:
         model = self._model
         assert model is not None
         cfg = self._config.stt
         lang = cfg.language if model.model.is_multilingual else "en"
         segments, _info = model.transcribe(
-            audio, language=lang, beam_size=cfg.beam_size, vad_filter=False,
+            audio, language=lang, beam_size=beam, vad_filter=False,
             without_timestamps=True, condition_on_previous_text=False)
         segs = list(segments)
         if not segs:  # transcribe() itself skipped everything as no speech
