@@ -84,6 +84,12 @@ def make_item(text: str, path: Path, *, voice: str = "en-us", wpm: int = 160,
     raw = path.with_suffix(".raw.wav")
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-w", str(raw), text],
                    check=True, timeout=timeout_s, capture_output=True)
+    return item_from_wav(text, raw, path, timeout_s=timeout_s)
+
+
+def item_from_wav(text: str, raw: Path, path: Path, *, timeout_s: float = 30.0) -> SpeechItem:
+    """Any TTS engine's WAV (``raw``, deleted afterwards) as a question: 48 kHz mono int16 with
+    the lead-in and trailing pad, at ``path``."""
     subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(path),
                     "pad", str(LEAD_S), str(TRAIL_S)], check=True, timeout=timeout_s,
                    capture_output=True)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages the agent and its tests need (Debian/Ubuntu).
-# espeak-ng: TTS fallback and test speech; sox: test audio; chromium: browser tests.
+# espeak-ng: TTS fallback and test speech; flite: more test voices (bench accuracy);
+# sox: test audio; chromium: browser tests.
 set -euo pipefail
 need=()
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
+command -v flite >/dev/null || need+=(flite)
 command -v sox >/dev/null || need+=(sox)
 if [[ "${1:-}" == "--browser" ]]; then
   command -v chromium >/dev/null || need+=(chromium chromium-driver)
