@@ -12,6 +12,7 @@ from ..services.base import ChatMessage, LLMService, TTSService
 from .chunker import SentenceChunker
 from .metrics import TurnMetrics
 from .silence import ends_sentence, trim_silence
+from .speakable import speakable
 from .sink import AudioSink
 
 LOW_WATER_S = 1.0
@@ -160,8 +161,9 @@ class ReplySpeaker:
         while (text := await pieces.get()) is not None:
             start = state.audio_queued_s
             state.synthesizing = True
+            spoken = speakable(text)  # "$20" is read as "twenty dollars"; the text shown stays
             stream = self.recovery.guard_stream(
-                self.tts.name, lambda: self.tts.synthesize(text),
+                self.tts.name, lambda: self.tts.synthesize(spoken),
                 first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
             # No silence before the reply's first sound, nor at a join inside a sentence. Every
             # chunk of a piece that ends inside a sentence loses its tail: Piper makes one chunk
