@@ -62,6 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="first wait up to this long for other processes to go quiet")
     fl.add_argument("--server-src", metavar="DIR",
                     help="serve voice_agent from DIR (another checkout's src/): an A/B")
+    acc = bsub.add_parser("accuracy", help="spoken questions in many voices: word error rate, "
+                                           "heard right, answered right, latency")
+    acc.add_argument("--voices", nargs="+", metavar="VOICE",
+                     help="only these voices (default: all; see bench/voices.py)")
+    acc.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N questions")
+    acc.add_argument("--per-session", type=int, default=10, metavar="N",
+                     help="questions per session before a fresh one")
+    acc.add_argument("--report", default="docs/accuracy.md", help="markdown report to write")
+    acc.add_argument("--stt-model", choices=STT_MODELS, help="override stt.model")
+    acc.add_argument("--llm-model", choices=LLM_MODELS, help="override ai.model")
+    acc.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                     help="before the server starts, wait up to this long for a quiet machine")
+    acc.add_argument("--server-src", metavar="DIR",
+                     help="serve voice_agent from DIR (another checkout's src/): an A/B")
     soak = bsub.add_parser("soak", help="many sessions in a row and at once; errors and memory")
     soak.add_argument("--cycles", type=int, default=200, help="phase 1: sequential cycles")
     soak.add_argument("--concurrent", type=int, default=8, help="phase 2: concurrent sessions")
@@ -112,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench" and args.bench == "flood":
         from bench.flood import run_flood
         return run_flood(args)
+    if args.command == "bench" and args.bench == "accuracy":
+        from bench.accuracy import run_accuracy
+        return run_accuracy(config, args)
     if args.command == "bench" and args.bench == "soak":
         from bench.soak import run_soak
         return run_soak(config, args)

@@ -1,0 +1,362 @@
+"""`voice-agent bench accuracy`: does the agent hear spoken questions right, and answer them right?
+
+One server subprocess (bench/server_proc.py, the real models), questions from
+bench/accuracy_set.py spoken in every voice of bench/voices.py, sent as an outside user would:
+over WebRTC with bench/client.py's BenchClient, in sessions of ``--per-session`` questions (a
+fresh session after that, so that no conversation grows past the LLM's kept history). Per voice
+and overall: the word error rate of the server's final ``transcript`` against the question, the
+heard-right and answered-right rates (definitions in accuracy_set.py), and the latency p50/p95 of
+the same turns (end of speech sent to first agent audio heard, as ``bench latency`` measures it).
+The report (docs/accuracy.md) is overwritten on every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .accuracy_set import (QUESTIONS, Question, answered_right, heard_right, normalise_words,
+                           word_edits)
+from .client import BenchClient, TurnResult, run_clients
+from .latency import BETWEEN_TURNS_S, _env_overrides, _own_cpu_s, _wait_quiet
+from .report import _machine, fmt, pct
+from .server_proc import ServerProcess, machine_busy_s
+from .speech_set import SpeechItem
+from .voices import Voice, make_voice_set, select_voices
+
+TURN_TIMEOUT_S = 45.0
+"""A slow voice's long question is ~8 s of speech, then the reply: 45 s is a stuck turn."""
+
+
+@dataclass
+class Scored:
+    voice: str
+    question: Question
+    turn: TurnResult
+    transcript: str
+    """Every final transcript of the turn, joined (more than one: the server cut the question
+    into two turns at a pause)."""
+    reply: str
+    """Every final ai_response of the turn, joined."""
+    finals: int = 0
+    edits: int = 0
+    words: int = 0
+    heard: bool = False
+    answered: bool = False
+
+    @property
+    def wer(self) -> float:
+        return self.edits / max(1, self.words)
+
+
+def score(voice: str, question: Question, turn: TurnResult, transcripts: list[str],
+          replies: list[str]) -> Scored:
+    transcript = " ".join(t.strip() for t in transcripts if t.strip())
+    reply = " ".join(r.strip() for r in replies if r.strip())
+    ref = normalise_words(question.text)
+    return Scored(voice, question, turn, transcript, reply, finals=len(transcripts),
+                  edits=word_edits(ref, normalise_words(transcript)), words=len(ref),
+                  heard=heard_right(question.text, transcript),
+                  answered=answered_right(question, reply))
+
+
+@dataclass
+class VoiceResult:
+    voice: Voice
+    turns: list[Scored] = field(default_factory=list)
+    error: str = ""
+    wall_s: float = 0.0
+
+
+@dataclass
+class Summary:
+    turns: int
+    ok: int
+    wer: float | None
+    heard: float | None
+    answered: float | None
+    p50: float | None
+    p95: float | None
+
+
+def summarise(turns: list[Scored]) -> Summary:
+    """Rates over every turn asked: a failed turn (timeout, broken session) counts as neither
+    heard nor answered right, its question's words as deleted. Latency over the turns that got a
+    reply."""
+    n = len(turns)
+    words = sum(t.words for t in turns)
+    v2v = [t.turn.v2v_ms for t in turns if t.turn.ok and t.turn.v2v_ms is not None]
+    return Summary(
+        turns=n, ok=sum(t.turn.ok for t in turns),
+        wer=sum(t.edits for t in turns) / words if words else None,
+        heard=sum(t.heard for t in turns) / n if n else None,
+        answered=sum(t.answered for t in turns) / n if n else None,
+        p50=pct(v2v, 50), p95=pct(v2v, 95))
+
+
+def _finals(events: list[dict[str, Any]], kind: str) -> list[str]:
+    return [str(e.get("text", "")) for e in events if e.get("type") == kind and e.get("final")]
+
+
+async def _session(base_url: str, voice: Voice, chunk: list[tuple[Question, SpeechItem]]
+                   ) -> list[Scored]:
+    client = BenchClient(base_url)
+    out: list[Scored] = []
+    try:
+        await client.connect()
+        for question, item in chunk:
+            start = len(client.events)
+            turn = await client.turn(item, timeout_s=TURN_TIMEOUT_S)
+            events = client.events[start:]
+            out.append(score(voice.name, question, turn, _finals(events, "transcript"),
+                             _finals(events, "ai_response")))
+            s = out[-1]
+            mark = "ok" if s.heard and s.answered else "MISS"
+            note = f", {turn.error}" if turn.error else ""
+            print(f"  [{voice.name}] {mark} {question.text!r} -> heard {s.transcript!r}, "
+                  f"answered {s.reply[:80]!r} ({turn.v2v_ms} ms{note})", flush=True)
+            await asyncio.sleep(BETWEEN_TURNS_S)
+        await client.end()
+    except Exception as exc:  # a session that cannot start fails its remaining turns
+        error = f"{type(exc).__name__}: {exc}"
+        for question, item in chunk[len(out):]:
+            out.append(score(voice.name, question, TurnResult(item.text, ok=False, error=error),
+                             [], []))
+    finally:
+        await client.close()
+    return out
+
+
+@dataclass
+class Run:
+    voices: list[VoiceResult]
+    questions: list[Question]
+    per_session: int
+    server_ready_s: float | None = None
+    server_error: str = ""
+    load: list[float] = field(default_factory=list)
+    other_cores: float | None = None
+    """Average CPU cores used by other processes during the turns (not the server, not us)."""
+    idle_wait_busy: float | None = None
+    wall_s: float = 0.0
+
+
+async def _bench(args: argparse.Namespace, voices: list[Voice], questions: list[Question]) -> Run:
+    run = Run(voices=[VoiceResult(v) for v in voices], questions=questions,
+              per_session=max(1, args.per_session))
+    with tempfile.TemporaryDirectory(prefix="va-bench-accuracy-") as tmp:
+        sets: dict[str, list[SpeechItem]] = {}
+        for v in voices:
+            print(f"speaking {len(questions)} questions as {v.name} ...", flush=True)
+            sets[v.name] = await asyncio.to_thread(
+                make_voice_set, v, [q.text for q in questions], Path(tmp) / v.name)
+        if args.wait_idle:
+            run.idle_wait_busy = await _wait_quiet(args.wait_idle)
+        server = ServerProcess("streaming", _env_overrides(args),
+                               config_file=getattr(args, "config", None))
+        run.load.append(round(os.getloadavg()[0], 2))
+        print(f"starting the server on {server.base_url} ...", flush=True)
+        try:
+            await asyncio.to_thread(server.start)
+            run.server_ready_s = round(server.ready_s or 0, 1)
+            t0, cpu0, busy0, own0 = time.monotonic(), server.cpu_s(), machine_busy_s(), _own_cpu_s()
+            for vr in run.voices:
+                pairs = list(zip(questions, sets[vr.voice.name]))
+                v0 = time.monotonic()
+                for i in range(0, len(pairs), run.per_session):
+                    vr.turns += await _session(server.base_url, vr.voice,
+                                               pairs[i:i + run.per_session])
+                vr.wall_s = round(time.monotonic() - v0, 1)
+                s = summarise(vr.turns)
+                print(f"[{vr.voice.name}] WER {_pc(s.wer)}, heard right {_pc(s.heard)}, answered "
+                      f"right {_pc(s.answered)}, p50 {fmt(s.p50, ' ms')} ({vr.wall_s} s)",
+                      flush=True)
+            run.wall_s = round(time.monotonic() - t0, 1)
+            server_cpu = server.cpu_s() - cpu0
+            other = machine_busy_s() - busy0 - server_cpu - (_own_cpu_s() - own0)
+            run.other_cores = round(max(0.0, other) / max(run.wall_s, 1e-3), 2)
+            run.load.append(round(os.getloadavg()[0], 2))
+        except Exception as exc:
+            run.server_error = f"{type(exc).__name__}: {exc}"
+            print(f"error: {run.server_error}", file=sys.stderr, flush=True)
+        finally:
+            await asyncio.to_thread(server.stop)
+            if run.server_error and server.last_log:
+                print(server.last_log[-3000:], file=sys.stderr)
+    return run
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def _pc(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.0f}%"
+
+
+def _cell(text: str, limit: int = 90) -> str:
+    text = " ".join(text.split()).replace("|", "/")
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def summary_rows(run: Run) -> list[str]:
+    rows = ["| voice | turns ok | WER | heard right | answered right | latency p50 | p95 |",
+            "|---|---|---|---|---|---|---|"]
+    every: list[Scored] = []
+    for vr in run.voices:
+        s = summarise(vr.turns)
+        every += vr.turns
+        rows.append(f"| {vr.voice.name} | {s.ok}/{s.turns} | {_pc(s.wer)} | {_pc(s.heard)} "
+                    f"| {_pc(s.answered)} | {fmt(s.p50, ' ms')} | {fmt(s.p95, ' ms')} |")
+    s = summarise(every)
+    rows.append(f"| **all** | {s.ok}/{s.turns} | **{_pc(s.wer)}** | **{_pc(s.heard)}** "
+                f"| **{_pc(s.answered)}** | {fmt(s.p50, ' ms')} | {fmt(s.p95, ' ms')} |")
+    return rows
+
+
+def failure_kind(t: Scored) -> str:
+    if not t.turn.ok:
+        return f"turn failed ({t.turn.error})"
+    kinds = []
+    if t.finals > 1:
+        kinds.append(f"cut into {t.finals} turns")
+    if not t.heard:
+        kinds.append("misheard")
+    if not t.answered:
+        kinds.append("answer wrong" if t.heard else "answer wrong (after mishearing)")
+    return ", ".join(kinds)
+
+
+def failure_rows(run: Run) -> list[str]:
+    rows = ["| voice | question | heard | answered | what went wrong |", "|---|---|---|---|---|"]
+    for vr in run.voices:
+        for t in vr.turns:
+            if t.heard and t.answered and t.turn.ok and t.finals <= 1:
+                continue
+            rows.append(f"| {vr.voice.name} | {_cell(t.question.text)} "
+                        f"| {_cell(t.transcript) or '—'} | {_cell(t.reply) or '—'} "
+                        f"| {failure_kind(t)} |")
+    return rows if len(rows) > 2 else ["No failures."]
+
+
+def _commit(server_src: str | None) -> str:
+    """The commit of the server under test: the repo of --server-src, else this checkout."""
+    where = Path(server_src) if server_src else Path(__file__).resolve().parents[1] / "src"
+    try:
+        head = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain",
+                                "--untracked-files=no", "--", "."],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (head or "?") + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def render_report(run: Run, args: argparse.Namespace, *, started: float, commit: str,
+                  stt_model: str, llm_model: str) -> str:
+    cmd = "voice-agent " + " ".join(sys.argv[1:]) if sys.argv[1:] else "voice-agent bench accuracy"
+    gpu = "GPU: none visible (/dev/nvidia0 absent)" if not Path("/dev/nvidia0").exists() \
+        else "GPU: present (the models' own settings decide whether they use it)"
+    load = " → ".join(f"{x:.2f}" for x in run.load) or "—"
+    lines = [
+        "# Accuracy: spoken questions, heard and answered",
+        "",
+        "Generated by `voice-agent bench accuracy` (bench/accuracy.py); overwritten on every run.",
+        "",
+        f"- command: `{cmd}`",
+        f"- started: {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(started))}",
+        f"- server under test: commit {commit}"
+        + (f", served from `{args.server_src}`" if getattr(args, "server_src", None) else ""),
+        f"- models: STT whisper {stt_model}, LLM {llm_model}",
+        f"- machine: {_machine()}; {gpu}",
+        f"- load (1-minute average) at the server start → after the last turn: {load}; other "
+        f"processes used {run.other_cores if run.other_cores is not None else '—'} cores on "
+        f"average during the turns"
+        + (f"; after waiting for a quiet machine, other processes used {run.idle_wait_busy} cores"
+           if run.idle_wait_busy is not None else ""),
+        f"- {len(run.questions)} questions × {len(run.voices)} voices, "
+        f"{run.per_session} questions per session (then a fresh session), one turn at a time; "
+        f"server ready in {run.server_ready_s} s; turns took {run.wall_s} s",
+    ]
+    if run.server_error:
+        lines += ["", f"**The server failed: {run.server_error}**"]
+    lines += [
+        "",
+        "## Per voice",
+        "",
+        *summary_rows(run),
+        "",
+        "- **WER**: word error rate of the server's final transcript against the question, after "
+        "normalising case, punctuation, contractions and numbers (\"2\" = \"two\"); edits summed "
+        "over the voice's questions, over their words.",
+        "- **heard right**: the transcript is the question after normalisation, or it keeps every "
+        "key word of the question (its words less function words such as *what, is, the, how, "
+        "many*).",
+        "- **answered right**: an expected answer word (e.g. *paris*; *eight* or *8*) is in the "
+        "final reply text, as whole words.",
+        "- A failed turn (timeout, broken session) counts as misheard, its words as deleted, and "
+        "as answered wrong. **latency**: end of speech sent → first agent audio heard at the "
+        "client, over the turns that got a reply (as `bench latency` measures it).",
+        "",
+        "## Voices",
+        "",
+        "| voice | made with |", "|---|---|",
+        *[f"| {vr.voice.name} | `{vr.voice.describe()}` |" for vr in run.voices],
+        "",
+        "Every WAV is resampled with sox to 48 kHz mono int16 with 0.3 s of silence before and "
+        "0.2 s after (the client then sends silence).",
+        "",
+        "## Failures",
+        "",
+        "Every turn not both heard and answered right, or cut into more than one turn.",
+        "",
+        *failure_rows(run),
+        "",
+        "## Questions",
+        "",
+        "| question | expected answer (any of) |", "|---|---|",
+        *[f"| {q.text} | {', '.join(q.answers)} |" for q in run.questions],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_accuracy(config: Any, args: argparse.Namespace) -> int:
+    from voice_agent.transport.ice import restrict_host_addresses
+
+    started = time.time()
+    commit = _commit(getattr(args, "server_src", None))  # before the run: the code it served
+    try:
+        voices = select_voices(args.voices)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    missing = [f"{v.name}: {why}" for v in voices if (why := v.missing())]
+    if missing:
+        print("error: cannot make these voices:\n  " + "\n  ".join(missing), file=sys.stderr)
+        return 2
+    questions = list(QUESTIONS[: args.limit] if args.limit else QUESTIONS)
+    turn_s = 9.0  # measured: ~2.5 s of question, ~2 s to first audio, ~3 s of reply, pauses
+    print(f"{len(questions)} questions × {len(voices)} voices: about "
+          f"{len(questions) * len(voices) * turn_s / 60:.0f} minutes of turns", flush=True)
+    with restrict_host_addresses(["127.0.0.1"]):  # the client offers loopback only
+        run = run_clients(_bench(args, voices, questions))
+    table = "\n".join(summary_rows(run))
+    print(table)
+    report = render_report(run, args, started=started, commit=commit,
+                           stt_model=getattr(args, "stt_model", None) or config.stt.model,
+                           llm_model=getattr(args, "llm_model", None) or config.ai.model)
+    path = Path(args.report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report)
+    print(f"report written to {path}")
+    any_ok = any(t.turn.ok for vr in run.voices for t in vr.turns)
+    return 0 if any_ok and not run.server_error else 1
