@@ -38,36 +38,50 @@ def _q(text: str, *answers: str) -> Question:
 
 
 QUESTIONS: tuple[Question, ...] = (
+    # A longer question (a lead-in sentence, then the question) after every five short ones,
+    # so that --limit keeps some.
     _q("What is the capital of France?", "paris"),
     _q("How many legs does a spider have?", "eight", "8"),
     _q("What is two plus two?", "four", "4"),
     _q("Which planet is closest to the sun?", "mercury"),
     _q("What do bees make?", "honey"),
+    _q("My friend is baking a cake this afternoon. How many eggs are in a dozen?",
+       "twelve", "12"),
     _q("What is the capital of Japan?", "tokyo"),
     _q("How many days are in a week?", "seven", "7"),
     _q("What color is the sky on a clear day?", "blue"),
     _q("What is the largest ocean on Earth?", "pacific"),
     _q("What is frozen water called?", "ice"),
+    _q("I am going on a trip to London next month. In which country is London?",
+       "england", "united kingdom", "uk", "u.k.", "britain"),
     _q("What is the capital of Italy?", "rome"),
     _q("Which animal is known as the king of the jungle?", "lion", "lions"),
     _q("How many hours are in a day?", "twenty four", "24"),
     _q("What is ten minus three?", "seven", "7"),
     _q("What is the opposite of hot?", "cold"),
+    _q("My little brother asked me this morning. What color do you get when you mix blue "
+       "and yellow?", "green"),
     _q("What gas do plants take in from the air?", "carbon dioxide", "co2"),
     _q("What is the capital of Spain?", "madrid"),
     _q("How many months are in a year?", "twelve", "12"),
     _q("Which country is home to the kangaroo?", "australia"),
     _q("What is the biggest planet in our solar system?", "jupiter"),
+    _q("We are learning about space at school this week. Which planet is known as the red "
+       "planet?", "mars"),
     _q("What is five times five?", "twenty five", "25"),
     _q("In which country are the pyramids of Giza?", "egypt"),
     _q("What is the tallest animal in the world?", "giraffe", "giraffes"),
     _q("How many sides does a triangle have?", "three", "3"),
     _q("What is the capital of Germany?", "berlin"),
+    _q("I want to learn a new instrument. How many strings does a standard guitar have?",
+       "six", "6"),
     _q("Which fruit is yellow and curved?", "banana", "bananas"),
     _q("What language do people mainly speak in Brazil?", "portuguese"),
     _q("Who wrote Romeo and Juliet?", "shakespeare"),
     _q("How many minutes are in an hour?", "sixty", "60"),
     _q("What is the largest continent?", "asia"),
+    _q("I am making pasta for dinner tonight. At what temperature in degrees Celsius does "
+       "water boil?", "one hundred", "a hundred", "100"),
     _q("What is the capital of Canada?", "ottawa"),
     _q("What is the square root of nine?", "three", "3"),
     _q("How many wheels does a bicycle have?", "two", "2"),
@@ -75,19 +89,6 @@ QUESTIONS: tuple[Question, ...] = (
     _q("What is the longest river in Africa?", "nile"),
     _q("Which metal is liquid at room temperature?", "mercury"),
     _q("What is the name of the star at the center of our solar system?", "sun"),
-    # Longer questions: a lead-in sentence, then the question.
-    _q("My friend is baking a cake this afternoon. How many eggs are in a dozen?",
-       "twelve", "12"),
-    _q("I am going on a trip to London next month. In which country is London?",
-       "england", "united kingdom", "uk", "u.k.", "britain"),
-    _q("My little brother asked me this morning. What color do you get when you mix blue "
-       "and yellow?", "green"),
-    _q("We are learning about space at school this week. Which planet is known as the red "
-       "planet?", "mars"),
-    _q("I want to learn a new instrument. How many strings does a standard guitar have?",
-       "six", "6"),
-    _q("I am making pasta for dinner tonight. At what temperature in degrees Celsius does "
-       "water boil?", "one hundred", "a hundred", "100"),
     _q("Can you tell me in one short sentence which farm animal gives us wool?", "sheep"),
 )
 
