@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import threading
 import time
 import urllib.request
@@ -100,11 +101,19 @@ def _token_id(server: xllamacpp.Server, text: str) -> int | None:
     return int(token["id"] if isinstance(token, dict) else token)
 
 
-def _end_probability(response: Mapping[str, Any], end_id: int) -> float:
-    """The probability of token ``end_id`` among a raw completion's ``top_logprobs`` for its
-    one generated token (0.0 if not among them). llama.cpp renders special tokens as empty
-    text, ``<|im_start|>`` as well as ``<|im_end|>``: the id tells them apart; without ids,
-    the text ``<|im_end|>``, else the most likely empty one."""
+_SENTENCE_END = re.compile(r"[.?!]{1,2}[\s\"')\]]*")
+"""A token that ends a sentence: ``?``, ``.``, ``!``, ``?!`` and the like, maybe with a newline
+or closing quote; not ``...`` (trailing off) and not ``,``."""
+_TRAILING_PUNCTUATION = ".?!…。？！ \t\n"
+
+
+def _end_probability(response: Mapping[str, Any], end_id: int, *,
+                     punctuation_ends: bool) -> float:
+    """The probability of token ``end_id`` (and, if ``punctuation_ends``, of the tokens that
+    end a sentence) among a raw completion's ``top_logprobs`` for its one generated token;
+    0.0 for any not among them. llama.cpp renders special tokens as empty text,
+    ``<|im_start|>`` as well as ``<|im_end|>``: the id tells them apart; without ids, the
+    text ``<|im_end|>``, else the most likely empty one."""
     choices = response.get("choices") or [{}]
     content = (choices[0].get("logprobs") or {}).get("content") or [{}]
     top = content[0].get("top_logprobs") or content[0].get("top_probs") or []
@@ -114,13 +123,16 @@ def _end_probability(response: Mapping[str, Any], end_id: int) -> float:
             return math.exp(float(entry["logprob"]))
         return float(entry.get("prob", 0.0))
 
+    total = 0.0
+    if punctuation_ends:
+        total = sum(prob(e) for e in top if _SENTENCE_END.fullmatch(str(e.get("token", ""))))
     if any("id" in entry for entry in top):
-        return next((prob(e) for e in top if e.get("id") == end_id), 0.0)
+        return min(1.0, total + next((prob(e) for e in top if e.get("id") == end_id), 0.0))
     for text in ("<|im_end|>", ""):
         found = next((prob(e) for e in top if e.get("token") == text), None)
         if found is not None:
-            return found
-    return 0.0
+            return min(1.0, total + found)
+    return total
 
 
 class LlamaCppLLM(LLMService):
@@ -341,28 +353,41 @@ class LlamaCppLLM(LLMService):
     prompt_ms); replaced by each call, never mutated."""
 
     def end_of_turn_probability(self, messages: list[ChatMessage], *,
+                                keep_punctuation: bool = False,
                                 timeout: float = 2.0) -> float | None:
         """Blocking (run it in a thread): the model's probability that the last user message
-        is complete, i.e. that ChatML's ``<|im_end|>`` comes right after its text. Measured
-        with Qwen2.5-Coder-1.5B on synthetic questions: complete ones 0.9-1.0, unfinished ones
-        ("I want to know", a question cut before its last noun) under 0.01; see
-        docs/end_of_turn.md. 0.0 when the token is not among the 20 most likely.
+        is complete, read from its next token after the message's words, in ChatML.
 
-        The prompt is ``messages`` (up to the last user message) as a raw ChatML prefix,
-        the same one a prefill reads: one generated token, so its cost is the prompt not yet
-        cached (~30-300 ms), and what it reads stays cached for the reply.
+        By default the message's trailing punctuation is dropped first and the probability is
+        that of a token ending the sentence there: ``?``, ``.``, ``!`` or ``<|im_end|>``.
+        Measured (docs/end_of_turn.md): with the punctuation kept, ``<|im_end|>`` alone mostly
+        says whether the text ends in punctuation: 0.98-0.99 after "...France?", 0.000 after
+        "...France", and 0.87-0.99 after "Can you tell me?" or "What is the largest city
+        in?", which is how Whisper writes such unfinished questions when the voice rises.
+        Without it the model judges the words: complete questions 0.14-1.0 (mostly > 0.8),
+        unfinished ones ("I want to know", a question cut before its last noun) <= 0.001.
+        ``keep_punctuation``: the text as given and ``<|im_end|>`` only.
+
+        The prompt is ``messages`` (up to the last user message) as a raw ChatML prefix like a
+        prefill's, one token generated: its cost is the prompt not yet cached (~30-300 ms),
+        and what it reads stays cached for the reply. 0.0 for tokens not among the 20 most
+        likely.
 
         None when it cannot say: the template is not ChatML (:attr:`raw_prefill` False, or
-        the messages carry tool calls, which the template renders its own way), no model,
-        or a reply holds or waits for the model (like a prefill, it never makes a reply
-        wait for more than its own prompt read), or the model stayed busy for ``timeout``
-        seconds."""
+        the messages carry tool calls, which the template renders its own way), no words are
+        left, no model, a reply holds or waits for the model (like a prefill, it never makes a
+        reply wait for more than its own prompt read), or the model stayed busy ``timeout`` s.
+        """
         if not self.raw_prefill or not _plain(messages):
             return None
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
         if last_user is None:
             raise ValueError("end_of_turn_probability needs a user message")
-        prompt = chatml_prefix(messages[: last_user + 1])
+        last = messages[last_user]
+        words = last.content if keep_punctuation else last.content.rstrip(_TRAILING_PUNCTUATION)
+        if not words.strip():
+            return None
+        prompt = chatml_prefix([*messages[:last_user], ChatMessage(last.role, words)])
         server = self._server
         if server is None or self._reserved or self._turns.locked:
             return None
@@ -386,7 +411,7 @@ class LlamaCppLLM(LLMService):
             error = response.get("error") if isinstance(response, Mapping) else response
             raise ProviderError(self.name, f"end-of-turn probability failed: {error}")
         self.last_end_of_turn_timings = dict(response.get("timings") or {})
-        return _end_probability(response, self._end_id)
+        return _end_probability(response, self._end_id, punctuation_ends=not keep_punctuation)
 
     async def stream(self, messages: list[ChatMessage], *, max_tokens: int | None = None,
                      tools: Sequence[Mapping[str, Any]] | None = None,
