@@ -75,6 +75,8 @@ class SmartTurn:
         self.threads = threads
         self.last_inference_s: float | None = None
         """Wall time of the last :meth:`probability` call, features included."""
+        self.last_features_s: float | None = None
+        """Of which computing the log-mel features."""
         self._session: Any = None  # onnxruntime.InferenceSession
 
     def load(self) -> None:
@@ -115,6 +117,7 @@ class SmartTurn:
         if audio.dtype == np.int16:
             audio = audio.astype(np.float32) / 32768.0
         features = whisper_log_mel(audio, n_mels=80, frames=int(WINDOW_S * 100))[None]
+        self.last_features_s = time.perf_counter() - t0
         (out,) = self._session.run(["logits"], {"input_features": features})
         p = float(np.asarray(out).reshape(-1)[0])
         self.last_inference_s = time.perf_counter() - t0
