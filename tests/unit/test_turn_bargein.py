@@ -48,7 +48,9 @@ async def test_barge_in_while_the_first_piece_is_synthesised_is_answered() -> No
         await h.answered(2)
         assert h.answers() == [answer("count to eight stop that")]
         assert h.ear.total_s(mark) == audio_s(answer("count to eight stop that"))
-        assert not any("one" in piece for piece in h.tts.spoken)
+        # The piece being made when the user spoke was finished (the reply was only paused
+        # then), but nothing after it: the words made it a barge-in, and nothing was heard.
+        assert not any("four" in piece for piece in h.tts.spoken)
 
 
 async def test_barge_in_during_playback_keeps_only_what_was_heard() -> None:
@@ -57,11 +59,12 @@ async def test_barge_in_during_playback_keeps_only_what_was_heard() -> None:
         await h.say("count to eight")
         await h.until_written(EIGHT)
         h.sink.advance(0.36)  # 'one two three' and a little of 'four five'
-        await h.barge_in("stop", end=False)
-        assert h.replies() == [ResponseEvent(EIGHT, final=True, interrupted=True,
-                                             spoken_text="one two three")]
-        assert h.history() == [("user", "count to eight"), ("assistant", "one two three")]
-        assert h.pipeline.conversation.history[-1]["interrupted"] is True
+        await h.barge_in("stop")  # paused at once; cut once the word is known
+        await h.until(lambda: h.replies(), "the cut")
+        assert h.replies()[0] == ResponseEvent(EIGHT, final=True, interrupted=True,
+                                               spoken_text="one two three")
+        assert h.history()[:2] == [("user", "count to eight"), ("assistant", "one two three")]
+        assert h.pipeline.conversation.history[1]["interrupted"] is True
 
 
 async def test_question_after_a_barge_in_during_playback_is_answered() -> None:
@@ -131,7 +134,8 @@ async def test_two_barge_ins_in_a_row_are_each_answered() -> None:
         await h.until_written(EIGHT)
         h.sink.advance(0.36)
         await h.barge_in("say greek letters")
-        await h.until(lambda: h.sink.queued_s() > 0, "the second reply's audio")
+        await h.until(lambda: h.cut() and h.sink.queued_s() > 0 and not h.sink.paused,
+                      "the second reply's audio")
         h.sink.advance(0.36)  # 'alpha beta gamma'
         mark = await h.barge_in("thank you")
         await h.answered(3)

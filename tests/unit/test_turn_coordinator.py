@@ -5,18 +5,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from voice_agent.core.config import DEFAULT_BACKCHANNELS
 from voice_agent.core.conversation import ConversationManager
 from voice_agent.core.errors import ProviderError
 from voice_agent.core.events import (ErrorEvent, MetricsEvent, ResponseEvent, StatusEvent,
                                      TranscriptEvent)
 from voice_agent.core.messages import ChatMessage
 from voice_agent.core.status import ProcessingStatus as S
+from voice_agent.pipeline.backchannel import Backchannels
 from voice_agent.pipeline.reply import SpokenPiece
 from voice_agent.pipeline.turn import TurnCoordinator, TurnState
-from voice_agent.pipeline.turn_events import (CancelReply, CloseRequested, Command,
+from voice_agent.pipeline.turn_events import (CancelReply, CloseRequested, Command, PauseReply,
+                                              ResumeReply,
                                               DropTranscript, Emit, FinalizeTranscript,
                                               InterimTick, InterruptRequested, OpenTranscript,
                                               Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio,
@@ -302,7 +306,7 @@ class Spec:
         variant, covers = divmod(variant, 3)
         flag, heard = divmod(variant, 2)
         return cls(kind, ["current", "current", "current", "stale", "unknown"][which],
-                   ["what time is it", "what time is it", ""][text], covers < 2,
+                   ["what time is it", "uh huh", ""][text], covers < 2,
                    [0.0, 0.4][heard], bool(flag))
 
 
@@ -323,6 +327,7 @@ class Ledger:
     released: set[int] = field(default_factory=set)
     cancelled: set[int] = field(default_factory=set)
     ended: set[int] = field(default_factory=set)
+    paused: set[int] = field(default_factory=set)
 
     def is_open(self, sid: int) -> bool:
         return sid in self.opened and sid not in self.finalized | self.dropped
@@ -354,6 +359,13 @@ class Ledger:
                 assert r in self.started and r not in self.cancelled, cmd
                 assert flush == (r in self.released), cmd
                 self.cancelled.add(r)
+                self.paused.discard(r)
+            case PauseReply(reply=r):
+                assert r in self.released and r not in self.cancelled | self.paused, cmd
+                self.paused.add(r)
+            case ResumeReply(reply=r):
+                assert r in self.paused and r not in self.cancelled, cmd
+                self.paused.discard(r)
             case Prefill() | Emit():
                 pass
             case _:
@@ -404,11 +416,23 @@ def to_event(spec: Spec, turns: TurnCoordinator, ledger: Ledger) -> TurnInput:
 def check_invariants(turns: TurnCoordinator, ledger: Ledger) -> None:
     state, reply, stream = turns.state, turns.reply, turns.stream
     # pipeline/turn.py: a held reply only in USER_PAUSED, a released one only in REPLYING.
+    # A released reply paused under the user's speech (overlap) while they speak, pause or
+    # are transcribed; it is the only one paused.
     if reply is not None:
         assert reply.id in ledger.started and reply.id not in ledger.cancelled
-        assert state in (TurnState.USER_PAUSED, TurnState.REPLYING), state
-        assert (reply.id in ledger.released) == (state is TurnState.REPLYING)
-    assert (state is TurnState.REPLYING) == (reply is not None and reply.id in ledger.released)
+        if turns.overlap is not None:
+            assert state in (TurnState.USER_SPEAKING, TurnState.USER_PAUSED,
+                             TurnState.TRANSCRIBING), state
+            assert reply.id in ledger.released and ledger.paused == {reply.id}
+        else:
+            assert state in (TurnState.USER_PAUSED, TurnState.REPLYING), state
+            assert (reply.id in ledger.released) == (state is TurnState.REPLYING)
+    else:
+        assert turns.overlap is None
+    if turns.overlap is None:
+        assert not ledger.paused - ledger.ended, ledger.paused
+    assert (state is TurnState.REPLYING) == (
+        reply is not None and reply.id in ledger.released and turns.overlap is None)
     # An open stream only in USER_SPEAKING / USER_PAUSED, a finishing one only in TRANSCRIBING.
     if state in (TurnState.USER_SPEAKING, TurnState.USER_PAUSED):
         assert stream is not None and ledger.is_open(stream)
@@ -424,11 +448,15 @@ def check_invariants(turns: TurnCoordinator, ledger: Ledger) -> None:
         assert s == stream or s in ledger.dropped | ledger.finished, s
 
 
+@pytest.mark.parametrize("backchannels", [(), DEFAULT_BACKCHANNELS],
+                         ids=["cut-at-once", "pause-first"])
 @settings(max_examples=250, deadline=None)
-@given(st.lists(EVENTS, min_size=20, max_size=60))
-def test_no_sequence_of_events_breaks_the_invariants(specs: list[Spec]) -> None:
+@given(specs=st.lists(EVENTS, min_size=20, max_size=60))
+def test_no_sequence_of_events_breaks_the_invariants(specs: list[Spec],
+                                                     backchannels: tuple[str, ...]) -> None:
     now = [0.0]
-    turns = TurnCoordinator(ConversationManager(SYSTEM), prefill=True, clock=lambda: now[0])
+    turns = TurnCoordinator(ConversationManager(SYSTEM), prefill=True, clock=lambda: now[0],
+                            backchannels=Backchannels(backchannels))
     ledger = Ledger()
     turns.start()
     closed = False
@@ -447,6 +475,7 @@ def test_no_sequence_of_events_breaks_the_invariants(specs: list[Spec]) -> None:
                     ledger.finished.add(s)
             case ReplyEnded(reply=r, error=error) if r in ledger.released or error is not None:
                 ledger.ended.add(r)  # a held reply only ends early by failing
+                ledger.paused.discard(r)  # a paused one may end too (it had played out)
             case CloseRequested():
                 closed = True
                 assert turns.state is TurnState.CLOSED

@@ -20,6 +20,12 @@ from pydantic_settings import (
 )
 
 # Answer first, briefly: the first sentence is what the user waits for (see docs/benchmarks.md).
+DEFAULT_BACKCHANNELS = (
+    "uh huh", "uh-huh", "mm hm", "mm-hm", "mhm", "mm", "hmm", "yeah", "yep", "yes", "okay",
+    "ok", "right", "uh", "um", "oh", "ah", "i see", "sure", "got it", "alright",
+)
+"""What a listener says over the agent without taking the turn (pipeline/backchannel.py)."""
+
 DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly voice assistant. Your words are spoken aloud: start with the answer "
     "itself, in a short sentence, and add at most one more short sentence. No lists, markdown, "
@@ -155,6 +161,11 @@ class PipelineConfig(_Section):
     "is"). Each word waited for costs ~90 ms on a 2-core CPU (4 words instead of none: p50
     2062 → 1744 ms; 3 instead of 4: see docs/latency.md); a cut inside a clause costs some
     prosody. 0: the first piece is a clause or a sentence."""
+    backchannels: list[str] = Field(default_factory=lambda: list(DEFAULT_BACKCHANNELS))
+    """What a listener says without taking the turn ("uh huh", "yeah", "okay", ...). Speech
+    over a reply pauses it at once; if it was only these words (or none: a cough, noise) the
+    reply goes on where it paused, else it is cut and the user's words are answered. Empty:
+    any speech over a reply cuts it at once."""
 
 
 class IceServer(_Section):

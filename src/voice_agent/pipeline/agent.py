@@ -30,6 +30,7 @@ from ..core.status import ProcessingStatus
 from ..core.tasks import TaskSet, stuck_tasks, task_stack
 from ..services.base import SpeechFailure, SpeechResult, STTStream
 from ..services.factory import Services
+from .backchannel import Backchannels
 from .replies import Replies
 from .reply import ReplySpeaker
 from .sink import AudioSink
@@ -38,6 +39,7 @@ from .turn_detector import TurnDetector, TurnEvent, TurnOptions
 from .typed import TypedTurns
 from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit,
                           FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
+                          PauseReply, ResumeReply,
                           Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio, RequestInterim,
                           SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted, StartApology,
                           StartReply, TextTyped, TranscriptFailed, TranscriptReceived, TurnInput)
@@ -70,8 +72,9 @@ class VoicePipeline:
                                      max_tokens=config.ai.max_tokens, timeout_s=config.ai.timeout_s,
                                      streaming=self._streaming,
                                      first_piece_max_words=config.pipeline.first_piece_max_words)
-        self.coordinator = TurnCoordinator(self.conversation, session_id=session_id,
-                                           prefill=config.ai.prefill_while_speaking)
+        self.coordinator = TurnCoordinator(
+            self.conversation, session_id=session_id, prefill=config.ai.prefill_while_speaking,
+            backchannels=Backchannels(config.pipeline.backchannels))
         self._tasks = TaskSet(f"[{session_id}]")
         self._replies = Replies(self._speaker, services.tts, sink, emit=self._emit,
                                 tasks=self._tasks,
@@ -250,6 +253,10 @@ class VoicePipeline:
                 self._replies.release(rid)
             case CancelReply(reply=rid, flush=flush):
                 self._replies.cancel(rid, flush=flush)
+            case PauseReply(reply=rid):
+                self._replies.pause(rid, paused=True)
+            case ResumeReply(reply=rid):
+                self._replies.pause(rid, paused=False)
 
     # ── transcripts ───────────────────────────────────────────────────────────────────────
     def _open_stream(self, command: OpenTranscript) -> None:

@@ -36,8 +36,13 @@ class ReplySink:
     def __init__(self, sink: AudioSink) -> None:
         self._sink = sink
         self.muted = False
+        self.go = asyncio.Event()
+        """Cleared while the reply is paused under the user's speech: it queues nothing more
+        until it goes on or is cut (and then nothing of it reaches the sink after the cut)."""
+        self.go.set()
 
     async def play(self, chunk: AudioChunk) -> None:
+        await self.go.wait()
         if not self.muted:
             await self._sink.play(chunk)
 
@@ -106,12 +111,26 @@ class Replies:
         self.current = run
         run.gate.set()
 
+    def pause(self, rid: int, *, paused: bool) -> None:
+        """Hold the released reply's audio in the sink (the user speaks over it), or let it
+        go on from the same frame."""
+        run = self._runs.get(rid)
+        if run is None or self.current is not run:
+            return
+        if paused:
+            run.view.go.clear()
+            self._sink.pause()
+        else:
+            self._sink.resume()
+            run.view.go.set()
+
     def cancel(self, rid: int, *, flush: bool) -> None:
         """Stop the reply now: muted at once, its task cancelled and given its deadline."""
         run = self._runs.pop(rid, None)
         if run is None:
             return
         run.view.muted = True
+        run.view.go.set()  # a paused reply's task goes on to notice it was cut
         if self.current is run:
             if flush:
                 self._sink.clear()

@@ -51,6 +51,7 @@ class SinkBase(ABC):
         self._burst_started_at: float | None = None
         self._drained = asyncio.Event()
         self._drained.set()
+        self._paused = False
 
     @abstractmethod
     async def play(self, chunk: AudioChunk) -> None:
@@ -63,6 +64,20 @@ class SinkBase(ABC):
     @abstractmethod
     def queued_s(self) -> float:
         """Seconds of queued audio not yet sent to the listener."""
+
+    @property
+    def paused(self) -> bool:
+        """Nothing goes out while paused; the queue keeps its audio (see :meth:`pause`)."""
+        return self._paused
+
+    def pause(self) -> None:
+        """Stop sending at once but keep what is queued: the user spoke over the agent, and it
+        may have been only an "uh huh". :meth:`resume` goes on from the same frame; clear()
+        drops the audio and ends the pause. A sink that plays instantly cannot pause."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
 
     @property
     def playback_started_at(self) -> float | None:
@@ -96,6 +111,7 @@ class SinkBase(ABC):
             self._report(Playback.DRY, now)
 
     def _reset(self) -> None:
+        self._paused = False
         self._played_s = 0.0
         self._burst_started_at = None
         self._drained.set()

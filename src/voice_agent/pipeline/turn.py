@@ -36,9 +36,11 @@ from ..core.events import ErrorEvent, MetricsEvent, ResponseEvent, StatusEvent, 
 from ..core.status import ProcessingStatus
 from .metrics import TurnMetrics
 from .reply import ReplyState
+from .backchannel import Backchannels
 from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit,
                           FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
-                          Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio, RequestInterim,
+                          PauseReply, Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio,
+                          RequestInterim, ResumeReply,
                           SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted, StartApology,
                           StartReply, TextTyped, TranscriptFailed, TranscriptReceived, TurnInput)
 
@@ -76,8 +78,14 @@ class _Reply:
 
 class TurnCoordinator:
     def __init__(self, conversation: ConversationManager, *, prefill: bool = True,
-                 clock: Callable[[], float] = time.monotonic, session_id: str = "") -> None:
+                 clock: Callable[[], float] = time.monotonic, session_id: str = "",
+                 backchannels: Backchannels | None = None) -> None:
         self.conversation = conversation
+        self.backchannels = backchannels if backchannels is not None else Backchannels(())
+        """Speech over a reply pauses it until its words are known (none: it cuts at once)."""
+        self.overlap: float | None = None
+        """The released reply is paused under the user's speech, heard up to this many
+        seconds; the user's words decide whether it goes on or is cut."""
         self.prefill = prefill
         self.clock = clock
         self.session_id = session_id
@@ -140,7 +148,8 @@ class TurnCoordinator:
             case InterruptRequested():
                 self._on_interrupt(event)
             case ReplyFirstAudio():
-                if self.reply is not None and self.reply.id == event.reply and self._released:
+                if self.reply is not None and self.reply.id == event.reply and self._released \
+                        and self.overlap is None:
                     self._set_status(ProcessingStatus.SPEAKING)
             case ReplyEnded():
                 self._on_reply_ended(event)
@@ -160,6 +169,11 @@ class TurnCoordinator:
             log.info("[%s] more speech before the transcript was final: heard again",
                      self.session_id)
             hear_again = True
+        elif self.state is TurnState.REPLYING and self.backchannels:
+            assert self.reply is not None
+            log.info("[%s] speech over the reply: paused", self.session_id)
+            self.overlap = event.heard_s
+            self._do(PauseReply(self.reply.id))
         elif self.state is TurnState.REPLYING:
             log.info("[%s] barge-in", self.session_id)
             self._cut_reply(event.heard_s, by_speech=True)
@@ -178,7 +192,7 @@ class TurnCoordinator:
         if self.state is not TurnState.USER_PAUSED:
             return
         self.state = TurnState.USER_SPEAKING
-        if self.reply is not None:  # the held reply was never heard: just drop it
+        if self.reply is not None and self.overlap is None:  # a held reply, never heard: drop it
             log.info("[%s] early reply dropped: the user went on", self.session_id)
             self._do(CancelReply(self.reply.id, flush=False))
             self.reply = None
@@ -187,7 +201,7 @@ class TurnCoordinator:
         if self.state not in (TurnState.USER_SPEAKING, TurnState.USER_PAUSED):
             return
         assert self.stream is not None
-        held = self.reply
+        held = self.reply if self.overlap is None else None
         metrics = held.metrics if held is not None else TurnMetrics(turn=0, source="voice")
         metrics.turn = self._next_turn()
         metrics.mark("speech_end", event.speech_end_at)
@@ -211,6 +225,8 @@ class TurnCoordinator:
         if not event.text:
             return
         self._do(Emit(TranscriptEvent(event.text, final=False)))
+        if self.overlap is not None and not self.backchannels.only(event.text):
+            self._cut_reply(self.overlap, by_speech=True)  # words, not an "uh huh": a barge-in
         text = f"{self.carry_over} {event.text}".strip()
         if self.state is TurnState.USER_PAUSED:
             if self.reply is not None:
@@ -236,6 +252,11 @@ class TurnCoordinator:
         metrics, self._metrics = self._metrics, None
         assert metrics is not None
         self.stream = None
+        if self.overlap is not None:
+            if self.backchannels.only(event.text):
+                self._resume(event.text)
+                return
+            self._cut_reply(self.overlap, by_speech=True)
         text = f"{self.carry_over} {event.text}".strip()
         self.carry_over = ""
         if not text:  # noise, a cough, or words the STT could not make out: no turn
@@ -255,6 +276,9 @@ class TurnCoordinator:
         metrics, self._metrics = self._metrics, None
         assert metrics is not None
         self.stream = None
+        if self.overlap is not None:  # what was said over the reply is unknown: it goes on
+            self._resume("")
+            return
         self._fail(event.error, metrics)
 
     def _on_text(self, event: TextTyped) -> None:
@@ -266,7 +290,9 @@ class TurnCoordinator:
         self._release(self._new_reply(event.text.strip(), metrics))
 
     def _on_interrupt(self, event: InterruptRequested) -> None:
-        if self.state is TurnState.REPLYING:
+        if self.overlap is not None:  # the user goes on speaking: only the reply ends
+            self._cut_reply(self.overlap, by_speech=False)
+        elif self.state is TurnState.REPLYING:
             self._cut_reply(event.heard_s, by_speech=False)
             self.state = TurnState.LISTENING
             self._set_status(ProcessingStatus.LISTENING)
@@ -301,6 +327,17 @@ class TurnCoordinator:
         reply = self.reply
         if reply is None or reply.id != event.reply:
             return  # a reply already cut or dropped, ending late
+        if self.overlap is not None:  # played out (or failed) under the user's speech
+            self.overlap = None
+            self.reply = None
+            self.conversation.add_user(reply.user_text)
+            if event.error is None:
+                self.conversation.add_assistant(reply.state.text)
+                self._do(Emit(ResponseEvent(reply.state.text, final=True)))
+            else:
+                self._do(Emit(ErrorEvent(event.error.code, str(event.error), fatal=False)))
+            self._finish_turn(reply.metrics)
+            return
         if not self._released:  # a held reply failed before its turn ended: try again then
             if event.error is not None:
                 log.warning("[%s] early reply failed: %s", self.session_id, event.error)
@@ -322,8 +359,9 @@ class TurnCoordinator:
     def _cut_reply(self, heard_s: float, *, by_speech: bool) -> None:
         """Stop the released reply; the history keeps what the user heard of it."""
         reply = self.reply
-        assert reply is not None and self._released
+        assert reply is not None and (self._released or self.overlap is not None)
         self.reply = None
+        self.overlap = None
         self._do(CancelReply(reply.id, flush=True))
         if reply.apology:
             return
@@ -341,7 +379,9 @@ class TurnCoordinator:
         self._finish_turn(metrics)
 
     def _stop_everything(self, heard_s: float) -> None:
-        if self.state is TurnState.REPLYING:
+        if self.overlap is not None:
+            self._cut_reply(self.overlap, by_speech=False)
+        elif self.state is TurnState.REPLYING:
             self._cut_reply(heard_s, by_speech=False)
         elif self.reply is not None:  # held: never heard
             self._do(CancelReply(self.reply.id, flush=False))
@@ -351,6 +391,19 @@ class TurnCoordinator:
             self.stream = None
         self._metrics = None
         self.state = TurnState.LISTENING
+
+    def _resume(self, heard: str) -> None:
+        """Only a backchannel, a cough or noise over the reply: it goes on where it paused."""
+        assert self.reply is not None
+        log.info("[%s] only %r over the reply: it goes on", self.session_id, heard)
+        if heard:
+            self._do(Emit(TranscriptEvent(heard, final=False)))
+        self.overlap = None
+        self.carry_over = ""
+        self._do(ResumeReply(self.reply.id))
+        self.state = TurnState.REPLYING
+        audible = "first_audio_sent" in self.reply.metrics.marks
+        self._set_status(ProcessingStatus.SPEAKING if audible else ProcessingStatus.PROCESSING)
 
     def _fail(self, error: ProviderError, metrics: TurnMetrics) -> None:
         """A provider gave up: tell the client, say sorry aloud, and keep listening."""

@@ -167,6 +167,20 @@ class ReleaseReply:
 
 
 @dataclass(frozen=True, slots=True)
+class PauseReply:
+    """The user spoke over the released reply: nothing more goes out, the queue is kept."""
+
+    reply: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeReply:
+    """It was only a backchannel (or a cough): the paused reply goes on where it stopped."""
+
+    reply: int
+
+
+@dataclass(frozen=True, slots=True)
 class CancelReply:
     """Stop the reply now. ``flush``: its audio was released, so the sink is cleared first."""
 
@@ -180,4 +194,5 @@ class Emit:
 
 
 Command = (OpenTranscript | RequestInterim | FinalizeTranscript | DropTranscript | Prefill
-           | StartReply | StartApology | ReleaseReply | CancelReply | Emit)
+           | StartReply | StartApology | ReleaseReply | PauseReply | ResumeReply | CancelReply
+           | Emit)

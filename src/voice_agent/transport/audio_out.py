@@ -104,6 +104,15 @@ class FrameQueue(SinkBase):
     def consumer_gone(self) -> bool:
         return not self.attached or time.monotonic() - self._last_take > CONSUMER_GONE_S
 
+    def pause(self) -> None:
+        super().pause()
+        self._has_audio.clear()  # the WebSocket sender waits instead of polling
+
+    def resume(self) -> None:
+        super().resume()
+        if self.has_audio():
+            self._has_audio.set()
+
     def clear(self) -> None:
         self._drop_queued()
         # Fresh resamplers: the old ones hold the tail of the interrupted audio.
@@ -156,7 +165,8 @@ class FrameQueue(SinkBase):
         self._partial = data[n * self.frame_samples:].copy()
         if self.has_audio():
             self._queued()
-            self._has_audio.set()
+            if not self._paused:
+                self._has_audio.set()
 
     async def wait_for_audio(self) -> None:
         """Return once audio is queued (a sender's idle wait)."""
@@ -170,6 +180,8 @@ class FrameQueue(SinkBase):
         now = time.monotonic()
         self._last_take = now
         self.frames_sent += 1
+        if self._paused:  # the consumer sends silence; nothing is dropped, no burst ends
+            return None
         if self._frames:
             frame = self._frames.popleft()
         elif len(self._partial):

@@ -1,0 +1,44 @@
+"""Is what the user said over the agent only a backchannel ("uh huh", "yeah", a cough)?
+
+Why: any speech over a reply cut it, so a listener's "uh huh" stopped the agent for good. Now
+speech over a reply pauses it (silent at once, as a cut was), and once the words are known the
+reply either goes on from where it paused (only backchannel words, or none: a cough, noise) or
+is cut (anything more: "wait, what about Spain?").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from ..core.config import DEFAULT_BACKCHANNELS
+
+_NOT_WORD = re.compile(r"[^\w\s']+")
+
+
+def _words(text: str) -> list[str]:
+    return _NOT_WORD.sub(" ", text.lower().replace("-", " ")).split()
+
+
+class Backchannels:
+    """The phrases a listener says without taking the turn (configurable)."""
+
+    def __init__(self, phrases: Iterable[str] = DEFAULT_BACKCHANNELS) -> None:
+        self.phrases = sorted({tuple(_words(p)) for p in phrases if _words(p)},
+                              key=len, reverse=True)
+
+    def __bool__(self) -> bool:
+        return bool(self.phrases)
+
+    def only(self, text: str) -> bool:
+        """True when ``text`` is nothing but backchannel phrases (or no words at all)."""
+        words = _words(text)
+        i = 0
+        while i < len(words):
+            for phrase in self.phrases:  # longest first: "uh huh" before "uh"
+                if tuple(words[i:i + len(phrase)]) == phrase:
+                    i += len(phrase)
+                    break
+            else:
+                return False
+        return True
