@@ -166,6 +166,14 @@ class PipelineConfig(_Section):
     over a reply pauses it at once; if it was only these words (or none: a cough, noise) the
     reply goes on where it paused, else it is cut and the user's words are answered. Empty:
     any speech over a reply cuts it at once."""
+    idle_prompt_s: float = Field(30.0, ge=0.0, le=3600.0)
+    """Silence after the agent's reply before it asks ``idle_prompt`` (0: never). Keep it
+    below server.idle_timeout_s, which ends a silent session without a word."""
+    idle_prompt: str = "Are you still there?"
+    idle_goodbye_s: float = Field(30.0, ge=0.0, le=3600.0)
+    """Silence after that prompt before ``idle_goodbye`` is said and the session ends (0:
+    never)."""
+    idle_goodbye: str = "It seems you've stepped away. Goodbye for now!"
 
 
 class IceServer(_Section):

@@ -39,7 +39,7 @@ from .turn_detector import TurnDetector, TurnEvent, TurnOptions
 from .typed import TypedTurns
 from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit,
                           FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
-                          PauseReply, ResumeReply,
+                          EndSession, PauseReply, ResumeReply, SayLine, UserIdle,
                           Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio, RequestInterim,
                           SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted, StartApology,
                           StartReply, TextTyped, TranscriptFailed, TranscriptReceived, TurnInput)
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 PREROLL_MS = 300  # audio kept from before speech was confirmed, so first syllables aren't lost
 WATCHDOG_S = 15.0
+IDLE_POLL_S = 0.25
 """A turn with no event for this long is logged with the session's tasks (it may be stuck)."""
 
 
@@ -94,6 +95,13 @@ class VoicePipeline:
         self._progress_at = time.monotonic()
         self._changed = asyncio.Event()
         self._closed = False
+        self.on_end: Callable[[str], None] | None = None
+        """Called when the conversation is over (the idle goodbye was said): the session
+        closes (set by the server)."""
+        self._quiet_since = time.monotonic()
+        """When the last turn event came (the idle prompts count from there)."""
+        self._idle_stage = 0
+        """0: the user is around; 1: asked whether they are still there; 2: said goodbye."""
         self._typed = TypedTurns(self._typed_turn, self._cut_for_typing, self._tasks)
 
     @property
@@ -110,6 +118,8 @@ class VoicePipeline:
             for command in self.coordinator.start():
                 await self._execute(command)
         self._watchdog = self._tasks.spawn(self._watch(), "watchdog")
+        if self.config.pipeline.idle_prompt_s > 0:
+            self._tasks.spawn(self._watch_idle(), "idle-prompts")
 
     async def push_audio(self, pcm: np.ndarray) -> None:
         """Feed float32 mono 16 kHz audio of any length."""
@@ -209,6 +219,9 @@ class VoicePipeline:
                     now = self._posted.popleft()
                 else:
                     now, event = event, None
+                self._quiet_since = time.monotonic()
+                if isinstance(now, (SpeechStarted, TextTyped)):
+                    self._idle_stage = 0
                 for command in self.coordinator.handle(now):
                     await self._execute(command)
             self._progress_at = time.monotonic()
@@ -248,6 +261,12 @@ class VoicePipeline:
                                     command.state, held=held)
             case StartApology(reply=rid):
                 self._replies.start_apology(rid)
+            case SayLine(reply=rid, text=text):
+                self._replies.start_line(rid, text)
+            case EndSession(reason=reason):
+                log.info("[%s] ending the session: %s", self.session_id, reason)
+                if self.on_end is not None:
+                    self.on_end(reason)
             case ReleaseReply(reply=rid):
                 self._untranscribed = []
                 self._replies.release(rid)
@@ -332,6 +351,25 @@ class VoicePipeline:
     def stalled(self) -> bool:
         """No progress for longer than WATCHDOG_S: /v3/health counts such sessions."""
         return self.stalled_s > WATCHDOG_S
+
+    async def _watch_idle(self) -> None:
+        """After the agent's reply, silence for ``idle_prompt_s``: "Are you still there?";
+        silence for ``idle_goodbye_s`` more: the goodbye, and the session ends."""
+        cfg = self.config.pipeline
+        answered = False
+        while not self._closed:
+            await asyncio.sleep(IDLE_POLL_S)
+            answered = answered or self.coordinator.conversation.history != []
+            if not answered or not self.coordinator.idle or self._idle_stage >= 2:
+                continue
+            quiet_s = time.monotonic() - self._quiet_since
+            if self._idle_stage == 0 and quiet_s >= cfg.idle_prompt_s:
+                self._idle_stage = 1
+                await self._dispatch(UserIdle(cfg.idle_prompt))
+            elif self._idle_stage == 1 and cfg.idle_goodbye_s > 0 \
+                    and quiet_s >= cfg.idle_goodbye_s:
+                self._idle_stage = 2
+                await self._dispatch(UserIdle(cfg.idle_goodbye, goodbye=True))
 
     async def _watch(self) -> None:
         """Log a turn that makes no progress, with the tasks that may hold it (once a period)."""

@@ -99,9 +99,13 @@ class Replies:
         run.task = self._tasks.spawn(self._reply(run, messages), f"reply-{rid}")
 
     def start_apology(self, rid: int) -> None:
+        self.start_line(rid, APOLOGY)
+
+    def start_line(self, rid: int, text: str) -> None:
+        """Say a fixed line at once (the apology, an idle prompt): released, interruptible."""
         run = self._new(rid, TurnMetrics(turn=0), ReplyState())
         self.release(rid)
-        run.task = self._tasks.spawn(self._apologise(run), f"apology-{rid}")
+        run.task = self._tasks.spawn(self._say_line(run, text), f"line-{rid}")
 
     def release(self, rid: int) -> None:
         run = self._runs.get(rid)
@@ -176,14 +180,14 @@ class Replies:
             error = exc
         self._ended(run, error)
 
-    async def _apologise(self, run: Run) -> None:
+    async def _say_line(self, run: Run, text: str) -> None:
         try:
-            async for chunk in self._tts.synthesize(APOLOGY):
+            async for chunk in self._tts.synthesize(text):
                 await run.view.play(chunk)
             run.watch.done_writing = True
             await run.view.finished()
-        except Exception as exc:  # the error was already told; the apology is a courtesy
-            log.warning("%s: could not say the apology: %r", self._tasks.owner, exc)
+        except Exception as exc:  # a courtesy: the error (if any) was already told
+            log.warning("%s: could not say %r: %r", self._tasks.owner, text, exc)
         self._ended(run, None)
 
     def _ended(self, run: Run, error: ProviderError | None) -> None:

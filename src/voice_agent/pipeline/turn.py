@@ -37,12 +37,13 @@ from ..core.status import ProcessingStatus
 from .metrics import TurnMetrics
 from .reply import ReplyState
 from .backchannel import Backchannels
-from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit,
+from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit, EndSession,
                           FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
                           PauseReply, Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio,
                           RequestInterim, ResumeReply,
                           SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted, StartApology,
-                          StartReply, TextTyped, TranscriptFailed, TranscriptReceived, TurnInput)
+                          SayLine, StartReply, TextTyped, TranscriptFailed, TranscriptReceived,
+                          TurnInput, UserIdle)
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class _Reply:
     stream: int | None = None
     """The transcript stream a held reply was made from."""
     apology: bool = False
+    """A fixed line (the apology, an idle prompt), not an answer: no history, no metrics."""
+    goodbye: bool = False
 
 
 class TurnCoordinator:
@@ -155,6 +158,8 @@ class TurnCoordinator:
                 self._on_reply_ended(event)
             case CloseRequested():
                 self._on_close(event)
+            case UserIdle():
+                self._on_user_idle(event)
         return self._out
 
     # ── the user's side ───────────────────────────────────────────────────────────────────
@@ -330,6 +335,8 @@ class TurnCoordinator:
         if self.overlap is not None:  # played out (or failed) under the user's speech
             self.overlap = None
             self.reply = None
+            if reply.apology:
+                return
             self.conversation.add_user(reply.user_text)
             if event.error is None:
                 self.conversation.add_assistant(reply.state.text)
@@ -346,6 +353,8 @@ class TurnCoordinator:
         self.reply = None
         if reply.apology:
             self._listen()
+            if reply.goodbye:
+                self._do(EndSession("the user said nothing after the goodbye prompt"))
             return
         self.conversation.add_user(reply.user_text)
         if event.error is not None:
@@ -391,6 +400,18 @@ class TurnCoordinator:
             self.stream = None
         self._metrics = None
         self.state = TurnState.LISTENING
+
+    def _on_user_idle(self, event: UserIdle) -> None:
+        """Say the line (in the history and the transcript: the LLM and the user see it)."""
+        if self.state is not TurnState.LISTENING:
+            return
+        self.conversation.add_assistant(event.line)
+        self._do(Emit(ResponseEvent(event.line, final=True)))
+        self.reply = _Reply(self._next_id(), "", TurnMetrics(turn=0), ReplyState(),
+                            apology=True, goodbye=event.goodbye)
+        self._do(SayLine(self.reply.id, event.line))
+        self.state = TurnState.REPLYING
+        self._set_status(ProcessingStatus.SPEAKING)
 
     def _resume(self, heard: str) -> None:
         """Only a backchannel, a cough or noise over the reply: it goes on where it paused."""

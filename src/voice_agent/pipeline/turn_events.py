@@ -86,6 +86,15 @@ class CloseRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class UserIdle:
+    """The user said nothing for a while after the agent's reply: say ``line``; with
+    ``goodbye`` the session ends once it has been said."""
+
+    line: str
+    goodbye: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ReplyFirstAudio:
     """The reply's first audio was handed to the sink."""
 
@@ -102,7 +111,7 @@ class ReplyEnded:
 
 TurnInput = (SpeechStarted | SpeechPaused | SpeechResumed | SpeechEnded | InterimTick
              | TranscriptReceived | TranscriptFailed | TextTyped | InterruptRequested
-             | CloseRequested | ReplyFirstAudio | ReplyEnded)
+             | CloseRequested | UserIdle | ReplyFirstAudio | ReplyEnded)
 
 # ── commands ──────────────────────────────────────────────────────────────────────────────
 
@@ -162,6 +171,21 @@ class StartApology:
 
 
 @dataclass(frozen=True, slots=True)
+class SayLine:
+    """Say a fixed line (an idle prompt, a goodbye): a reply of its own, interruptible."""
+
+    reply: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndSession:
+    """The conversation is over (the goodbye was said): the session closes."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseReply:
     reply: int
 
@@ -194,5 +218,5 @@ class Emit:
 
 
 Command = (OpenTranscript | RequestInterim | FinalizeTranscript | DropTranscript | Prefill
-           | StartReply | StartApology | ReleaseReply | PauseReply | ResumeReply | CancelReply
-           | Emit)
+           | StartReply | StartApology | SayLine | ReleaseReply | PauseReply | ResumeReply
+           | CancelReply | EndSession | Emit)

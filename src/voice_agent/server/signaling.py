@@ -100,6 +100,9 @@ async def _start_pipeline(registry: AppRegistry, session: Session, sink: Any,
         await registry.sessions.close(session.id, CLOSE_INTERNAL, "pipeline failed")
         return None
     session.pipeline = pipeline
+    # The idle goodbye was said: the conversation ends as if the client had sent "end".
+    pipeline.on_end = lambda reason: registry.sessions.request_close(session.id, CLOSE_NORMAL,
+                                                                     reason)
     server = registry.config.server
     return pipeline, SessionController(session, registry.sessions, pipeline, webrtc=webrtc,
                                        max_message_bytes=server.max_message_bytes,
