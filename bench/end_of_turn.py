@@ -6,9 +6,11 @@ Signals, on the same items: Smart Turn v3.2 on the sound (the last 8 s up to a p
 (``LlamaCppLLM.end_of_turn_probability``: trailing punctuation dropped, then ``?``/``.``/``!``
 or ``<|im_end|>`` next), once on the words said and once on what Whisper heard at the first
 pause (what the turn engine would have); also ``<|im_end|>`` alone after Whisper's text with
-its punctuation (``keep_punctuation``). Then their combinations at a few thresholds. ~20 complete questions and ~20 unfinished ones (cut before their last words, or a
-lead-in such as "I want to know"), in the voices of ``bench.voices`` (espeak-ng and flite by
-default: synthetic prosody, which may fool Smart Turn more than real speech would).
+its punctuation (``keep_punctuation``). Then their combinations at a few thresholds.
+20 complete questions and 20 unfinished ones (cut before their last words, or a lead-in such
+as "I want to know"), in the voices of ``bench.voices`` (espeak-ng and flite by default;
+``--voices piper-joe piper-joe-fast`` for Piper): synthetic prosody, which may fool Smart Turn
+more than real speech would (docs/end_of_turn.md).
 
 "cut off" counts unfinished items called done (the agent would talk over the user); "waited"
 counts complete ones not called done (the agent waits for the longer timeout instead).
@@ -186,7 +188,8 @@ def report(items: list[Item], cold_ms: list[float], warm_ms: list[float],
            args: argparse.Namespace) -> None:
     first = args.pauses[0]
     voices = list(dict.fromkeys(i.voice for i in items))
-    print(f"## Per item (pause {first:g} s; Smart Turn at pauses {', '.join(f'{p:g}' for p in args.pauses)} s)\n")
+    pauses = ", ".join(f"{p:g}" for p in args.pauses)
+    print(f"## Per item (pause {first:g} s; Smart Turn at pauses {pauses} s)\n")
     heads = ["voice", "done?", "said", "heard (Whisper base)",
              *[f"ST {p:g}s" for p in args.pauses], "ST ms", "LLM said", "LLM heard",
              "im_end heard", "LLM ms"]
