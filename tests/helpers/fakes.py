@@ -145,6 +145,13 @@ class FakeLLM(LLMService):
     prefills: list[list[ChatMessage]] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     active: int = 0
+    end_of_turn: Callable[[str], float | None] | None = None
+    """The end-of-turn score of the last user message's words (None: the model cannot tell)."""
+    scored: list[str] = field(default_factory=list)
+
+    def end_of_turn_probability(self, messages: list[ChatMessage]) -> float | None:
+        self.scored.append(messages[-1].content)
+        return self.end_of_turn(messages[-1].content) if self.end_of_turn else None
 
     def load(self) -> None:
         pass

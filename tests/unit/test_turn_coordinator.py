@@ -17,10 +17,12 @@ from voice_agent.core.events import (ErrorEvent, MetricsEvent, ResponseEvent, St
 from voice_agent.core.messages import ChatMessage
 from voice_agent.core.status import ProcessingStatus as S
 from voice_agent.pipeline.backchannel import Backchannels
+from voice_agent.pipeline.end_of_turn import EndOfTurnRule
 from voice_agent.pipeline.reply import SpokenPiece
 from voice_agent.pipeline.turn import TurnCoordinator, TurnState
 from voice_agent.pipeline.turn_events import (CancelReply, CloseRequested, Command, PauseReply,
-                                              ResumeReply,
+                                              EndOfTurnScored, ResumeReply, ScoreEndOfTurn,
+                                              SetEndSilence,
                                               DropTranscript, Emit, FinalizeTranscript,
                                               InterimTick, InterruptRequested, OpenTranscript,
                                               Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio,
@@ -278,7 +280,7 @@ def test_nothing_is_commanded_after_close() -> None:
 
 KINDS = (["speech_start"] * 3 + ["pause"] * 3 + ["resume"] + ["end"] * 3 + ["tick"]
          + ["interim"] * 4 + ["final"] * 3 + ["transcript_failed"] + ["first_audio"] * 2
-         + ["reply_ended"] * 3 + ["typed", "interrupt"]) * 2 + ["close"]
+         + ["reply_ended"] * 3 + ["typed", "interrupt"] + ["scored"] * 2) * 2 + ["close"]
 """Weighted so that sequences often get far into a turn (held replies, transcripts being
 finished, apologies) before a close ends them."""
 
@@ -366,7 +368,9 @@ class Ledger:
             case ResumeReply(reply=r):
                 assert r in self.paused and r not in self.cancelled, cmd
                 self.paused.discard(r)
-            case Prefill() | Emit():
+            case ScoreEndOfTurn(stream=s):
+                assert self.is_open(s), cmd
+            case Prefill() | Emit() | SetEndSilence():
                 pass
             case _:
                 raise AssertionError(f"unknown command {cmd!r}")
@@ -406,6 +410,9 @@ def to_event(spec: Spec, turns: TurnCoordinator, ledger: Ledger) -> TurnInput:
             return ReplyEnded(reply, error if spec.flag else None)
         case "typed":
             return TextTyped(spec.text or "hello")
+        case "scored":
+            return EndOfTurnScored(stream, [0.9, 0.3, 0.01, None][int(spec.heard_s > 0) * 2
+                                                               + int(spec.flag)])
         case "interrupt":
             return InterruptRequested(spec.heard_s)
         case "close":
@@ -431,6 +438,9 @@ def check_invariants(turns: TurnCoordinator, ledger: Ledger) -> None:
         assert turns.overlap is None
     if turns.overlap is None:
         assert not ledger.paused - ledger.ended, ledger.paused
+    # A reply waiting for its end-of-turn score only in a pause, and none started beside it.
+    if turns._scoring is not None:
+        assert state is TurnState.USER_PAUSED and reply is None, state
     assert (state is TurnState.REPLYING) == (
         reply is not None and reply.id in ledger.released and turns.overlap is None)
     # An open stream only in USER_SPEAKING / USER_PAUSED, a finishing one only in TRANSCRIBING.
@@ -456,7 +466,8 @@ def test_no_sequence_of_events_breaks_the_invariants(specs: list[Spec],
                                                      backchannels: tuple[str, ...]) -> None:
     now = [0.0]
     turns = TurnCoordinator(ConversationManager(SYSTEM), prefill=True, clock=lambda: now[0],
-                            backchannels=Backchannels(backchannels))
+                            backchannels=Backchannels(backchannels),
+                            end_of_turn=EndOfTurnRule() if backchannels else None)
     ledger = Ledger()
     turns.start()
     closed = False

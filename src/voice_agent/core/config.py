@@ -119,7 +119,12 @@ class STTConfig(_Section):
     min_speech_ms: int = Field(160, ge=32, le=5000)
     """Speech needed before a turn starts (filters clicks and short noises)."""
     end_of_turn_silence_ms: int = Field(500, ge=100, le=5000)
-    """Silence after speech that ends the user's turn."""
+    """Silence after speech that ends the user's turn (when end_of_turn_by_meaning has no
+    verdict)."""
+    end_of_turn_by_meaning: bool = True
+    """At each pause the LLM scores the words so far (pipeline/end_of_turn.py): a complete
+    question ends after 250 ms of silence, half of one waits up to 2 s. A fixed 500 ms
+    answered questions with a pause in the middle after their first half."""
     pause_ms: int = Field(96, ge=32, le=2000)
     """Silence after which the reply is prepared early (held back until the turn ends, dropped
     if the user goes on). Shorter starts answering sooner but wastes more work on pauses."""

@@ -28,9 +28,10 @@ from ..core.events import EventSink, PipelineEvent, TranscriptEvent
 from ..core.recovery import ErrorRecoveryManager, recovery_from_config
 from ..core.status import ProcessingStatus
 from ..core.tasks import TaskSet, stuck_tasks, task_stack
-from ..services.base import SpeechFailure, SpeechResult, STTStream
+from ..services.base import ChatMessage, SpeechFailure, SpeechResult, STTStream
 from ..services.factory import Services
 from .backchannel import Backchannels
+from .end_of_turn import EndOfTurnRule
 from .replies import Replies
 from .reply import ReplySpeaker
 from .sink import AudioSink
@@ -39,7 +40,8 @@ from .turn_detector import TurnDetector, TurnEvent, TurnOptions
 from .typed import TypedTurns
 from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit,
                           FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
-                          EndSession, PauseReply, ResumeReply, SayLine, UserIdle,
+                          EndOfTurnScored, EndSession, PauseReply, ResumeReply, SayLine,
+                          ScoreEndOfTurn, SetEndSilence, UserIdle,
                           Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio, RequestInterim,
                           SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted, StartApology,
                           StartReply, TextTyped, TranscriptFailed, TranscriptReceived, TurnInput)
@@ -75,7 +77,9 @@ class VoicePipeline:
                                      first_piece_max_words=config.pipeline.first_piece_max_words)
         self.coordinator = TurnCoordinator(
             self.conversation, session_id=session_id, prefill=config.ai.prefill_while_speaking,
-            backchannels=Backchannels(config.pipeline.backchannels))
+            backchannels=Backchannels(config.pipeline.backchannels),
+            end_of_turn=EndOfTurnRule() if stt.end_of_turn_by_meaning else None,
+            end_silence_ms=stt.end_of_turn_silence_ms)
         self._tasks = TaskSet(f"[{session_id}]")
         self._replies = Replies(self._speaker, services.tts, sink, emit=self._emit,
                                 tasks=self._tasks,
@@ -261,6 +265,10 @@ class VoicePipeline:
                                     command.state, held=held)
             case StartApology(reply=rid):
                 self._replies.start_apology(rid)
+            case ScoreEndOfTurn(stream=sid, messages=messages):
+                self._tasks.spawn(self._score_end_of_turn(sid, messages), "end-of-turn")
+            case SetEndSilence(ms=ms):
+                self._detector.end_silence_ms = ms
             case SayLine(reply=rid, text=text):
                 self._replies.start_line(rid, text)
             case EndSession(reason=reason):
@@ -305,6 +313,18 @@ class VoicePipeline:
         self._open = (sid, stream)
         if self._streaming and self._ticker is None:
             self._ticker = self._tasks.spawn(self._tick(), "interims")
+
+    async def _score_end_of_turn(self, sid: int, messages: list[ChatMessage]) -> None:
+        """The LLM's probability that the words so far end the turn (None when it cannot
+        tell: another provider, a reply holding the model, an error)."""
+        score = getattr(self.services.llm, "end_of_turn_probability", None)
+        p: float | None = None
+        if score is not None:
+            try:
+                p = await asyncio.to_thread(score, messages)
+            except Exception as exc:  # a hint, not a turn: the fixed silence applies
+                log.warning("[%s] end-of-turn score failed: %r", self.session_id, exc)
+        self._post(EndOfTurnScored(sid, p))
 
     async def _final_call(self, transcribe: Callable[[], Awaitable[SpeechResult]]) -> SpeechResult:
         return await self.recovery.call(self.services.stt.name, transcribe,

@@ -37,7 +37,9 @@ from ..core.status import ProcessingStatus
 from .metrics import TurnMetrics
 from .reply import ReplyState
 from .backchannel import Backchannels
-from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit, EndSession,
+from .end_of_turn import EndOfTurnRule
+from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit,
+                          EndOfTurnScored, EndSession, ScoreEndOfTurn, SetEndSilence,
                           FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
                           PauseReply, Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio,
                           RequestInterim, ResumeReply,
@@ -82,10 +84,18 @@ class _Reply:
 class TurnCoordinator:
     def __init__(self, conversation: ConversationManager, *, prefill: bool = True,
                  clock: Callable[[], float] = time.monotonic, session_id: str = "",
-                 backchannels: Backchannels | None = None) -> None:
+                 backchannels: Backchannels | None = None,
+                 end_of_turn: EndOfTurnRule | None = None,
+                 end_silence_ms: float = 500.0) -> None:
         self.conversation = conversation
         self.backchannels = backchannels if backchannels is not None else Backchannels(())
         """Speech over a reply pauses it until its words are known (none: it cuts at once)."""
+        self.end_of_turn = end_of_turn
+        """Scores each pause's transcript to decide how long the silence must be (None: the
+        fixed ``end_silence_ms``)."""
+        self.end_silence_ms = end_silence_ms
+        self._scoring: _Reply | None = None
+        """The reply prepared from the pause's transcript, waiting for its score to start."""
         self.overlap: float | None = None
         """The released reply is paused under the user's speech, heard up to this many
         seconds; the user's words decide whether it goes on or is cut."""
@@ -160,6 +170,8 @@ class TurnCoordinator:
                 self._on_close(event)
             case UserIdle():
                 self._on_user_idle(event)
+            case EndOfTurnScored():
+                self._on_scored(event)
         return self._out
 
     # ── the user's side ───────────────────────────────────────────────────────────────────
@@ -197,6 +209,7 @@ class TurnCoordinator:
         if self.state is not TurnState.USER_PAUSED:
             return
         self.state = TurnState.USER_SPEAKING
+        self._scoring = None  # the pause's words were not the turn: score the next pause
         if self.reply is not None and self.overlap is None:  # a held reply, never heard: drop it
             log.info("[%s] early reply dropped: the user went on", self.session_id)
             self._do(CancelReply(self.reply.id, flush=False))
@@ -206,6 +219,7 @@ class TurnCoordinator:
         if self.state not in (TurnState.USER_SPEAKING, TurnState.USER_PAUSED):
             return
         assert self.stream is not None
+        self._scoring = None  # the turn ended before its score: the final answers it
         held = self.reply if self.overlap is None else None
         metrics = held.metrics if held is not None else TurnMetrics(turn=0, source="voice")
         metrics.turn = self._next_turn()
@@ -234,15 +248,18 @@ class TurnCoordinator:
             self._cut_reply(self.overlap, by_speech=True)  # words, not an "uh huh": a barge-in
         text = f"{self.carry_over} {event.text}".strip()
         if self.state is TurnState.USER_PAUSED:
-            if self.reply is not None:
+            if self.reply is not None or self._scoring is not None:
                 return
             if event.covers_s >= event.speech_s:  # all the speech so far: answer it, held
                 metrics = TurnMetrics(turn=0, source="voice", transcript_reused=True)
                 metrics.mark("transcript_final", self.clock())
-                self.reply = self._new_reply(text, metrics, stream=event.stream)
-                self._do(StartReply(self.reply.id, self.conversation.context(text), metrics,
-                                    self.reply.state, held=True))
-                log.info("[%s] reply started early on %r", self.session_id, text)
+                reply = self._new_reply(text, metrics, stream=event.stream)
+                if self.end_of_turn is None:
+                    self._start_held(reply)
+                else:  # is it the whole turn? The reply starts once the score is known
+                    self._scoring = reply
+                    self._do(SetEndSilence(self.end_of_turn.verdict_wait_ms))
+                    self._do(ScoreEndOfTurn(event.stream, self.conversation.context(text)))
             else:  # speech came in after this transcript's audio: transcribe again
                 self._do(RequestInterim(event.stream, decisive=True))
         elif self.prefill:
@@ -250,6 +267,25 @@ class TurnCoordinator:
             if words >= self._prefilled_words + PREFILL_EVERY_WORDS:
                 self._prefilled_words = words
                 self._do(Prefill(self.conversation.context(text)))
+
+    def _start_held(self, reply: _Reply) -> None:
+        self.reply = reply
+        self._do(StartReply(reply.id, self.conversation.context(reply.user_text), reply.metrics,
+                            reply.state, held=True))
+        log.info("[%s] reply started early on %r", self.session_id, reply.user_text)
+
+    def _on_scored(self, event: EndOfTurnScored) -> None:
+        reply = self._scoring
+        if reply is None or reply.stream != event.stream or self.state is not TurnState.USER_PAUSED:
+            return  # the user went on, or the turn ended first
+        self._scoring = None
+        assert self.end_of_turn is not None
+        ms = self.end_of_turn.silence_ms(event.probability, self.end_silence_ms)
+        log.info("[%s] end of turn p=%s: the turn ends after %.0f ms of silence",
+                 self.session_id, event.probability, ms)
+        self._do(SetEndSilence(ms))
+        if event.probability is None or event.probability >= self.end_of_turn.unfinished_p:
+            self._start_held(reply)  # else half a question: no reply to it, the user goes on
 
     def _on_final(self, event: TranscriptReceived) -> None:
         if self.state is not TurnState.TRANSCRIBING or event.stream != self.stream:
@@ -399,6 +435,7 @@ class TurnCoordinator:
             self._do(DropTranscript(self.stream))
             self.stream = None
         self._metrics = None
+        self._scoring = None
         self.state = TurnState.LISTENING
 
     def _on_user_idle(self, event: UserIdle) -> None:

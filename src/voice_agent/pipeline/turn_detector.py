@@ -50,6 +50,10 @@ class TurnDetector:
         self.utterance_ms = 0.0
         self._paused = False
         self.last_probability = 0.0
+        self.end_silence_ms = float(options.end_of_turn_silence_ms)
+        """Silence that ends this turn: end_of_turn_silence_ms, until what the user said so
+        far says otherwise (shorter for a complete question, longer for half of one); back to
+        the option at each start and resume of speech."""
 
     @property
     def paused(self) -> bool:
@@ -66,6 +70,7 @@ class TurnDetector:
                 self.utterance_ms = self._speech_run_ms
                 self.silence_run_ms = 0.0
                 self._paused = False
+                self.end_silence_ms = float(self.options.end_of_turn_silence_ms)
                 return TurnEvent.SPEECH_START
             return None
         self.utterance_ms += self.frame_ms
@@ -75,8 +80,9 @@ class TurnDetector:
             self.silence_run_ms = 0.0
             if self._paused:
                 self._paused = False
+                self.end_silence_ms = float(self.options.end_of_turn_silence_ms)
                 return TurnEvent.RESUME
-        ended = self.silence_run_ms >= self.options.end_of_turn_silence_ms
+        ended = self.silence_run_ms >= self.end_silence_ms
         if ended or self.utterance_ms >= self.options.max_utterance_s * 1000:
             self.in_speech = False
             self._speech_run_ms = 0.0

@@ -86,6 +86,14 @@ class CloseRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class EndOfTurnScored:
+    """How likely the words of the pause's transcript are a whole turn (None: unknown)."""
+
+    stream: int
+    probability: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class UserIdle:
     """The user said nothing for a while after the agent's reply: say ``line``; with
     ``goodbye`` the session ends once it has been said."""
@@ -111,7 +119,7 @@ class ReplyEnded:
 
 TurnInput = (SpeechStarted | SpeechPaused | SpeechResumed | SpeechEnded | InterimTick
              | TranscriptReceived | TranscriptFailed | TextTyped | InterruptRequested
-             | CloseRequested | UserIdle | ReplyFirstAudio | ReplyEnded)
+             | CloseRequested | UserIdle | EndOfTurnScored | ReplyFirstAudio | ReplyEnded)
 
 # ── commands ──────────────────────────────────────────────────────────────────────────────
 
@@ -171,6 +179,21 @@ class StartApology:
 
 
 @dataclass(frozen=True, slots=True)
+class ScoreEndOfTurn:
+    """Ask how likely ``messages`` (the history and the pause's transcript) end the turn."""
+
+    stream: int
+    messages: list[ChatMessage]
+
+
+@dataclass(frozen=True, slots=True)
+class SetEndSilence:
+    """The silence that ends the current turn, from now on (until speech resumes)."""
+
+    ms: float
+
+
+@dataclass(frozen=True, slots=True)
 class SayLine:
     """Say a fixed line (an idle prompt, a goodbye): a reply of its own, interruptible."""
 
@@ -219,4 +242,4 @@ class Emit:
 
 Command = (OpenTranscript | RequestInterim | FinalizeTranscript | DropTranscript | Prefill
            | StartReply | StartApology | SayLine | ReleaseReply | PauseReply | ResumeReply
-           | CancelReply | EndSession | Emit)
+           | CancelReply | EndSession | ScoreEndOfTurn | SetEndSilence | Emit)
