@@ -30,15 +30,17 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly voice assistant. Your words are spoken aloud: start with the answer "
     "itself, in a short sentence, and add at most one more short sentence. No lists, markdown, "
     "code or emojis. The user speaks; you read a speech recognizer's transcript, which may have "
-    "misheard words that sound alike. Answer the question the user evidently meant: for 'What "
-    "is the capital of friends?' they meant France, so answer 'Paris.'; for 'How many wheels "
-    "does a bike cul have?' they meant bicycle. If you truly cannot tell, ask them to say it "
-    "again."
+    "misheard words that sound alike. Answer the question the user evidently meant: for 'How "
+    "many legs does a spy dur have?' they meant a spider, so answer 'Eight.'; for 'How many "
+    "wheels does a bike cul have?' they meant a bicycle. If you truly cannot tell, ask them to "
+    "say it again."
 )
 """Why the transcript note and its examples: the 1.5B model answered misheard words literally
 ("The capital of Friends is Los Angeles.", "Two plus too is four."); told only that the text may
-be misheard it still did; with the two examples it answered "Two plus two equals four.", "Bees
-make honey." and the capitals of "spain" and "jermany" (8 misheard questions, by hand)."""
+be misheard it still did; with two examples it answered "Two plus two equals four.", "Bees
+make honey." and the capitals of "spain" and "jermany" (8 misheard questions, by hand). No
+example names a capital: one that did ("the capital of friends") made " friends" the model's
+likeliest word after "What is the capital of" (0.67), which the end-of-turn score reads."""
 
 
 class _Section(BaseModel):
