@@ -74,6 +74,8 @@ class VoiceResult:
     turns: list[Scored] = field(default_factory=list)
     error: str = ""
     wall_s: float = 0.0
+    other_cores: float | None = None
+    """CPU cores other processes used meanwhile: a busy machine slows every reply."""
 
 
 @dataclass
@@ -149,6 +151,20 @@ class Run:
     wall_s: float = 0.0
 
 
+def _cpu_mark(server: ServerProcess) -> tuple[float, float, float, float]:
+    return time.monotonic(), server.cpu_s(), machine_busy_s(), _own_cpu_s()
+
+
+def _other_cores(server: ServerProcess, mark: tuple[float, float, float, float]
+                 ) -> tuple[float, float]:
+    """Seconds since ``mark`` and the CPU cores that processes other than the server and this
+    client used meanwhile, on average (as bench latency reports it)."""
+    t0, cpu0, busy0, own0 = mark
+    wall = time.monotonic() - t0
+    other = machine_busy_s() - busy0 - (server.cpu_s() - cpu0) - (_own_cpu_s() - own0)
+    return round(wall, 1), round(max(0.0, other) / max(wall, 1e-3), 2)
+
+
 async def _bench(args: argparse.Namespace, voices: list[Voice], questions: list[Question]) -> Run:
     run = Run(voices=[VoiceResult(v) for v in voices], questions=questions,
               per_session=max(1, args.per_session))
@@ -167,22 +183,19 @@ async def _bench(args: argparse.Namespace, voices: list[Voice], questions: list[
         try:
             await asyncio.to_thread(server.start)
             run.server_ready_s = round(server.ready_s or 0, 1)
-            t0, cpu0, busy0, own0 = time.monotonic(), server.cpu_s(), machine_busy_s(), _own_cpu_s()
+            whole = _cpu_mark(server)
             for vr in run.voices:
                 pairs = list(zip(questions, sets[vr.voice.name]))
-                v0 = time.monotonic()
+                mark = _cpu_mark(server)
                 for i in range(0, len(pairs), run.per_session):
                     vr.turns += await _session(server.base_url, vr.voice,
                                                pairs[i:i + run.per_session])
-                vr.wall_s = round(time.monotonic() - v0, 1)
+                vr.wall_s, vr.other_cores = _other_cores(server, mark)
                 s = summarise(vr.turns)
                 print(f"[{vr.voice.name}] WER {_pc(s.wer)}, heard right {_pc(s.heard)}, answered "
-                      f"right {_pc(s.answered)}, p50 {fmt(s.p50, ' ms')} ({vr.wall_s} s)",
-                      flush=True)
-            run.wall_s = round(time.monotonic() - t0, 1)
-            server_cpu = server.cpu_s() - cpu0
-            other = machine_busy_s() - busy0 - server_cpu - (_own_cpu_s() - own0)
-            run.other_cores = round(max(0.0, other) / max(run.wall_s, 1e-3), 2)
+                      f"right {_pc(s.answered)}, p50 {fmt(s.p50, ' ms')} ({vr.wall_s} s; other "
+                      f"processes used {vr.other_cores} cores)", flush=True)
+            run.wall_s, run.other_cores = _other_cores(server, whole)
             run.load.append(round(os.getloadavg()[0], 2))
         except Exception as exc:
             run.server_error = f"{type(exc).__name__}: {exc}"
@@ -201,23 +214,29 @@ def _pc(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.0f}%"
 
 
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
 def _cell(text: str, limit: int = 90) -> str:
     text = " ".join(text.split()).replace("|", "/")
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def summary_rows(run: Run) -> list[str]:
-    rows = ["| voice | turns ok | WER | heard right | answered right | latency p50 | p95 |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| voice | turns ok | WER | heard right | answered right | latency p50 | p95 "
+            "| other processes (cores) |", "|---|---|---|---|---|---|---|---|"]
     every: list[Scored] = []
     for vr in run.voices:
         s = summarise(vr.turns)
         every += vr.turns
         rows.append(f"| {vr.voice.name} | {s.ok}/{s.turns} | {_pc(s.wer)} | {_pc(s.heard)} "
-                    f"| {_pc(s.answered)} | {fmt(s.p50, ' ms')} | {fmt(s.p95, ' ms')} |")
+                    f"| {_pc(s.answered)} | {fmt(s.p50, ' ms')} | {fmt(s.p95, ' ms')} "
+                    f"| {_num(vr.other_cores)} |")
     s = summarise(every)
     rows.append(f"| **all** | {s.ok}/{s.turns} | **{_pc(s.wer)}** | **{_pc(s.heard)}** "
-                f"| **{_pc(s.answered)}** | {fmt(s.p50, ' ms')} | {fmt(s.p95, ' ms')} |")
+                f"| **{_pc(s.answered)}** | {fmt(s.p50, ' ms')} | {fmt(s.p95, ' ms')} "
+                f"| {_num(run.other_cores)} |")
     return rows
 
 
@@ -304,7 +323,10 @@ def render_report(run: Run, args: argparse.Namespace, *, started: float, commit:
         "final reply text, as whole words.",
         "- A failed turn (timeout, broken session) counts as misheard, its words as deleted, and "
         "as answered wrong. **latency**: end of speech sent → first agent audio heard at the "
-        "client, over the turns that got a reply (as `bench latency` measures it).",
+        "client, over the turns that got a reply (as `bench latency` measures it). **other "
+        "processes**: the CPU cores that processes other than the server and this client used "
+        "on average while the voice's turns ran (of 2 on the reference machine): a busy machine "
+        "slows the replies.",
         "",
         "## Voices",
         "",
@@ -344,7 +366,7 @@ def run_accuracy(config: Any, args: argparse.Namespace) -> int:
         print("error: cannot make these voices:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
     questions = list(QUESTIONS[: args.limit] if args.limit else QUESTIONS)
-    turn_s = 9.0  # measured: ~2.5 s of question, ~2 s to first audio, ~3 s of reply, pauses
+    turn_s = 7.0  # a quiet 2-core machine: ~6.5 s a turn (question, reply, pauses); busy: 11-16
     print(f"{len(questions)} questions × {len(voices)} voices: about "
           f"{len(questions) * len(voices) * turn_s / 60:.0f} minutes of turns", flush=True)
     with restrict_host_addresses(["127.0.0.1"]):  # the client offers loopback only

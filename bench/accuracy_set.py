@@ -16,8 +16,8 @@ Each question is spoken (bench/voices.py); its text is also the expected transcr
 Normalisation, a simplified form of Whisper's English normaliser: lower case; common
 contractions spelled out ("what's" -> "what is", "don't" -> "do not"); digits as words ("24" ->
 "twenty four", "1,000" -> "one thousand", "3.5" -> "three point five", "2nd" -> "second"; digits
-inside a word too: "CO2" -> "co two"); a few British spellings as American; hyphens and other
-punctuation as spaces.
+inside a word too: "CO2" -> "co two"); "-", "+" and "=" between digits as "minus", "plus",
+"equals" ("10-3"); a few British spellings as American; hyphens and other punctuation as spaces.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ STOPWORDS = frozenset("""
 a an the is are was were be been am of in on at to into from for with by about as and or but
 do does did done what which who whom whose how many much when where why there here it its this
 that these those i me my we us our you your he she they them their can could would should will
-shall may might have has had tell please called call name known get so not""".split())
+shall may might have has had tell please get so not""".split())
 """Function words: the rest of a question's words are its key words (see heard_right)."""
 
 # --- normalisation ------------------------------------------------------------------------------
@@ -167,6 +167,10 @@ def normalise_words(text: str) -> list[str]:
     for pattern, repl in _CONTRACTIONS:
         s = pattern.sub(repl, s)
     s = re.sub(r"(?<=\d),(?=\d{3}\b)", "", s)  # 1,000 -> 1000
+    # Signs between numbers are said: "10-3" is "ten minus three", "2+2" "two plus two".
+    s = re.sub(r"(?<=\d)\s*-\s*(?=\d)", " minus ", s)
+    s = re.sub(r"(?<=\d)\s*\+\s*(?=\d)", " plus ", s)
+    s = re.sub(r"(?<=\d)\s*=\s*(?=\d)", " equals ", s)
     s = re.sub(r"(?<=\d)\.(?!\d)", " ", s)  # a full stop after a number is no decimal point
     s = _NUMBER.sub(_spell_number, s)
     s = s.replace("'", "")

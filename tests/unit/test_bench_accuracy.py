@@ -29,6 +29,8 @@ from bench.voices import ENGINES, VOICES, select_voices
     ("Don't, can't, won't; I'm", "do not can not will not i am"),
     ("The colour grey", "the color gray"),
     ("The U.K.", "the u k"),
+    ("What is 10-3? 2+2=4", "what is ten minus three two plus two equals four"),
+    ("a well-known 24-hour shop", "a well known twenty four hour shop"),
     ("", ""),
 ])
 def test_normalise(text: str, expected: str) -> None:
@@ -66,6 +68,7 @@ def test_heard_right() -> None:
     assert not heard_right(q, "")
     assert heard_right("What is two plus two?", "What is 2 plus 2?")
     assert not heard_right("What do bees make?", "What do these make?")
+    assert not heard_right("What is frozen water called?", "What is frozen water cold?")
 
 
 def test_answered_right() -> None:
