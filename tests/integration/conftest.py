@@ -61,7 +61,10 @@ def free_port() -> int:
 def make_config(**sections: Any) -> V3Config:
     # One thread each: on a shared 2-core machine llama.cpp's spinning threads slow down 10-20x
     # as soon as anything else runs (measured: a one-sentence reply took 16 s with 2 threads).
-    base: dict[str, Any] = {"server": {"max_sessions": 4, "transcripts_dir": str(TRANSCRIPTS)},
+    # Audio is not paced to real time here (audio_speed): the tests send recordings at once;
+    # test_server_ws_audio.py checks the pacing itself, with the default.
+    base: dict[str, Any] = {"server": {"max_sessions": 4, "transcripts_dir": str(TRANSCRIPTS),
+                                       "audio_speed": 1000.0},
                             "ai": {"max_tokens": 60, "threads": 1}, "stt": {"threads": 1}}
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value

@@ -108,3 +108,29 @@ async def test_bad_rate_is_refused(server: RunningServer) -> None:
         assert err["code"] == "invalid_message" and err["fatal"] is True
         assert "seq" not in err  # refused before a session exists
         assert await client.wait_closed() == 1008
+
+
+async def test_audio_faster_than_real_time_is_read_at_real_time(server_factory) -> None:
+    """60 s of speech sent in 1.5 s made the server run VAD and Whisper ~40x real time for one
+    session and slowed every other session (issue #13): after a 2 s burst, the server reads the
+    socket at real time; nothing is dropped, and the client is told once."""
+    srv = await server_factory(server={"audio_speed": 1.0, "audio_burst_s": 2.0})
+    async with connect(f"{srv.ws}/ws/v3/audio") as client:
+        await client.wait_type("connection_established")
+        frame = np.zeros(1600, "<i2").tobytes()  # 0.1 s of silence
+        sent_at = time.monotonic()
+        for _ in range(60):  # 6 s of audio, at once
+            await client.send(frame)
+        err = await client.wait_type("error", 5, code="rate_limited")
+        assert err["fatal"] is False and "real time" in err["message"]
+        session = srv.registry.sessions.list()[0]
+        await asyncio.sleep(1.0)
+        taken = (await session.transport.stats())["inbound_audio_s"]
+        elapsed = time.monotonic() - sent_at
+        assert taken <= 2.0 + elapsed + 0.3, (taken, elapsed)  # the burst, then real time
+        deadline = time.monotonic() + 10
+        while (await session.transport.stats())["inbound_audio_s"] < 6.0 - 1e-6:
+            assert time.monotonic() < deadline, "the rest of the audio was never read"
+            await asyncio.sleep(0.1)
+        assert time.monotonic() - sent_at >= 6.0 - 2.0 - 0.3  # all of it, at real time
+        assert len([m for m in client.messages if m.get("code") == "rate_limited"]) == 1

@@ -70,3 +70,12 @@ async def test_the_ws_audio_transport_paces_and_says_so_once() -> None:
     assert sum(pushed) == 50 * 1600  # nothing dropped
     assert abs((clock.now - start) - 4.0) < 1e-6 and told == ["paced"]
     assert (await transport.stats())["inbound_paced_s"] == 4.0
+
+
+async def test_a_faster_allowed_speed_paces_at_that_speed() -> None:
+    clock = FakeClock()
+    pacer = RealTimePacer(1.0, speed=4.0, clock=clock, sleep=clock.sleep)
+    start = clock.now
+    for _ in range(400):  # 40 s of audio at once, 4x real time allowed: 10 s, less the burst
+        await pacer.take(0.1)
+    assert abs((clock.now - start) - 9.0) < 1e-6

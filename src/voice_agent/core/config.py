@@ -233,6 +233,12 @@ class ServerConfig(_Section):
     """Web origins (e.g. "https://app.example") allowed to call the HTTP API from a browser and
     to open the WebSockets. Empty: no CORS headers; WebSockets from pages of this host or of
     loopback only. "*" is never implied, also not when auth_token is set."""
+    audio_burst_s: float = Field(2.0, gt=0.0, le=600.0)
+    """Audio a /ws/v3/audio client may send ahead of real time before its reads are paced."""
+    audio_speed: float = Field(1.0, ge=1.0, le=1000.0)
+    """How many times real time a /ws/v3/audio client may send audio after the burst (1: a
+    microphone's pace). 60 s of speech sent in 1.5 s made VAD and Whisper run ~40x real time
+    for one session and slowed every other session's replies 15-18x."""
     allowed_hosts: list[str] = Field(default_factory=list)
     """Host names (or addresses) besides localhost, 127.0.0.1, [::1] and ``host`` that clients
     may reach this server by, e.g. ["voice.lan", "192.168.1.20"] when serving a LAN; "*" allows

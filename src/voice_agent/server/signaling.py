@@ -15,6 +15,7 @@ from ..transport import protocol
 from ..transport.protocol import ErrorCode
 from ..transport.webrtc import WebRTCSession
 from ..services.base import STT_SAMPLE_RATE
+from ..transport.pacing import RealTimePacer
 from ..transport.ws_audio import AudioFormatError, WebSocketAudioTransport, parse_rate
 from .auth import WEBSOCKET_CHECKS
 from .controller import SessionController
@@ -226,8 +227,10 @@ async def audio_socket(ws: WebSocket) -> None:
         session.send_error(ErrorCode.RATE_LIMITED, "audio arrives faster than real time: it is "
                            "read at real time from now on (nothing is dropped)")
 
-    transport = WebSocketAudioTransport(session.id, rate, outbox.send, push_audio,
-                                        on_paced=on_paced)
+    server = config.server
+    transport = WebSocketAudioTransport(
+        session.id, rate, outbox.send, push_audio, on_paced=on_paced,
+        pacer=RealTimePacer(server.audio_burst_s, speed=server.audio_speed))
     session.transport = transport
     started = await _start_pipeline(registry, session, transport.sink, webrtc=None)
     if started is None:

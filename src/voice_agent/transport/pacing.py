@@ -20,12 +20,12 @@ BURST_S = 2.0
 
 
 class RealTimePacer:
-    """A token bucket measured in seconds of audio, refilled at one second per second."""
+    """A token bucket measured in seconds of audio, refilled at ``speed`` seconds per second."""
 
-    def __init__(self, burst_s: float = BURST_S, *,
+    def __init__(self, burst_s: float = BURST_S, *, speed: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        self.burst_s = burst_s
+        self.burst_s, self.speed = burst_s, speed
         self._clock, self._sleep = clock, sleep
         self._due: float | None = None
         """When the audio taken so far will have been spoken, at real time."""
@@ -40,7 +40,7 @@ class RealTimePacer:
         """Account for ``seconds`` of audio; wait while the client is more than ``burst_s``
         ahead. Returns how long it waited."""
         now = self._clock()
-        self._due = max(self._due or now, now) + seconds
+        self._due = max(self._due or now, now) + seconds / self.speed
         wait = self._due - now - self.burst_s
         if wait <= 0:
             return 0.0
