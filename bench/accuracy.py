@@ -3,7 +3,8 @@
 One server subprocess (bench/server_proc.py, the real models), questions from
 bench/accuracy_set.py spoken in every voice of bench/voices.py, sent as an outside user would:
 over WebRTC with bench/client.py's BenchClient, in sessions of ``--per-session`` questions (a
-fresh session after that, so that no conversation grows past the LLM's kept history). Per voice
+fresh session after that, so that no conversation grows past the LLM's kept history), each
+question once the server is listening again and has been silent for a second. Per voice
 and overall: the word error rate of the server's final ``transcript`` against the question, the
 heard-right and answered-right rates (definitions in accuracy_set.py), and the latency p50/p95 of
 the same turns (end of speech sent to first agent audio heard, as ``bench latency`` measures it).
@@ -26,7 +27,7 @@ from typing import Any
 from .accuracy_set import (QUESTIONS, Question, answered_right, heard_right, normalise_words,
                            word_edits)
 from .client import BenchClient, TurnResult, run_clients
-from .latency import BETWEEN_TURNS_S, _env_overrides, _own_cpu_s, _wait_quiet
+from .latency import _env_overrides, _own_cpu_s, _wait_quiet
 from .report import _machine, fmt, pct
 from .server_proc import ServerProcess, machine_busy_s
 from .speech_set import SpeechItem
@@ -34,6 +35,9 @@ from .voices import Voice, make_voice_set, select_voices
 
 TURN_TIMEOUT_S = 45.0
 """A slow voice's long question is ~8 s of speech, then the reply: 45 s is a stuck turn."""
+SETTLE_S = 1.0
+"""After a turn, the server must be listening and silent this long before the next question."""
+SETTLE_LIMIT_S = 30.0
 
 
 @dataclass
@@ -104,6 +108,31 @@ def summarise(turns: list[Scored]) -> Summary:
         p50=pct(v2v, 50), p95=pct(v2v, 95))
 
 
+def _processing_status(events: list[dict[str, Any]]) -> str | None:
+    for e in reversed(events):
+        if e.get("type") == "status" and e.get("processing_status"):
+            return str(e["processing_status"])
+    return None
+
+
+async def settle(events: list[dict[str, Any]], quiet_s: float = SETTLE_S,
+                 limit_s: float = SETTLE_LIMIT_S, poll_s: float = 0.05) -> bool:
+    """Wait until the server is listening again and has sent nothing for ``quiet_s``; False if
+    it did not within ``limit_s``. A question the server cut in two at a pause gets two replies,
+    the second after the turn that BenchClient.turn timed: without this wait it would be taken
+    for the next question's reply, and every later turn of the session with it (seen with the
+    slow espeak voice)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        now = time.monotonic()
+        last_at = float(events[-1].get("_at", 0.0)) if events else 0.0
+        if _processing_status(events) in (None, "listening", "idle") and now - last_at >= quiet_s:
+            return True
+        if now >= deadline:
+            return False
+        await asyncio.sleep(poll_s)
+
+
 def _finals(events: list[dict[str, Any]], kind: str) -> list[str]:
     return [str(e.get("text", "")) for e in events if e.get("type") == kind and e.get("final")]
 
@@ -117,6 +146,8 @@ async def _session(base_url: str, voice: Voice, chunk: list[tuple[Question, Spee
         for question, item in chunk:
             start = len(client.events)
             turn = await client.turn(item, timeout_s=TURN_TIMEOUT_S)
+            if not await settle(client.events) and not turn.error:
+                turn.error = f"the server was not listening again {SETTLE_LIMIT_S:.0f} s later"
             events = client.events[start:]
             out.append(score(voice.name, question, turn, _finals(events, "transcript"),
                              _finals(events, "ai_response")))
@@ -125,7 +156,6 @@ async def _session(base_url: str, voice: Voice, chunk: list[tuple[Question, Spee
             note = f", {turn.error}" if turn.error else ""
             print(f"  [{voice.name}] {mark} {question.text!r} -> heard {s.transcript!r}, "
                   f"answered {s.reply[:80]!r} ({turn.v2v_ms} ms{note})", flush=True)
-            await asyncio.sleep(BETWEEN_TURNS_S)
         await client.end()
     except Exception as exc:  # a session that cannot start fails its remaining turns
         error = f"{type(exc).__name__}: {exc}"
@@ -243,7 +273,7 @@ def summary_rows(run: Run) -> list[str]:
 def failure_kind(t: Scored) -> str:
     if not t.turn.ok:
         return f"turn failed ({t.turn.error})"
-    kinds = []
+    kinds = [t.turn.error] if t.turn.error else []
     if t.finals > 1:
         kinds.append(f"cut into {t.finals} turns")
     if not t.heard:
@@ -257,7 +287,7 @@ def failure_rows(run: Run) -> list[str]:
     rows = ["| voice | question | heard | answered | what went wrong |", "|---|---|---|---|---|"]
     for vr in run.voices:
         for t in vr.turns:
-            if t.heard and t.answered and t.turn.ok and t.finals <= 1:
+            if t.heard and t.answered and t.turn.ok and t.finals <= 1 and not t.turn.error:
                 continue
             rows.append(f"| {vr.voice.name} | {_cell(t.question.text)} "
                         f"| {_cell(t.transcript) or '—'} | {_cell(t.reply) or '—'} "
@@ -302,7 +332,8 @@ def render_report(run: Run, args: argparse.Namespace, *, started: float, commit:
         + (f"; after waiting for a quiet machine, other processes used {run.idle_wait_busy} cores"
            if run.idle_wait_busy is not None else ""),
         f"- {len(run.questions)} questions × {len(run.voices)} voices, "
-        f"{run.per_session} questions per session (then a fresh session), one turn at a time; "
+        f"{run.per_session} questions per session (then a fresh session), one turn at a time "
+        f"(the next once the server is listening again and silent for {SETTLE_S:g} s); "
         f"server ready in {run.server_ready_s} s; turns took {run.wall_s} s",
     ]
     if run.server_error:

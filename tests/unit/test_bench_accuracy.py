@@ -5,11 +5,13 @@ No models and no audio: the bench itself needs the real models (`voice-agent ben
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
 
-from bench.accuracy import Scored, failure_kind, score, summarise
+from bench.accuracy import Scored, failure_kind, score, settle, summarise
 from bench.accuracy_set import (QUESTIONS, Question, answered_right, heard_right, key_words,
                                 normalise, normalise_words, number_words, wer, word_edits)
 from bench.client import TurnResult
@@ -159,3 +161,30 @@ def test_score_joins_a_question_cut_into_two_turns() -> None:
                              "In which country is London?"], ["Have fun!", "England."])
     assert s.finals == 2 and s.edits == 0 and s.heard and s.answered
     assert failure_kind(s) == "cut into 2 turns"
+
+
+def test_settle_waits_for_a_late_second_reply() -> None:
+    """A question cut in two gets a second reply after the timed turn: settle waits it out."""
+    async def main() -> tuple[bool, float, bool]:
+        now = time.monotonic()
+        events = [{"type": "status", "processing_status": "listening", "_at": now}]
+
+        async def second_reply() -> None:
+            await asyncio.sleep(0.05)
+            events.append({"type": "status", "processing_status": "speaking",
+                           "_at": time.monotonic()})
+            await asyncio.sleep(0.15)
+            events.append({"type": "status", "processing_status": "listening",
+                           "_at": time.monotonic()})
+
+        task = asyncio.create_task(second_reply())
+        ok = await settle(events, quiet_s=0.1, limit_s=2.0, poll_s=0.01)
+        waited = time.monotonic() - now
+        await task
+        stuck = [{"type": "status", "processing_status": "speaking", "_at": time.monotonic()}]
+        gave_up = await settle(stuck, quiet_s=0.01, limit_s=0.05, poll_s=0.01)
+        return ok, waited, gave_up
+
+    ok, waited, gave_up = asyncio.run(main())
+    assert ok and waited >= 0.3  # 0.2 s of second reply, then 0.1 s quiet after it
+    assert not gave_up
