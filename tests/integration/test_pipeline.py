@@ -137,19 +137,26 @@ async def test_barge_in_stops_the_reply_and_keeps_only_what_was_heard(services, 
     t0 = time.monotonic()
     await p.push_audio(speech[: int(16000 * 0.4)])  # the detector needs ~160 ms of speech
     stopped_in = time.monotonic() - t0
-    assert p.state is TurnState.USER_SPEAKING  # the reply was cut, the user is heard
+    # Silent at once: the reply is paused (it would go on after an "uh huh"), the user is heard.
+    assert p.state is TurnState.USER_SPEAKING and sink.paused
     assert stopped_in < 0.1 + 0.05, f"barge-in took {stopped_in * 1000:.0f} ms"
-    assert sink.queued_s() == 0
-    n_chunks = len(sink.chunks)
+    played = sink.total_played_s()
     await asyncio.sleep(0.3)
-    assert len(sink.chunks) == n_chunks, "audio kept coming after the barge-in"
+    assert sink.total_played_s() == played, "audio kept playing after the barge-in"
+    # Words, not a backchannel: once they are known the reply is cut as heard at the pause.
+    await push_realtime(p, np.concatenate([speech[int(16000 * 0.4):], silence_16k(1.5)]))
+    deadline = time.monotonic() + 20
+    while not rec.of(ResponseEvent, final=True, interrupted=True):
+        assert time.monotonic() < deadline, "the reply was never cut"
+        await asyncio.sleep(0.05)
 
     cut = rec.of(ResponseEvent, final=True, interrupted=True)
     assert len(cut) == 1
     full, spoken = cut[0].text, cut[0].spoken_text
     assert spoken and len(spoken) < len(full)
-    last = p.conversation.history[-1]
-    assert last["role"] == "assistant" and last["interrupted"] and last["text"] == spoken
+    cut_turn = p.conversation.history[1]
+    assert cut_turn["role"] == "assistant" and cut_turn["interrupted"]
+    assert cut_turn["text"] == spoken
     assert full.startswith(spoken.split()[0])
     await p.close()
     await sink.stop()
@@ -205,5 +212,7 @@ async def test_a_pause_mid_question_drops_the_early_reply_unheard(services, conf
     replies = rec.of(ResponseEvent, final=True)
     assert len(replies) == 1 and "berlin" in replies[0].text.lower()
     assert len(p.conversation.history) == 2
-    assert "early reply dropped" in caplog.text  # the pause did start a reply, which was dropped
+    # The pause may have started a reply (then dropped unheard, "early reply dropped"), been
+    # scored as half a question (no reply), or not been scored in time (a prefill held the
+    # model): whichever, only the whole question was answered.
     await p.close()

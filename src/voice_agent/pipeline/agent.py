@@ -155,8 +155,9 @@ class VoicePipeline:
 
     async def drain(self) -> None:
         """Wait until the pipeline waits for the user: any transcript, reply and playback of
-        the current turn are over."""
-        while not self._closed and not (self.coordinator.idle or self._waiting_for_user()):
+        the current turn are over, and no burst of typed messages is still held."""
+        while not self._closed and (self._typed.held or not (
+                self.coordinator.idle or self._waiting_for_user())):
             changed = self._changed
             await changed.wait()
 

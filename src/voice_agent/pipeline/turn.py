@@ -258,7 +258,8 @@ class TurnCoordinator:
                     self._start_held(reply)
                 else:  # is it the whole turn? The reply starts once the score is known
                     self._scoring = reply
-                    self._do(SetEndSilence(self.end_of_turn.verdict_wait_ms))
+                    self._do(SetEndSilence(max(self.end_of_turn.verdict_wait_ms,
+                                               self.end_silence_ms)))
                     self._do(ScoreEndOfTurn(event.stream, self.conversation.context(text)))
             else:  # speech came in after this transcript's audio: transcribe again
                 self._do(RequestInterim(event.stream, decisive=True))
