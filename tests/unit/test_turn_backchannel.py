@@ -116,3 +116,18 @@ async def test_without_backchannels_any_speech_cuts_at_once() -> None:
         assert h.cut()[0].spoken_text == "one two three"
         await h.push(silence(700))
         await h.answered(2)
+
+
+async def test_one_misheard_word_goes_on_but_stop_cuts() -> None:
+    """Whisper heard a flite voice's "uh huh" as "Amit."; one word over the reply is taken for
+    a backchannel unless it asks the agent to stop."""
+    async with Turns() as h:
+        await _reply_playing(h)
+        await h.say("amit")
+        await h.until(lambda: not h.sink.paused and h.state is TurnState.REPLYING, "going on")
+        assert h.cut() == []
+    async with Turns() as h:
+        await _reply_playing(h)
+        await h.barge_in("stop")
+        await h.until(lambda: h.cut(), "the cut")
+        assert h.cut()[0].spoken_text == "one two three"

@@ -13,6 +13,10 @@ from collections.abc import Iterable
 
 from ..core.config import DEFAULT_BACKCHANNELS
 
+DEFAULT_STOP_WORDS = ("stop", "wait", "no", "hold", "pause", "quiet", "enough", "sorry",
+                      "excuse", "hey", "what", "pardon", "shh", "listen", "actually")
+"""Single words that do take the turn over a reply."""
+
 _NOT_WORD = re.compile(r"[^\w\s']+")
 
 
@@ -21,11 +25,17 @@ def _words(text: str) -> list[str]:
 
 
 class Backchannels:
-    """The phrases a listener says without taking the turn (configurable)."""
+    """The phrases a listener says without taking the turn (configurable).
 
-    def __init__(self, phrases: Iterable[str] = DEFAULT_BACKCHANNELS) -> None:
+    A single word over the reply is taken for one too unless it asks the agent to stop
+    (``stop_words``): Whisper heard a flite voice's "uh huh" as "Amit.", which cut the reply.
+    """
+
+    def __init__(self, phrases: Iterable[str] = DEFAULT_BACKCHANNELS, *,
+                 stop_words: Iterable[str] = DEFAULT_STOP_WORDS) -> None:
         self.phrases = sorted({tuple(_words(p)) for p in phrases if _words(p)},
                               key=len, reverse=True)
+        self.stop_words = {w for s in stop_words for w in _words(s)}
 
     def __bool__(self) -> bool:
         return bool(self.phrases)
@@ -33,6 +43,8 @@ class Backchannels:
     def only(self, text: str) -> bool:
         """True when ``text`` is nothing but backchannel phrases (or no words at all)."""
         words = _words(text)
+        if len(words) == 1 and self.phrases and words[0] not in self.stop_words:
+            return True  # one word, and not "stop": most likely a misheard "uh huh"
         i = 0
         while i < len(words):
             for phrase in self.phrases:  # longest first: "uh huh" before "uh"
