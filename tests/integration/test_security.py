@@ -165,3 +165,25 @@ async def test_a_bad_session_id_cannot_end_another(server: RunningServer) -> Non
         await victim.send({"type": "ping"})
         await victim.wait_type("pong")
         assert server.registry.sessions.get(vid) is not None
+
+
+def test_the_models_own_loopback_listener_needs_its_key(services) -> None:
+    """xllamacpp's in-process server also listens on a random 127.0.0.1 port: without a key
+    any local process, or a web page that found the port, could use the model."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    llm = services.llm
+    address = llm._server.listening_address
+    body = json.dumps({"content": "hello"}).encode()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(
+            f"{address}/tokenize", data=body, headers={"Content-Type": "application/json"}),
+            timeout=5)
+    assert refused.value.code == 401
+    ok = urllib.request.urlopen(urllib.request.Request(
+        f"{address}/tokenize", data=body, headers={"Content-Type": "application/json",
+                                                   "Authorization": f"Bearer {llm.http_key}"}),
+        timeout=5)
+    assert json.loads(ok.read())["tokens"]

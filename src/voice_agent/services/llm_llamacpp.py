@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import re
+import secrets
 import threading
 import time
 import urllib.request
@@ -80,7 +81,7 @@ IM_END_QWEN = 151645
 """``<|im_end|>`` in the Qwen2/2.5 vocabulary: the id used when llama.cpp cannot be asked."""
 
 
-def _token_id(server: xllamacpp.Server, text: str) -> int | None:
+def _token_id(server: xllamacpp.Server, text: str, key: str = "") -> int | None:
     """The id of ``text`` if the model reads it as one token (special tokens parsed), asked
     of the in-process server's own /tokenize on loopback (xllamacpp has no Python call for
     it); None if it cannot say."""
@@ -89,7 +90,7 @@ def _token_id(server: xllamacpp.Server, text: str) -> int | None:
             f"{server.listening_address}/tokenize",
             data=json.dumps({"content": text, "add_special": False,
                              "parse_special": True}).encode(),
-            headers={"Content-Type": "application/json"})
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
         with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 (loopback)
             tokens = json.loads(response.read()).get("tokens") or []
     except Exception as exc:
@@ -141,6 +142,8 @@ class LlamaCppLLM(LLMService):
     def __init__(self, config: V3Config) -> None:
         self._config = config
         self._server: xllamacpp.Server | None = None
+        self.http_key = ""
+        """The key of the in-process server's loopback HTTP listener (set at load)."""
         self._lock = threading.Lock()  # one generation at a time on the one model copy
         self._turns = LoopLock()  # replies wait here in order (a threading lock is not fair)
         self._reserved = 0  # replies holding or waiting for the model
@@ -172,6 +175,11 @@ class LlamaCppLLM(LLMService):
         params.cache_prompt = True
         params.cache_ram_mib = ai.prompt_cache_mib  # bounded: see AIConfig.prompt_cache_mib
         params.verbosity = 0  # llama.cpp is chatty on stderr otherwise
+        # xllamacpp's server also listens on a random loopback port, open to any local process
+        # (and to a web page that finds the port): a random key closes it; the in-process calls
+        # do not go through it.
+        self.http_key = secrets.token_urlsafe(24)
+        params.api_keys = [self.http_key]
         try:
             self._server = xllamacpp.Server(params)
         except Exception as exc:
@@ -392,7 +400,7 @@ class LlamaCppLLM(LLMService):
         if server is None or self._reserved or self._turns.locked:
             return None
         if self._end_id is None:
-            self._end_id = _token_id(server, "<|im_end|>") or IM_END_QWEN
+            self._end_id = _token_id(server, "<|im_end|>", self.http_key) or IM_END_QWEN
         request = {"prompt": prompt, "n_predict": 1, "n_probs": 20, "temperature": 0.0,
                    "stream": False, "cache_prompt": True}
         # Blocking: a prefill under way reads this same prompt, so waiting for it is cheap.
