@@ -46,10 +46,10 @@ class Scored:
     question: Question
     turn: TurnResult
     transcript: str
-    """Every final transcript of the turn, joined (more than one: the server cut the question
-    into two turns at a pause)."""
+    """The turn's final transcripts, merged (see merge_finals): more than one when the server
+    cut the question into two turns at a pause."""
     reply: str
-    """Every final ai_response of the turn, joined."""
+    """The turn's final ai_responses, merged the same way."""
     finals: int = 0
     edits: int = 0
     words: int = 0
@@ -61,10 +61,26 @@ class Scored:
         return self.edits / max(1, self.words)
 
 
+def merge_finals(texts: list[str]) -> str:
+    """Join a turn's final texts, except that a final which starts with the one before it (the
+    server transcribed the whole utterance again once the speech went on after a pause) takes
+    its place instead of repeating it."""
+    kept: list[str] = []
+    for text in (t.strip() for t in texts):
+        if not text:
+            continue
+        if kept:
+            prev, words = normalise_words(kept[-1]), normalise_words(text)
+            if words[:len(prev)] == prev:
+                kept[-1] = text
+                continue
+        kept.append(text)
+    return " ".join(kept)
+
+
 def score(voice: str, question: Question, turn: TurnResult, transcripts: list[str],
           replies: list[str]) -> Scored:
-    transcript = " ".join(t.strip() for t in transcripts if t.strip())
-    reply = " ".join(r.strip() for r in replies if r.strip())
+    transcript, reply = merge_finals(transcripts), merge_finals(replies)
     ref = normalise_words(question.text)
     return Scored(voice, question, turn, transcript, reply, finals=len(transcripts),
                   edits=word_edits(ref, normalise_words(transcript)), words=len(ref),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.accuracy import Scored, failure_kind, score, settle, summarise
+from bench.accuracy import Scored, failure_kind, merge_finals, score, settle, summarise
 from bench.accuracy_set import (QUESTIONS, Question, answered_right, heard_right, key_words,
                                 normalise, normalise_words, number_words, wer, word_edits)
 from bench.client import TurnResult
@@ -161,6 +161,16 @@ def test_score_joins_a_question_cut_into_two_turns() -> None:
                              "In which country is London?"], ["Have fun!", "England."])
     assert s.finals == 2 and s.edits == 0 and s.heard and s.answered
     assert failure_kind(s) == "cut into 2 turns"
+
+
+def test_merge_finals_keeps_a_retranscribed_utterance_once() -> None:
+    first = "My friend is baking a cake this afternoon."
+    whole = "My friend is baking a cake this afternoon. How many eggs are in a dozen?"
+    assert merge_finals([first, whole]) == whole  # the second final covers the first again
+    assert merge_finals([first, "How many eggs are in a dozen?"]) == whole
+    assert merge_finals(["", " Paris. "]) == "Paris."
+    assert merge_finals([]) == ""
+    assert merge_finals(["Yes.", "Yes."]) == "Yes."  # one utterance transcribed twice
 
 
 def test_settle_waits_for_a_late_second_reply() -> None:
