@@ -19,6 +19,9 @@ from voice_agent.pipeline.agent import VoicePipeline
 from voice_agent.pipeline.turn import TurnState
 
 END_SILENCE_MS = 700  # more than the 500 ms that end a turn
+WAIT_S = 10.0
+"""How long a test waits for what the fakes should do at once: a deadline against a hang, not a
+timing check (on a machine busy with other runs a 2 s one was missed now and then)."""
 
 
 def config(**stt: Any) -> V3Config:
@@ -85,7 +88,8 @@ class Harness:
         for _ in range(50):
             await asyncio.sleep(0)
 
-    async def until(self, predicate: Callable[[], object], what: str, timeout: float = 2.0) -> None:
+    async def until(self, predicate: Callable[[], object], what: str,
+                    timeout: float = WAIT_S) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
@@ -96,7 +100,7 @@ class Harness:
     async def until_speaking(self) -> None:
         await self.until(lambda: self.sink.queued_s() > 0, "the agent's audio")
 
-    async def answered(self, n: int = 1, timeout: float = 2.0) -> list[ResponseEvent]:
+    async def answered(self, n: int = 1, timeout: float = WAIT_S) -> list[ResponseEvent]:
         """Let the agent finish ``n`` replies in all, playing out their audio as it comes."""
         deadline = time.monotonic() + timeout
         while len(self.replies()) < n:

@@ -67,10 +67,10 @@ async def test_a_burst_keeps_its_newest_words_within_the_limit() -> None:
 
 async def test_a_flood_costs_the_llm_two_replies_and_the_history_keeps_every_word() -> None:
     async with Turns() as h:
-        h.pipeline._typed.gap_s = GAP_S
+        h.pipeline._typed.gap_s = 0.5  # the 30 messages come within a few ms: one burst
         for i in range(30):
             await h.pipeline.push_text(f"question {i}")
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0)
         await h.answered(2)
         await h.settle()
         assert len(h.llm.calls) == 2
