@@ -47,7 +47,7 @@ async def test_a_reading_client_is_never_reported() -> None:
             self.sent.append(text)
 
     ws, stalled = Reading(), asyncio.Event()
-    box = Outbox(ws, "s2", on_stalled=stalled.set, stall_s=0.2)  # type: ignore[arg-type]
+    box = Outbox(ws, "s2", on_stalled=stalled.set, stall_s=1.0)  # type: ignore[arg-type]
     for i in range(8):
         box.send({"n": i})
     await asyncio.sleep(0.6)

@@ -79,19 +79,19 @@ async def test_reaper_closes_idle_and_over_long_sessions() -> None:
 async def test_only_the_conversation_keeps_a_session_from_the_reaper() -> None:
     """Pings and media no longer count; events (speech, text, replies) and a turn under way do,
     however long since the last event."""
-    mgr = SessionManager(max_sessions=5, idle_timeout_s=0.2, max_session_s=60)
+    mgr = SessionManager(max_sessions=5, idle_timeout_s=0.4, max_session_s=60)
     mgr.start()
     talking, replying, idle = mgr.create(), mgr.create(), mgr.create()
     for s in (talking, replying, idle):
         s.pipeline = Part()
     replying.pipeline.in_turn = True  # a long reply: no event for a while, still in use
-    for _ in range(6):
+    for _ in range(8):
         await asyncio.sleep(0.1)
         await talking.emit(TranscriptEvent("and then", final=False))
     assert idle.closed.is_set()
     assert not talking.closed.is_set() and not replying.closed.is_set()
     replying.pipeline.in_turn = False  # the reply ended: the idle time runs from here
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.9)
     assert replying.closed.is_set() and talking.closed.is_set()
     await mgr.stop()
 
