@@ -149,7 +149,9 @@ class FakeLLM(LLMService):
     """The end-of-turn score of the last user message's words (None: the model cannot tell)."""
     scored: list[str] = field(default_factory=list)
 
-    def end_of_turn_probability(self, messages: list[ChatMessage]) -> float | None:
+    async def end_of_turn_probability(self, messages: list[ChatMessage]) -> float | None:
+        """Async, so that no thread makes the turn tests' order depend on the machine."""
+        await asyncio.sleep(0)
         self.scored.append(messages[-1].content)
         return self.end_of_turn(messages[-1].content) if self.end_of_turn else None
 

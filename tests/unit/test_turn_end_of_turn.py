@@ -13,11 +13,14 @@ from voice_agent.pipeline.turn import TurnState
 
 
 async def quiet(h: Turns, ms: float) -> None:
-    """Silence as a microphone sends it: frame by frame, the transcript and its score
-    arriving in between (pushed at once, all of it would be read before either came)."""
+    """Silence as a microphone sends it: frame by frame, the transcript and its score arriving
+    in between (pushed at once, all of it would be read before either came). The score runs in
+    a thread: the next frame waits for it, so that the outcome does not depend on how fast the
+    machine runs that thread."""
     for _ in range(round(ms / 32)):
         await h.push(silence(32))
         await h.settle()
+        await h.until(lambda: h.pipeline.coordinator._scoring is None, "the pause's score")
 
 
 def complete(text: str) -> float:

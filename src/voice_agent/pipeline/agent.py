@@ -15,6 +15,7 @@ its stack logged; its sink is muted at once, so a reply that does not stop is ne
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections import deque
@@ -321,8 +322,9 @@ class VoicePipeline:
         score = getattr(self.services.llm, "end_of_turn_probability", None)
         p: float | None = None
         if score is not None:
-            try:
-                p = await asyncio.to_thread(score, messages)
+            try:  # an async scorer (a remote provider) is awaited; a blocking one gets a thread
+                p = await (score(messages) if inspect.iscoroutinefunction(score)
+                           else asyncio.to_thread(score, messages))
             except Exception as exc:  # a hint, not a turn: the fixed silence applies
                 log.warning("[%s] end-of-turn score failed: %r", self.session_id, exc)
         self._post(EndOfTurnScored(sid, p))
