@@ -93,10 +93,10 @@ async def test_server_busy_beyond_max_sessions(server_factory) -> None:
         await first.wait_type("connection_established")
         async with connect(f"{srv.ws}/ws/v3") as second:
             err = await second.wait_type("error")
-            assert err["code"] == "server_busy" and err["fatal"] is True
+            assert err["code"] == "busy" and err["fatal"] is True
             assert await second.wait_closed() == 1013
         async with connect(f"{srv.ws}/ws/v3/audio") as third:
-            assert (await third.wait_type("error"))["code"] == "server_busy"
+            assert (await third.wait_type("error"))["code"] == "busy"
         await still_alive(first)
     # Once the first one left there is room again.
     for _ in range(50):

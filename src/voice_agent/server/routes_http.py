@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from .. import __version__
 from .auth import protected_router
+from .capacity import server_load
 from .memory import memory_report
 from .prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from .registry import AppRegistry, get_registry
@@ -96,6 +97,11 @@ async def health(request: Request) -> JSONResponse:
         "active_sessions": len(registry.sessions),
         "stalled_sessions": len(stalled),
         "max_sessions": registry.sessions.max_sessions,
+        # Admission control (capacity.py): the capacity is max_sessions; load 1 = full or not
+        # accepting sessions (the next one is refused), for a load balancer to read.
+        "capacity": registry.sessions.max_sessions,
+        "load": server_load(len(registry.sessions), registry.sessions.max_sessions,
+                            accepting=registry.services_ready and not registry.load_error),
         "providers": registry.recovery.status() if registry.recovery else {},
         "memory": memory_report(),
         "event_loop_lag": registry.loop_lag.snapshot().as_dict(),

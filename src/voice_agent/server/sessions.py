@@ -18,6 +18,7 @@ from ..core.events import (ErrorEvent, PipelineEvent, StatusEvent, TranscriptEve
 from ..core.status import ConnectionStatus, SessionInfo
 from ..core.tasks import TaskSet
 from ..transport import protocol
+from .capacity import server_load
 from .transcript_log import TranscriptLog
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,14 @@ CLOSER_TIMEOUT_S = 3.0
 
 
 class ServerBusyError(Exception):
-    """No room for another session (max_sessions reached)."""
+    """No room for another session (max_sessions reached): the client gets ``busy``."""
 
-    code = protocol.ErrorCode.SERVER_BUSY
+    code = protocol.ErrorCode.BUSY
+
+    def __init__(self, capacity: int, active: int) -> None:
+        super().__init__(f"server busy: {active} of {capacity} sessions already active")
+        self.capacity = capacity
+        self.active = active
 
 
 class Transport(Protocol):
@@ -206,12 +212,17 @@ class SessionManager:
 
     def create(self, transport: str = "webrtc") -> Session:
         if len(self._sessions) >= self.max_sessions:
-            raise ServerBusyError(f"server busy: {self.max_sessions} sessions already active")
+            raise ServerBusyError(self.max_sessions, len(self._sessions))
         session = Session(SessionInfo(transport=transport,
                                       connection_status=ConnectionStatus.CONNECTED))
         self._sessions[session.id] = session
         log.info("session %s: created (%s, %d active)", session.id, transport, len(self._sessions))
         return session
+
+    @property
+    def load(self) -> float:
+        """0..1: open sessions over the capacity (see capacity.py)."""
+        return server_load(len(self._sessions), self.max_sessions)
 
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)

@@ -18,6 +18,7 @@ from ..services.base import STT_SAMPLE_RATE
 from ..transport.pacing import RealTimePacer
 from ..transport.ws_audio import AudioFormatError, WebSocketAudioTransport, parse_rate
 from .auth import WEBSOCKET_CHECKS
+from .capacity import busy_error, loading_error
 from .controller import SessionController
 from .outbox import Outbox
 from .registry import AppRegistry, get_registry
@@ -38,13 +39,15 @@ _PC_STATES = {
 
 # What a refusal's log line says went wrong (``error_type``, for log search).
 _REFUSAL_TYPES = {ErrorCode.INVALID_MESSAGE: ErrorType.VALIDATION,
-                  ErrorCode.SERVER_BUSY: ErrorType.CAPACITY}
+                  ErrorCode.SERVER_BUSY: ErrorType.CAPACITY, ErrorCode.BUSY: ErrorType.CAPACITY}
 
 
-async def _refuse(ws: WebSocket, code: str, message: str, close_code: int) -> None:
+async def _refuse(ws: WebSocket, code: str, message: str, close_code: int,
+                  body: dict[str, Any] | None = None) -> None:
+    """One fatal error (``body``, or one made of ``code`` and ``message``), then the close."""
     log.warning("refusing %s: %s: %s", ws.url.path, code, message,
                 extra={"error_type": _REFUSAL_TYPES.get(code, ErrorType.PROTOCOL)})
-    await ws.send_json(protocol.error(code, message, fatal=True))
+    await ws.send_json(body or protocol.error(code, message, fatal=True))
     await ws.close(code=close_code, reason=code)
 
 
@@ -62,13 +65,17 @@ async def _open_session(ws: WebSocket, transport: str, *, mode: dict[str, str],
     if refusal is not None:
         await _refuse(ws, ErrorCode.INVALID_MESSAGE, refusal, CLOSE_POLICY)
         return None
+    # Admission: refused here, before anything of a session exists (no transcript, no peer
+    # connection, no pipeline): a refusal costs one small message, whatever the load.
     if not registry.services_ready or registry.services is None:
-        await _refuse(ws, ErrorCode.SERVER_BUSY, "models are still loading", CLOSE_TRY_AGAIN)
+        await _refuse(ws, ErrorCode.SERVER_BUSY, "models are still loading", CLOSE_TRY_AGAIN,
+                      loading_error())
         return None
     try:
         session = registry.sessions.create(transport)
     except ServerBusyError as exc:
-        await _refuse(ws, ErrorCode.SERVER_BUSY, str(exc), CLOSE_TRY_AGAIN)
+        await _refuse(ws, ErrorCode.BUSY, str(exc), CLOSE_TRY_AGAIN,
+                      busy_error(exc.capacity, exc.active))
         return None
     session.transcript = TranscriptLog(registry.config.server.transcripts_dir, session.id)
     session.transcript.start(transport=transport, **mode)
