@@ -40,6 +40,8 @@ export interface TurnMetrics {
 export interface AgentError {
   code: string;
   message: string;
+  /** `busy` / `server_busy` refusals: seconds before a retry is worth making (server's hint). */
+  retryAfterS?: number;
 }
 
 // ---- Client -> server ----

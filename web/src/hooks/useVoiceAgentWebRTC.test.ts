@@ -284,6 +284,28 @@ describe("useVoiceAgentWebRTC", () => {
     expect(FakeWebSocket.instances).toHaveLength(1);
   });
 
+  it("keeps the busy refusal's retry hint and does not reconnect after close 1013", async () => {
+    vi.useFakeTimers();
+    const s = setup({ reconnect: { baseDelayMs: 1000, maxAttempts: 5 } });
+    const { ws } = await connectFully(s);
+    server(ws, { type: "error", code: "busy", message: "full", fatal: true, retry_after_s: 10, capacity: 2 });
+    expect(s.result.current.error).toEqual({ code: "busy", message: "full", retryAfterS: 10 });
+    act(() => ws.serverClose(1013, "busy"));
+    act(() => vi.advanceTimersByTime(60_000));
+    expect(FakeWebSocket.instances).toHaveLength(1);
+  });
+
+  it("treats a bare close 1013 (its message lost on the way) as busy, not as a drop to retry", async () => {
+    vi.useFakeTimers();
+    const s = setup({ reconnect: { baseDelayMs: 1000, maxAttempts: 5 } });
+    const { ws } = await connectFully(s);
+    act(() => ws.serverClose(1013, ""));
+    expect(s.result.current.connectionStatus).toBe("failed");
+    expect(s.result.current.error?.code).toBe("busy");
+    act(() => vi.advanceTimersByTime(60_000));
+    expect(FakeWebSocket.instances).toHaveLength(1);
+  });
+
   it("starts a fresh session when the server says the media connection is lost", async () => {
     vi.useFakeTimers();
     const s = setup({ reconnect: { baseDelayMs: 1000, maxAttempts: 5 } });

@@ -20,6 +20,7 @@ import {
   type WebSocketCtor,
 } from "./connectionUtils";
 import { parseServerMessage, type AgentError, type ClientMessage } from "../types";
+import { busyFromClose, CLOSE_TRY_AGAIN, fatalError } from "./busy";
 
 export interface VoiceAgentOptions {
   /** Full signaling URL; default ws(s)://<location.host>/ws/v3. */
@@ -104,6 +105,10 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
       if (stopped.current) return;
       closeTransport();
       const rc = opts.current.reconnect;
+      if (code === CLOSE_TRY_AGAIN) {
+        fail(busyFromClose(reason)); // full: reconnecting on our own would only be refused again
+        return;
+      }
       if (code !== undefined && isTerminalClose(code)) {
         fail({ code: "connection_refused", message: reason || `Server closed the connection (${code})` });
         return;
@@ -165,7 +170,7 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
         }
         case "error":
           if (msg.fatal === true) {
-            fail({ code: String(msg.code ?? "error"), message: String(msg.message ?? "Unknown error") });
+            fail(fatalError(msg));
             break;
           }
           dispatch(eventToAction(msg)!);

@@ -76,4 +76,55 @@ describe("V3Dashboard", () => {
     expect(screen.queryByTestId("error-banner")).toBeNull();
     expect(screen.getByTestId("connection-status").dataset.status).toBe("connecting");
   });
+  it("shows a busy refusal with the retry hint, and retry opens a new session", async () => {
+    const env = fakeEnv();
+    render(<V3Dashboard agentOptions={env.options} />);
+    fireEvent.click(screen.getByTestId("start-button"));
+    const ws = FakeWebSocket.last();
+    await act(async () => {
+      ws.serverOpen();
+      await flush();
+    });
+    // The server's refusal, exactly as docs/protocol.md gives it, then close 1013.
+    act(() => {
+      ws.serverSend({
+        type: "error",
+        code: "busy",
+        fatal: true,
+        message: "the server is busy: all 2 conversation slots are taken; try again in 10 s",
+        retry_after_s: 10,
+        capacity: 2,
+        active_sessions: 2,
+      });
+      ws.serverClose(1013, "busy");
+    });
+    const banner = screen.getByTestId("error-banner");
+    expect(banner.dataset.code).toBe("busy");
+    expect(banner.className).toContain("is-busy");
+    expect(screen.getByTestId("busy-title").textContent).toBe("The server is busy");
+    expect(screen.getByTestId("busy-hint").textContent).toBe("Try again in about 10 s.");
+    expect(banner.textContent).toContain("all 2 conversation slots are taken");
+    expect(screen.getByTestId("connection-status").dataset.status).toBe("failed");
+    expect(screen.getByTestId("start-button").getAttribute("aria-pressed")).toBe("false");
+    expect(FakeWebSocket.instances).toHaveLength(1); // no reconnect on its own
+
+    fireEvent.click(screen.getByRole("button", { name: /retry/i }));
+    expect(FakeWebSocket.instances).toHaveLength(2);
+    expect(screen.queryByTestId("error-banner")).toBeNull();
+    expect(screen.getByTestId("connection-status").dataset.status).toBe("connecting");
+  });
+
+  it("shows the older server_busy code as busy too", async () => {
+    const env = fakeEnv();
+    render(<V3Dashboard agentOptions={env.options} />);
+    fireEvent.click(screen.getByTestId("start-button"));
+    const ws = FakeWebSocket.last();
+    await act(async () => {
+      ws.serverOpen();
+      await flush();
+    });
+    act(() => ws.serverSend({ type: "error", code: "server_busy", fatal: true, message: "server busy: 4 sessions already active" }));
+    expect(screen.getByTestId("busy-title").textContent).toBe("The server is busy");
+    expect(screen.getByTestId("busy-hint").textContent).toBe("Try again in a moment.");
+  });
 });
