@@ -43,6 +43,23 @@ def run_clients(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
+BUSY_CODES = ("busy", "server_busy")
+"""The server's refusals for want of room (docs/protocol.md, Capacity and load)."""
+
+
+class SessionRefused(RuntimeError):
+    """The server refused the session up front (``busy``): counted as refused, not as failed
+    turns, because no turn of it was ever accepted."""
+
+    def __init__(self, message: dict[str, Any], after_ms: float) -> None:
+        super().__init__(f"server refused the session: {message.get('code')}: "
+                         f"{message.get('message')}")
+        self.code = str(message.get("code"))
+        self.retry_after_s = message.get("retry_after_s")
+        self.after_ms = after_ms
+        """Socket opening → the refusal: how up front it was."""
+
+
 LOUD = 300
 """|sample| above this (about -40 dBFS) is agent speech; decoded Opus silence is near 0."""
 STALL_S = 0.200
@@ -242,6 +259,8 @@ class BenchClient:
         t0 = time.monotonic()
         self._ws = await within(websockets.connect(self.ws_url, max_size=2**22), timeout_s)
         first = json.loads(await within(self._ws.recv(), timeout_s))
+        if first.get("type") == "error" and first.get("code") in BUSY_CODES:
+            raise SessionRefused(first, (time.monotonic() - t0) * 1000)
         if first.get("type") != "connection_established":
             raise RuntimeError(f"server refused the session: {first}")
         self.connect_ms = (time.monotonic() - t0) * 1000

@@ -24,13 +24,14 @@ from voice_agent.core.config import V3Config
 from voice_agent.core.loop_lag import LoopLagMonitor
 from voice_agent.transport.ice import restrict_host_addresses
 
-from .client import STALL_S, BenchClient, TurnResult, run_clients
+from .capacity_report import TURN_LIMIT_S
+from .client import STALL_S, BenchClient, SessionRefused, TurnResult, run_clients
 from .report import _git, render_report, render_table
 from .server_proc import ServerProcess, machine_busy_s
 from .speech_set import QUESTIONS, SpeechItem, make_speech_set
 from .transport_probe import one_way_latency_ms
 
-TURN_TIMEOUT_S = 30.0
+TURN_TIMEOUT_S = TURN_LIMIT_S  # the report's "answered within the limit" is this timeout
 BETWEEN_TURNS_S = 0.5
 HTTP_ENDPOINTS = ("/v3/health", "/v3/sessions", "/v3/config")
 
@@ -43,6 +44,9 @@ class SessionOps:
     end_gone_ms: float | None = None  # "end" sent → session absent from GET /v3/sessions
     answer_ips: list[str] = field(default_factory=list)
     error: str = ""
+    refused: str = ""
+    """The code the server refused the session with up front (``busy``); then it has no turns."""
+    refused_ms: float | None = None  # socket open → the refusal
 
 
 @dataclass
@@ -56,11 +60,19 @@ class RunResult:
     other_cores: float = 0.0
     """Average CPU cores used by processes other than the server and this client during the run:
     the bench shares the machine, and on 2 cores any other work shows in every figure."""
+    capacity: int | None = None
+    """The server's capacity (/v3/health), the sessions it admits at once."""
+    load_max: float | None = None
+    """The highest ``load`` /v3/health reported during the run (sampled every 0.5 s)."""
     server_loop_lag_max_ms: float | None = None
     client_loop_lag_max_ms: float | None = None
     """Worst event-loop lag during the run (the server's from /v3/health, a minute at a time, so
     up to 40 s before the run too): a frame gap that lines up with one side's lag was made by
     that side's starved loop, not by the network."""
+
+    @property
+    def refused(self) -> int:
+        return sum(1 for o in self.ops if o.refused)
 
 
 @dataclass
@@ -108,6 +120,8 @@ async def _one_session(base_url: str, items: list[SpeechItem], turns: int, offse
         closed = await client.end()
         ops.end_closed_ms = round(closed, 1) if closed is not None and closed >= 0 else None
         ops.end_gone_ms = await gone
+    except SessionRefused as exc:  # refused up front: no turn of it was ever accepted
+        ops.refused, ops.refused_ms = exc.code, round(exc.after_ms, 1)
     except Exception as exc:  # a session that cannot start fails all its remaining turns
         ops.error = f"{type(exc).__name__}: {exc}"
         results += [TurnResult(question=items[(t + offset) % len(items)].text, ok=False,
@@ -120,18 +134,23 @@ async def _one_session(base_url: str, items: list[SpeechItem], turns: int, offse
 async def _run_sessions(server: ServerProcess, items: list[SpeechItem], turns: int,
                         sessions: int) -> RunResult:
     run = RunResult(mode=server.mode, sessions=sessions)
-    cpu0, t0, busy0, own0 = server.cpu_s(), time.monotonic(), machine_busy_s(), _own_cpu_s()
-    client_lag = LoopLagMonitor(window_s=3600.0)
-    client_lag.start()
     async with httpx.AsyncClient(base_url=server.base_url, timeout=5.0) as http:
-        server_lag = asyncio.create_task(_server_lag_max(http, run))
+        # A session of the previous run still closing would take a slot from this one.
+        run.capacity = await _wait_no_sessions(http)
+        cpu0, t0, busy0, own0 = server.cpu_s(), time.monotonic(), machine_busy_s(), _own_cpu_s()
+        client_lag = LoopLagMonitor(window_s=3600.0)
+        client_lag.start()
+        watchers = [asyncio.create_task(_server_lag_max(http, run)),
+                    asyncio.create_task(_load_max(http, run))]
         try:
-            # All sessions speak at once: the worst case for the shared models.
+            # All sessions speak at once: the worst case for the shared models. Those beyond
+            # the server's capacity are refused up front (busy) and counted as refused.
             done = await asyncio.gather(*(_one_session(server.base_url, items, turns, i * 3, http)
                                           for i in range(sessions)))
         finally:
-            server_lag.cancel()
-            await asyncio.gather(server_lag, return_exceptions=True)
+            for task in watchers:
+                task.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
         await _read_server_lag(http, run)
     await client_lag.stop()
     run.client_loop_lag_max_ms = client_lag.snapshot().max_ms
@@ -152,6 +171,29 @@ async def _run_sessions(server: ServerProcess, items: list[SpeechItem], turns: i
 def stalls_made_by_client(spans: list[tuple[float, float]], client_lag: LoopLagMonitor) -> int:
     """How many frame gaps would be under 200 ms without the client's own loop freezing."""
     return sum(end - start - client_lag.frozen_s(start, end) < STALL_S for start, end in spans)
+
+
+async def _wait_no_sessions(http: httpx.AsyncClient, timeout_s: float = 15.0) -> int | None:
+    """Wait (bounded) until the server has no session open; return its capacity."""
+    deadline = time.monotonic() + timeout_s
+    capacity = None
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+            body = (await http.get("/v3/health")).json()
+            capacity = body.get("capacity", body.get("max_sessions"))
+            if body["active_sessions"] == 0:
+                break
+        await asyncio.sleep(0.1)
+    return int(capacity) if isinstance(capacity, int) else None
+
+
+async def _load_max(http: httpx.AsyncClient, run: RunResult, every_s: float = 0.5) -> None:
+    """The highest load the server reports during the run (a balancer's view of it)."""
+    while True:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+            load = float((await http.get("/v3/health")).json()["load"])
+            run.load_max = max(run.load_max or 0.0, load)
+        await asyncio.sleep(every_s)
 
 
 async def _read_server_lag(http: httpx.AsyncClient, run: RunResult) -> None:
@@ -219,8 +261,10 @@ async def _wait_quiet(limit_s: float, max_cores: float = 0.3, window_s: float = 
 async def _bench_mode(mode: str, args: argparse.Namespace, items: list[SpeechItem],
                       session_counts: list[int], http_requests: int) -> ModeResult:
     result = ModeResult(mode=mode)
+    # The server's own capacity (its default, --config or VOICE_AGENT_SERVER__MAX_SESSIONS in
+    # this environment), as in production: sessions beyond it are refused and counted so.
     server = ServerProcess(mode, _env_overrides(args), config_file=getattr(args, "config", None),
-                           max_sessions=max(4, max(session_counts) + 1))
+                           max_sessions=None)
     if getattr(args, "wait_idle", 0):
         await _wait_quiet(args.wait_idle)
     print(f"[{mode}] starting the server on {server.base_url} ...", flush=True)
@@ -235,7 +279,8 @@ async def _bench_mode(mode: str, args: argparse.Namespace, items: list[SpeechIte
             print(f"[{mode}] {n} session(s) x {args.turns} turns ...", flush=True)
             run = await _run_sessions(server, items, args.turns, n)
             ok = [t for t in run.turns if t.ok]
-            print(f"[{mode}]   {len(ok)}/{len(run.turns)} turns ok in {run.wall_s} s; other "
+            print(f"[{mode}]   {len(ok)}/{len(run.turns)} turns ok in {run.wall_s} s; "
+                  f"{run.refused} of {n} session(s) refused (capacity {run.capacity}); other "
                   f"processes used {run.other_cores} cores meanwhile", flush=True)
             for t in run.turns:
                 if not t.ok:

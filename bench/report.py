@@ -225,10 +225,13 @@ def shares_line(modes: list[ModeResult]) -> str:
 
 
 def render_table(modes: list[ModeResult], probe_ms: list[float]) -> str:
+    from .capacity_report import capacity_rows  # here: that module builds on fmt and pct above
+
     lines = ["", "voice-to-voice at the client (end of speech sent → first agent sample heard)"]
     lines += v2v_rows(modes) + ["", ratio_line(modes), ""] + stage_rows(modes) + ["", shares_line(modes), ""]
     lines += [f"aiortc one-way audio latency on loopback: p50 {fmt(pct(probe_ms, 50))} ms, "
               f"p95 {fmt(pct(probe_ms, 95))} ms ({len(probe_ms)} bursts)", ""]
+    lines += capacity_rows(modes) + [""]
     lines += memory_rows(modes) + [""] + stall_rows(modes) + [""] + ops_rows(modes) + [""]
     lines += http_rows(modes)
     return "\n".join(lines)
@@ -277,6 +280,8 @@ def _turn_rows(modes: list[ModeResult]) -> list[str]:
 
 def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[SpeechItem], *,
                   args: argparse.Namespace, started: float, config: V3Config) -> str:
+    from .capacity_report import EXPLANATION, TURN_LIMIT_S, capacity_rows  # builds on fmt, pct
+
     cmd = "voice-agent " + " ".join(sys.argv[1:]) if sys.argv[1:] else "voice-agent bench latency"
     when = dt.datetime.fromtimestamp(started, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     s = _single(modes, "streaming")
@@ -295,7 +300,9 @@ def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[Sp
         f"(max {config.ai.max_tokens} tokens), TTS `{config.voice.provider}` `{config.voice.voice}`; "
         f"end-of-turn silence {config.stt.end_of_turn_silence_ms} ms; bench overrides: {env}",
         f"- Input: {len(items)} espeak-ng questions at 48 kHz ({min(speech)}–{max(speech)} s of speech), "
-        f"{args.turns} turns per session, cycled; a turn fails after 30 s.", "",
+        f"{args.turns} turns per session, cycled; a turn fails after {TURN_LIMIT_S:g} s.",
+        f"- Capacity: the server's own `server.max_sessions` = "
+        f"{_capacity(modes)}; sessions beyond it are refused with `busy`.", "",
         "## How it is measured",
         "The server runs as a subprocess (`voice-agent serve` on 127.0.0.1, a free port, "
         "`VOICE_AGENT_PIPELINE__MODE=streaming` or `naive`; the naive baseline waits for the end of "
@@ -311,6 +318,8 @@ def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[Sp
         "first agent sample above −40 dBFS (frame arrival + its offset in the frame at 48 kHz). "
         "It includes both network legs and aiortc's receive jitter buffer, but no sound-card "
         "playout buffer. Sessions in a run speak at the same time (the worst case).", "",
+        "## Sessions at once: capacity and admission", *capacity_rows(modes), "", EXPLANATION,
+        "",
         "## Voice-to-voice at the client", *v2v_rows(modes), "", ratio_line(modes), "",
         "## Targets", *target_rows(modes), "",
         "What was tried, what each change bought, and why the targets are missed: "
@@ -350,6 +359,11 @@ def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[Sp
         "## Turns (first run of each mode)", *_turn_rows(modes), "",
     ]
     return "\n".join(out)
+
+
+def _capacity(modes: list[ModeResult]) -> str:
+    seen = sorted({r.capacity for m in modes for r in m.runs if r.capacity is not None})
+    return ", ".join(str(c) for c in seen) or "?"
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

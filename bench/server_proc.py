@@ -60,7 +60,9 @@ class ServerProcess:
     mode: str
     env_overrides: dict[str, str]
     config_file: str | None = None
-    max_sessions: int = 4
+    max_sessions: int | None = 4
+    """The server's capacity; None: the server's own (its default, the config file, or
+    VOICE_AGENT_SERVER__MAX_SESSIONS in this process's environment)."""
     ready_timeout_s: float = 300.0
     keep_log: Path | None = None
     """Where the whole server log is copied when the server stops (for a failed soak)."""
@@ -94,10 +96,11 @@ class ServerProcess:
             # ICE on loopback only: the server's aioice offers just these host addresses.
             "VOICE_AGENT_WEBRTC__HOST_ADDRESSES": '["127.0.0.1"]',
             "VOICE_AGENT_PIPELINE__MODE": self.mode,
-            "VOICE_AGENT_SERVER__MAX_SESSIONS": str(self.max_sessions),
             "VOICE_AGENT_SERVER__TRANSCRIPTS_DIR": str(tmp / "transcripts"),
             "VOICE_AGENT_LOG_LEVEL": "INFO",
         })
+        if self.max_sessions is not None:
+            env["VOICE_AGENT_SERVER__MAX_SESSIONS"] = str(self.max_sessions)
         if self.mode == "naive":
             # The baseline transcribes as faster-whisper does by default (30 s window): the
             # shorter window is one of the streaming pipeline's own speed-ups.

@@ -41,3 +41,10 @@ def test_bench_latency_writes_p50_figures(tmp_path: Path) -> None:
     # Frame gaps, and how many of them the client's own frozen loop made.
     gaps = re.search(r"\| streaming \| 1 \| \d+ \| (\d+) \((\d+)\) \|", stalls)
     assert gaps and int(gaps.group(2)) <= int(gaps.group(1)), stalls
+    # The capacity table: the server's own capacity, one session admitted, none refused, and
+    # the turns answered as in the voice-to-voice row.
+    capacity = text.split("## Sessions at once: capacity and admission", 1)[1].split("\n## ", 1)[0]
+    cap = re.search(r"\| streaming \| 1 \| (\d+) \| 1 \| 0 \| — \| (\d)/2 \|[^\n]*\| ([\d.]+) \|",
+                    capacity)
+    assert cap and int(cap.group(1)) >= 1 and int(cap.group(2)) == ok, capacity
+    assert 0 < float(cap.group(3)) <= 1.0, capacity  # the peak load /v3/health reported

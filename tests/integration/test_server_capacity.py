@@ -67,3 +67,15 @@ async def test_full_server_refuses_with_busy_up_front_and_load_falls_back(server
     async with connect(f"{srv.ws}/ws/v3") as again:
         await again.wait_type("connection_established")
         assert (await health(srv))["load"] == 0.5
+
+
+async def test_bench_counts_a_busy_session_as_refused_not_as_failed_turns(server_factory) -> None:
+    from bench.latency import _one_session
+
+    srv = await server_factory(server={"max_sessions": 1})
+    async with connect(f"{srv.ws}/ws/v3/audio") as first:
+        await first.wait_type("connection_established")
+        async with httpx.AsyncClient(base_url=srv.http) as http:
+            turns, ops = await _one_session(srv.http, [], 3, 0, http)
+    assert turns == [] and ops.refused == "busy" and not ops.error
+    assert ops.refused_ms is not None and ops.refused_ms < 2000

@@ -1,0 +1,90 @@
+"""The latency bench's capacity table: per count of sessions at once, refused sessions apart from
+failed turns, answered turns, frame gaps made by the server, CPU per turn (issue #15, item 5)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.capacity_report import capacity_rows, cpu_per_turn, server_frame_gaps, verdict
+from bench.client import TurnResult
+from bench.latency import ModeResult, RunResult, SessionOps
+from bench.report import render_report, v2v_rows
+from bench.speech_set import SpeechItem
+from voice_agent.core.config import V3Config
+
+
+def turn(v2v: float | None, *, stalls: int = 0, client_frozen: int = 0) -> TurnResult:
+    spans = [(float(i), i + 0.3) for i in range(stalls)]
+    return TurnResult(question="q", ok=v2v is not None, error="" if v2v else "timeout",
+                      v2v_ms=v2v, stall_spans=spans, stalls_client_frozen=client_frozen)
+
+
+def run(sessions: int, capacity: int, turns: list[TurnResult], *, cpu_s: float,
+        load: float) -> RunResult:
+    admitted = min(sessions, capacity)
+    ops = [SessionOps() for _ in range(admitted)]
+    ops += [SessionOps(refused="busy", refused_ms=4.0 + i) for i in range(sessions - admitted)]
+    return RunResult(mode="streaming", sessions=sessions, turns=turns, ops=ops,
+                     server_cpu_s=cpu_s, capacity=capacity, load_max=load)
+
+
+def runs() -> list[RunResult]:
+    return [
+        run(1, 2, [turn(1800), turn(2000)], cpu_s=20.0, load=0.5),
+        run(2, 2, [turn(3000), turn(4000, stalls=2, client_frozen=1), turn(5000), turn(6000)],
+            cpu_s=40.0, load=1.0),
+        # 4 and 8 at once with capacity 2: 2 and 6 refused, their turns never asked.
+        run(4, 2, [turn(3100), turn(4100), turn(5100), turn(None, stalls=1)], cpu_s=36.0,
+            load=1.0),
+        run(8, 2, [turn(3200), turn(4200), turn(5200), turn(6200)], cpu_s=40.0, load=1.0),
+    ]
+
+
+def cells(row: str) -> list[str]:
+    return [c.strip() for c in row.strip().strip("|").split("|")]
+
+
+def test_refused_sessions_are_counted_apart_from_failed_turns() -> None:
+    rows = capacity_rows([ModeResult(mode="streaming", runs=runs())])
+    assert "refused (busy)" in rows[0] and "turns answered within 30 s" in rows[0]
+    by_sessions = {cells(r)[1]: cells(r) for r in rows[2:]}
+    # mode, sessions, capacity, admitted, refused, refusal time, answered, p50, p95, gaps,
+    # CPU/turn, peak load, verdict
+    assert by_sessions["1"][2:7] == ["2", "1", "0", "—", "2/2"]
+    assert by_sessions["8"][2:7] == ["2", "2", "6", "6.5 ms", "4/4"]
+    assert by_sessions["8"][12] == "every turn answered"
+    assert by_sessions["4"][3:7] == ["2", "2", "4.5 ms", "3/4"]
+    assert by_sessions["4"][12] == "**1 late or failed**"
+    assert by_sessions["2"][7:9] == ["4500 ms", "5850 ms"]
+    assert by_sessions["2"][9] == "1"  # 2 gaps, 1 of them the client's own frozen loop
+    assert by_sessions["2"][10:12] == ["10 s", "1.00"]
+    assert by_sessions["4"][9] == "1"  # a late turn's gap counts too
+
+
+def test_the_v2v_table_counts_admitted_sessions_turns_only() -> None:
+    rows = v2v_rows([ModeResult(mode="streaming", runs=runs())])
+    row8 = next(cells(r) for r in rows if cells(r)[1] == "8")
+    assert row8[2] == "4/4"  # not 4/16: the 6 refused sessions asked nothing
+
+
+def test_figures() -> None:
+    r = runs()[2]
+    assert server_frame_gaps(r) == 1 and cpu_per_turn(r) == 12.0 and r.refused == 2
+    assert cpu_per_turn(run(8, 2, [turn(None)], cpu_s=5.0, load=1.0)) is None
+    assert verdict(run(2, 0, [], cpu_s=0.0, load=1.0)) == "no session admitted"
+
+
+def test_report_has_the_capacity_section(tmp_path: Path) -> None:
+    samples = np.zeros(4800, np.int16)
+    items = [SpeechItem("What is two plus two?", tmp_path / "q.wav", samples, 0.4)]
+    args = argparse.Namespace(turns=2, stt_model=None, llm_model=None)
+    text = render_report([ModeResult(mode="streaming", runs=runs())], [88.0, 89.0], items,
+                         args=args, started=time.time(), config=V3Config())
+    section = text.split("## Sessions at once: capacity and admission", 1)[1].split("\n## ", 1)[0]
+    assert "| streaming | 8 | 2 | 2 | 6 |" in section
+    assert "counted as **refused**, not as failed turns" in section
+    assert "- Capacity: the server's own `server.max_sessions` = 2;" in text
