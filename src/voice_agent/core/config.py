@@ -215,8 +215,8 @@ class ServerConfig(_Section):
     measured on the 2-core reference machine with every session speaking at once
     (docs/benchmarks.md): 2 sessions answered every turn (p95 6.6 s) while 4, the target,
     answered 15 to 34 of 40 within 30 s (p50 9.5 to 21 s): silently late turns. Raise it on
-    a bigger machine, or once `voice-agent bench latency --sessions 1 2 4 8 --capacity 4`
-    shows 4 answering within the limit."""
+    a bigger machine, or once `VOICE_AGENT_SERVER__MAX_SESSIONS=4 voice-agent bench latency
+    --sessions 1 2 4 8` shows 4 answering within the limit."""
     idle_timeout_s: float = Field(120.0, gt=0)
     """A conversation with no speech, no typed message and no reply for this long is closed
     with session_timeout (close 4000). Pings, silence and media packets do not keep it open:
