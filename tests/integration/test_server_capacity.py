@@ -63,6 +63,10 @@ async def test_full_server_refuses_with_busy_up_front_and_load_falls_back(server
         assert await first.wait_closed(10) == 1000
         assert (await wait_load(srv, 0.5))["load"] == 0.5
     assert (await wait_load(srv, 0.0))["load"] == 0.0
+    async with httpx.AsyncClient(base_url=srv.http) as http:
+        prom = (await http.get("/v3/metrics")).text
+    assert 'voice_agent_sessions_refused_total{code="busy"} 2.0' in prom
+    assert "voice_agent_load 0.0" in prom
     # There is room again.
     async with connect(f"{srv.ws}/ws/v3") as again:
         await again.wait_type("connection_established")

@@ -38,6 +38,11 @@ class TurnMetricsExporter:
                               registry=self.registry)
         self.sessions = Gauge("voice_agent_active_sessions", "Sessions open now",
                               registry=self.registry)
+        self.load = Gauge("voice_agent_load", "Open sessions / capacity, 0..1 (as /v3/health)",
+                          registry=self.registry)
+        self.refused = Counter("voice_agent_sessions_refused",
+                               "Sessions refused up front for want of room", ["code"],
+                               registry=self.registry)
 
     def observe_turn(self, metrics: dict[str, Any]) -> None:
         for key in STAGE_SPANS:

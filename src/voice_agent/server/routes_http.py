@@ -122,6 +122,9 @@ async def metrics(request: Request) -> Response:
     """Per-turn stage timings as Prometheus histograms (text exposition format)."""
     registry = get_registry(request.app)
     registry.prometheus.sessions.set(len(registry.sessions))
+    registry.prometheus.load.set(server_load(
+        len(registry.sessions), registry.sessions.max_sessions,
+        accepting=registry.services_ready and not registry.load_error))
     return Response(registry.prometheus.render(), media_type=PROMETHEUS_CONTENT_TYPE)
 
 

@@ -68,12 +68,14 @@ async def _open_session(ws: WebSocket, transport: str, *, mode: dict[str, str],
     # Admission: refused here, before anything of a session exists (no transcript, no peer
     # connection, no pipeline): a refusal costs one small message, whatever the load.
     if not registry.services_ready or registry.services is None:
+        registry.prometheus.refused.labels(code=ErrorCode.SERVER_BUSY).inc()
         await _refuse(ws, ErrorCode.SERVER_BUSY, "models are still loading", CLOSE_TRY_AGAIN,
                       loading_error())
         return None
     try:
         session = registry.sessions.create(transport)
     except ServerBusyError as exc:
+        registry.prometheus.refused.labels(code=ErrorCode.BUSY).inc()
         await _refuse(ws, ErrorCode.BUSY, str(exc), CLOSE_TRY_AGAIN,
                       busy_error(exc.capacity, exc.active))
         return None
