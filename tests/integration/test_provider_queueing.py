@@ -47,9 +47,10 @@ TIMEOUT_S = 3.0
 
 
 async def test_replies_wait_their_turn_in_order_and_the_wait_is_not_provider_time():
-    """Three sessions ask the one local LLM at once, with a provider timeout (3 s) shorter than
-    the last one's wait: each is answered in the order it asked, and none times out. (2 s was
-    too close to a first token on a machine busy with other runs: 'no answer within 2s'.)"""
+    """Three sessions ask the one local LLM, with one slot, at once, with a provider timeout
+    (3 s) shorter than the last one's wait: each is answered in the order it asked, and none
+    times out. (2 s was too close to a first token on a machine busy with other runs: 'no
+    answer within 2s'.) More sessions than slots wait the same way (test_llm_slots.py)."""
     from voice_agent.core.recovery import recovery_from_config
     from voice_agent.pipeline.metrics import TurnMetrics
     from voice_agent.pipeline.reply import ReplySpeaker, ReplyState
@@ -59,6 +60,7 @@ async def test_replies_wait_their_turn_in_order_and_the_wait_is_not_provider_tim
     from voice_agent.services.tts_espeak import EspeakTTS
 
     config = load_config()
+    config = config.model_copy(update={"ai": config.ai.model_copy(update={"parallel_slots": 1})})
     llm, tts = LlamaCppLLM(config), EspeakTTS(config)
     llm.load()
     llm.warmup()
@@ -74,7 +76,8 @@ async def test_replies_wait_their_turn_in_order_and_the_wait_is_not_provider_tim
         pass
 
     async def ask(name: str) -> tuple[str, TurnMetrics, ReplyState]:
-        speaker = ReplySpeaker(llm, tts, BufferSink(), emit, recovery, max_tokens=30, timeout_s=TIMEOUT_S)
+        speaker = ReplySpeaker(llm, tts, BufferSink(), emit, recovery, max_tokens=30,
+                               timeout_s=TIMEOUT_S, conversation=name)
         messages = [ChatMessage("system", config.ai.system_prompt),
                     ChatMessage("user", "Count from one to twenty in words.")]
         metrics, state = TurnMetrics(turn=1), ReplyState()

@@ -81,6 +81,13 @@ class AIConfig(_Section):
     context_size: int = Field(2048, ge=256, le=32768)
     history_messages: int = Field(20, ge=2, le=500)
     """How many past messages (user and agent) are kept in the LLM context."""
+    parallel_slots: int = Field(4, ge=1, le=64)
+    """Replies the local LLM writes at once (llama.cpp slots, batched together); more wait
+    their turn. Each slot holds one conversation's context (context_size each, so the KV cache
+    takes that many times the memory). Measured with Qwen 1.5B on 2 cores (docs/latency.md):
+    four conversations at once all had their first token within ~0.5-1 s, instead of up to
+    three replies later with one slot; the total tokens/s stays about the same. 1 serves one
+    reply at a time."""
     prompt_cache_mib: int = Field(32, ge=0, le=65536)
     """RAM for llama.cpp's cache of other prompts' states (local LLM), so a conversation's next
     turn need not re-read its history after another session used the model. 0 turns it off.

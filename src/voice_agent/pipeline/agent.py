@@ -75,7 +75,8 @@ class VoicePipeline:
         self._speaker = ReplySpeaker(services.llm, services.tts, sink, self._emit, self.recovery,
                                      max_tokens=config.ai.max_tokens, timeout_s=config.ai.timeout_s,
                                      streaming=self._streaming,
-                                     first_piece_max_words=config.pipeline.first_piece_max_words)
+                                     first_piece_max_words=config.pipeline.first_piece_max_words,
+                                     conversation=session_id or None)
         self.coordinator = TurnCoordinator(
             self.conversation, session_id=session_id, prefill=config.ai.prefill_while_speaking,
             backchannels=Backchannels(config.pipeline.backchannels),
@@ -259,7 +260,7 @@ class VoicePipeline:
                     self._tasks.spawn(stream.aclose(), "stt-close")
             case Prefill(messages=messages):
                 if not self.services.stt.busy:
-                    self.services.llm.prefill(messages)
+                    self.services.llm.prefill(messages, conversation=self.session_id or None)
             case StartReply(held=held):
                 if not held:
                     self._untranscribed = []
@@ -323,8 +324,10 @@ class VoicePipeline:
         p: float | None = None
         if score is not None:
             try:  # an async scorer (a remote provider) is awaited; a blocking one gets a thread
-                p = await (score(messages) if inspect.iscoroutinefunction(score)
-                           else asyncio.to_thread(score, messages))
+                conversation = self.session_id or None  # scored in its own LLM slot
+                p = await (score(messages, conversation=conversation)
+                           if inspect.iscoroutinefunction(score)
+                           else asyncio.to_thread(score, messages, conversation=conversation))
             except Exception as exc:  # a hint, not a turn: the fixed silence applies
                 log.warning("[%s] end-of-turn score failed: %r", self.session_id, exc)
         self._post(EndOfTurnScored(sid, p))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..core.events import EventSink, ResponseEvent
 from ..core.recovery import ErrorRecoveryManager
@@ -72,8 +73,11 @@ class ReplySpeaker:
     def __init__(self, llm: LLMService, tts: TTSService, sink: AudioSink, emit: EventSink,
                  recovery: ErrorRecoveryManager, *, max_tokens: int, timeout_s: float,
                  streaming: bool = True, first_piece_max_words: int = 0,
-                 low_water_s: float = LOW_WATER_S) -> None:
+                 low_water_s: float = LOW_WATER_S, conversation: str | None = None) -> None:
         self.llm, self.tts, self.sink, self.emit = llm, tts, sink, emit
+        # Passed on only when set: wrappers around an LLM (tests) may not take the keyword.
+        self._conversation: dict[str, Any] = {"conversation": conversation} if conversation else {}
+        """The LLM keeps this conversation's prompt cache (its own slot) between replies."""
         self.recovery = recovery
         self.max_tokens = max_tokens
         self.timeout_s = timeout_s
@@ -113,11 +117,12 @@ class ReplySpeaker:
     async def _think(self, messages: list[ChatMessage], pieces: asyncio.Queue[str | None],
                      state: ReplyState, metrics: TurnMetrics, gate: asyncio.Event,
                      sink: AudioSink, emit: EventSink) -> None:
-        async with self.llm.reserve():  # other sessions' replies first; not provider time
+        async with self.llm.reserve(**self._conversation):  # a free slot; not provider time
             cut = 0 if self.llm.waiting else self.first_piece_max_words
             chunker = SentenceChunker(first_piece_max_words=cut)
             stream = self.recovery.guard_stream(
-                self.llm.name, lambda: self.llm.stream(messages, max_tokens=self.max_tokens),
+                self.llm.name, lambda: self.llm.stream(messages, max_tokens=self.max_tokens,
+                                                       **self._conversation),
                 first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
             try:
                 async for token in stream:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -111,10 +113,25 @@ class STTService(Service):
 
 
 class LLMService(Service):
+    """``conversation`` (every call's optional keyword): which conversation the call belongs
+    to, e.g. the session id, so that a provider serving several at once can keep each one's
+    prompt cache (the local LLM keeps each on its own slot). None: callers that name none.
+    A provider written before the keyword existed keeps working: the keyword is dropped
+    before its methods see it (see ``__init_subclass__``)."""
+
+    _CONVERSATION_METHODS = ("stream", "reserve", "prefill", "end_of_turn_probability")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls._CONVERSATION_METHODS:
+            method = cls.__dict__.get(name)
+            if callable(method) and not _takes_conversation(method):
+                setattr(cls, name, _without_conversation(method))
+
     @abstractmethod
     def stream(
         self, messages: list[ChatMessage], *, max_tokens: int | None = None,
-        tools: Sequence[Mapping[str, Any]] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None, conversation: str | None = None,
     ) -> AsyncIterator[LLMStreamItem]:
         """Yield text pieces (``str``) as the model makes them.
 
@@ -132,20 +149,45 @@ class LLMService(Service):
 
     @property
     def waiting(self) -> int:
-        """Replies waiting for the model behind the one it is serving (0: not shared now)."""
+        """Replies waiting for the model behind those it is serving (0: none waits now)."""
         return 0
 
-    def reserve(self) -> AbstractAsyncContextManager[object]:
-        """Wait for this caller's turn on the model, first come first served, and hold it for
-        one reply. The wait is not the provider's time: callers start their timeouts inside.
-        A provider that serves many calls at once needs no turns (the default)."""
+    def reserve(self, *, conversation: str | None = None) -> AbstractAsyncContextManager[object]:
+        """Wait for this caller's turn on the model (a free slot, for a provider that writes
+        a few replies at once), first come first served, and hold it for one reply in
+        ``conversation``. The wait is not the provider's time: callers start their timeouts
+        inside. A provider that serves any number of calls at once needs no turns (the
+        default)."""
         return contextlib.nullcontext()
 
-    def prefill(self, messages: list[ChatMessage]) -> bool:
+    def prefill(self, messages: list[ChatMessage], *, conversation: str | None = None) -> bool:
         """Optionally start reading ``messages`` into the model's prompt cache in the background
         (no reply), so that a later :meth:`stream` whose prompt starts the same way has less
         left to read. Returns at once; False when nothing was started (busy, or unsupported)."""
         return False
+
+
+def _takes_conversation(method: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # a builtin, or a callable that hides its signature
+        return True
+    return any(p.name == "conversation" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _without_conversation(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` taking (and dropping) ``conversation``; a coroutine function stays one,
+    since callers check (the pipeline awaits an async end-of-turn scorer, threads a sync one)."""
+    if inspect.iscoroutinefunction(method):
+        @functools.wraps(method)
+        async def drop_async(*args: Any, conversation: str | None = None, **kwargs: Any) -> Any:
+            return await method(*args, **kwargs)
+        return drop_async
+
+    @functools.wraps(method)
+    def drop(*args: Any, conversation: str | None = None, **kwargs: Any) -> Any:
+        return method(*args, **kwargs)
+    return drop
 
 
 class TTSService(Service):

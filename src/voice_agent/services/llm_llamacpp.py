@@ -3,8 +3,13 @@
 ``Server.handle_chat_completions`` blocks until the reply is done, calling back with each chunk;
 the callback returning True stops generation. Each reply runs in its own thread (not the shared
 to_thread pool, which several waiting sessions could exhaust) and hands pieces to the event loop.
-One model copy serves every session: replies are queued behind a lock, and one slot
-(``n_parallel=1``) keeps the system prompt's KV cache warm between turns.
+One model copy serves every session through ``ai.parallel_slots`` llama.cpp slots, batched
+together: that many replies are written at once, the rest wait their turn in the event loop
+(``reserve``). Each conversation keeps to its own slot while it can (``llm_slots.SlotTable``), so
+its history stays cached between turns; warm-up reads the system prompt into every slot.
+Measured with Qwen 1.5B on 2 cores (docs/latency.md): four conversations at once all see
+their first token within ~0.5-1 s instead of one after another; the total tokens/s is about
+the same (compute-bound), each stream slower, still faster than speech.
 
 A prefill (the user's words so far, read while they still speak) goes through the chat endpoint
 only if the model's template is not ChatML: the chat template ends every prompt with the
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import math
@@ -34,7 +40,8 @@ from voice_agent.core.config import V3Config
 from voice_agent.core.errors import ProviderError
 from voice_agent.core.messages import ChatMessage, LLMStreamItem
 from voice_agent.core.priority import lower_thread_priority
-from voice_agent.services.base import LLMService, LoopLock
+from voice_agent.services.base import LLMService
+from voice_agent.services.llm_slots import SlotHold, SlotTable
 from voice_agent.services.models import model_path
 
 if TYPE_CHECKING:
@@ -51,6 +58,7 @@ class GenerationStats:
     tokens: int = 0
     tokens_per_s: float | None = None
     cached_prompt_tokens: int | None = None
+    slot: int | None = None
     stop_latency_s: float | None = None
     """From the stop request to llama.cpp returning (the model is free again)."""
 
@@ -136,6 +144,10 @@ def _end_probability(response: Mapping[str, Any], end_id: int, *,
     return total
 
 
+_held: contextvars.ContextVar[SlotHold | None] = contextvars.ContextVar("llm_slot", default=None)
+"""The slot :meth:`LlamaCppLLM.reserve` holds for the code inside it (its :meth:`stream`)."""
+
+
 class LlamaCppLLM(LLMService):
     name = "llamacpp"
 
@@ -144,16 +156,12 @@ class LlamaCppLLM(LLMService):
         self._server: xllamacpp.Server | None = None
         self.http_key = ""
         """The key of the in-process server's loopback HTTP listener (set at load)."""
-        self._lock = threading.Lock()  # one generation at a time on the one model copy
-        self._turns = LoopLock()  # replies wait here in order (a threading lock is not fair)
-        self._reserved = 0  # replies holding or waiting for the model
-        self._running = 0  # generation threads started and not returned (under _state)
-        self._state = threading.Lock()
-        self._release_turn: Callable[[], None] | None = None
-        """Set when a turn ended while its generation thread still ran: the thread hands the
-        turn on when it returns (see :meth:`reserve`)."""
+        self.slots = SlotTable(config.ai.parallel_slots)
+        self._threads = threading.Condition()  # counts model threads not yet returned
+        self._running = 0
         self.path: Path | None = None
         self.last_stats = GenerationStats()
+        """The last reply to end (with several slots, whichever that was)."""
         self.raw_prefill = False
         """Prefills send the ChatML prompt without its tail (set by warmup if the model's
         template renders the same tokens)."""
@@ -167,8 +175,12 @@ class LlamaCppLLM(LLMService):
         self.path = model_path(self._config, "llm", prepare_missing=True)
         params = xllamacpp.CommonParams()
         params.model.path = str(self.path)
-        params.n_ctx = ai.context_size
-        params.n_parallel = 1  # one slot: every call reuses the system prompt's cached tokens
+        # llama.cpp splits n_ctx evenly between the slots (kv_unified off): each conversation
+        # keeps ai.context_size, as with one slot. KV memory grows with the slots (Qwen 1.5B,
+        # f16: 28 KiB a token, 224 MiB for 4 x 2048).
+        params.n_parallel = self.slots.size
+        params.n_ctx = ai.context_size * self.slots.size
+        params.kv_unified = False
         params.cpuparams.n_threads = ai.threads
         params.cpuparams_batch.n_threads = ai.threads
         params.use_jinja = True  # the GGUF's own chat template
@@ -187,19 +199,25 @@ class LlamaCppLLM(LLMService):
                                 retryable=False) from exc
 
     def warmup(self) -> None:
-        """One short reply after the system prompt, which leaves that prompt in the KV cache.
-        It is read first as a raw ChatML prefix: if the reply then finds all of it cached, the
+        """One short reply after the system prompt in each slot, which leaves that prompt in
+        every slot's KV cache (a slot does not borrow another's: a cold one re-reads it). Slot
+        0 reads it first as a raw ChatML prefix: if the reply then finds all of it cached, the
         model's own template is ChatML and prefills can skip the template's tail."""
         msgs = [ChatMessage("system", self._config.ai.system_prompt), ChatMessage("user", "Hi")]
-        raw = self._read_raw(chatml_prefix(msgs))
-        self._generate(msgs, 2, threading.Event(), lambda _piece: None)
+        raw = self._read_raw(chatml_prefix(msgs), 0)
+        self._generate(msgs, 2, _StopEvent(0), lambda _piece: None)
         cached = self.last_stats.cached_prompt_tokens or 0
         self.raw_prefill = raw > 0 and cached >= raw
         log.debug("prefill as raw ChatML: %s (%d of %d tokens reused)", self.raw_prefill,
                   cached, raw)
+        for slot in range(1, self.slots.size):
+            if self.raw_prefill:
+                self._read_raw(chatml_prefix(msgs), slot)
+            else:
+                self._generate(msgs, 1, _StopEvent(slot), lambda _piece: None)
 
-    def _read_raw(self, prompt: str) -> int:
-        """Blocking: read ``prompt`` into the slot's cache, generate nothing; returns the
+    def _read_raw(self, prompt: str, slot: int) -> int:
+        """Blocking: read ``prompt`` into ``slot``'s cache, generate nothing; returns the
         prompt's length in tokens (0 if llama.cpp refused it)."""
         timings: dict[str, Any] = {}
 
@@ -210,7 +228,8 @@ class LlamaCppLLM(LLMService):
         server = self._server
         if server is None:
             raise ProviderError(self.name, "model not loaded", retryable=False)
-        request = {"prompt": prompt, "n_predict": 0, "stream": True, "cache_prompt": True}
+        request = {"prompt": prompt, "n_predict": 0, "stream": True, "cache_prompt": True,
+                   "id_slot": slot}
         try:
             server.handle_completions(request, on_chunk)
         except Exception as exc:  # only a cache warm-up: the reply will say what is wrong
@@ -218,31 +237,51 @@ class LlamaCppLLM(LLMService):
         return int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0))
 
     def close(self) -> None:
-        with self._lock:
-            self._server = None  # the Server frees the model when its last reference goes
+        # A reply's thread keeps its own reference to the server: dropping ours does not pull
+        # the model from under it, but a reply about to end should end first.
+        self.wait_idle(5.0)
+        self._server = None  # the Server frees the model when its last reference goes
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block until no reply is running (True), or ``timeout`` passes (False)."""
-        if not self._lock.acquire(timeout=timeout):
-            return False
-        self._lock.release()
-        return True
+        """Block until no model thread (reply, prefill, score) is running (True), or
+        ``timeout`` passes (False)."""
+        with self._threads:
+            return self._threads.wait_for(lambda: not self._running, timeout)
+
+    def _start(self, work: Callable[[], None], name: str) -> None:
+        """Run ``work`` in a thread of its own (not the shared to_thread pool, which several
+        waiting sessions could exhaust), counted for :meth:`wait_idle`."""
+        def run() -> None:
+            try:
+                work()
+            finally:
+                with self._threads:
+                    self._running -= 1
+                    self._threads.notify_all()
+
+        with self._threads:
+            self._running += 1
+        threading.Thread(target=run, name=name, daemon=True).start()
 
     # -- generation ---------------------------------------------------------------------------
 
-    def _request(self, messages: list[ChatMessage], max_tokens: int) -> dict[str, Any]:
+    def _request(self, messages: list[ChatMessage], max_tokens: int, slot: int
+                 ) -> dict[str, Any]:
         return {
             "messages": [m.as_dict() for m in messages],
             "stream": True,
             "max_tokens": max_tokens,
             "temperature": self._config.ai.temperature,
             "cache_prompt": True,
+            "id_slot": slot,
         }
 
-    def _generate(self, messages: list[ChatMessage], max_tokens: int, stop: threading.Event,
+    def _generate(self, messages: list[ChatMessage], max_tokens: int, stop: _StopEvent,
                   emit: Callable[[str], None]) -> None:
-        """Blocking: run one reply, calling ``emit(text)`` per piece, until done or ``stop``."""
-        stats = GenerationStats()
+        """Blocking: run one reply in ``stop.slot``, calling ``emit(text)`` per piece, until
+        done or ``stop``."""
+        slot = stop.slot
+        stats = GenerationStats(slot=slot)
         errors: list[str] = []
         t0 = time.perf_counter()
 
@@ -258,6 +297,7 @@ class LlamaCppLLM(LLMService):
                 if piece:
                     if stats.first_token_s is None:
                         stats.first_token_s = time.perf_counter() - t0
+                        self.slots.started(slot)  # side jobs may run beside it now
                     stats.tokens += 1
                     emit(piece)
             timings = chunk.get("timings")
@@ -266,75 +306,62 @@ class LlamaCppLLM(LLMService):
                 stats.cached_prompt_tokens = timings.get("cache_n")
             return stop.is_set()
 
-        with self._lock:
-            if stop.is_set():  # cancelled while queued: never start
-                return
-            server = self._server
-            if server is None:
-                raise ProviderError(self.name, "model not loaded", retryable=False)
-            try:
-                server.handle_chat_completions(self._request(messages, max_tokens), on_chunk)
-            except Exception as exc:
-                raise ProviderError(self.name, f"generation failed: {exc}") from exc
-            finally:
-                if stop.is_set() and stats.stop_latency_s is None:
-                    stop_at = getattr(stop, "at", None)
-                    if stop_at is not None:
-                        stats.stop_latency_s = time.perf_counter() - stop_at
-                self.last_stats = stats
+        if stop.is_set():  # cancelled before it started: never start
+            return
+        server = self._server
+        if server is None:
+            raise ProviderError(self.name, "model not loaded", retryable=False)
+        try:
+            server.handle_chat_completions(self._request(messages, max_tokens, slot), on_chunk)
+        except Exception as exc:
+            raise ProviderError(self.name, f"generation failed: {exc}") from exc
+        finally:
+            if stop.is_set() and stats.stop_latency_s is None:
+                stop_at = getattr(stop, "at", None)
+                if stop_at is not None:
+                    stats.stop_latency_s = time.perf_counter() - stop_at
+            self.last_stats = stats
         if errors:
             raise ProviderError(self.name, errors[0], retryable=False)
 
     @property
     def waiting(self) -> int:
-        return max(0, self._reserved - 1)
+        """Replies waiting for a free slot (not those being written beside each other)."""
+        return self.slots.waiting
 
     @contextlib.asynccontextmanager
-    async def reserve(self) -> AsyncIterator[None]:
-        """The model's turn, in order. The turn is handed on when the model is really free:
-        a reply cut while llama.cpp still works (reading the prompt, or up to its next token)
-        ends at once, but its thread holds the model a little longer. Handing the turn on
-        then would start the next reply's thread beside it, to wait on the threading lock,
-        which is not fair: 45 typed messages a second on one socket left up to 209 such
-        threads, and another session's reply waited 4.4 s instead of 0.9 s."""
-        self._reserved += 1
-        lock = self._turns.get()
-        try:
-            await lock.acquire()
-        except BaseException:
-            self._reserved -= 1
-            raise
-        loop = asyncio.get_running_loop()
+    async def reserve(self, *, conversation: str | None = None) -> AsyncIterator[None]:
+        """A slot for one reply in ``conversation`` (its own slot if it still has one), first
+        come first served when all are busy; :meth:`stream` inside uses it.
+
+        The slot is handed on when the model is really done with it: a reply cut while
+        llama.cpp still works (reading the prompt, or up to its next token) ends at once, but
+        its thread holds the slot a little longer. Handing the slot on then would start the
+        next reply's thread beside it, to wait inside llama.cpp instead of in the event loop:
+        45 typed messages a second on one socket once left up to 209 such threads, and another
+        session's reply waited 4.4 s instead of 0.9 s."""
+        hold = SlotHold(self.slots, await self.slots.acquire(conversation))
+        token = _held.set(hold)
         try:
             yield
         finally:
-            self._reserved -= 1
-            with self._state:
-                if self._running:
-                    self._release_turn = lambda: loop.call_soon_threadsafe(lock.release)
-                else:
-                    lock.release()
+            with contextlib.suppress(ValueError):  # left in another context: nothing to undo
+                _held.reset(token)
+            hold.done()
 
-    def _thread_returned(self) -> None:
-        with self._state:
-            self._running -= 1
-            release = self._release_turn if not self._running else None
-            if release is not None:
-                self._release_turn = None
-        if release is not None:
-            try:
-                release()
-            except RuntimeError:  # the loop closed: nobody waits for the turn any more
-                pass
-
-    def prefill(self, messages: list[ChatMessage]) -> bool:
-        """Read ``messages`` into the one slot's KV cache in a background thread, unless a
-        reply or another prefill holds the model: a prefill never makes a reply wait for more
-        than the prompt read that is already under way."""
+    def prefill(self, messages: list[ChatMessage], *, conversation: str | None = None) -> bool:
+        """Read ``messages`` into ``conversation``'s slot in a background thread. Nothing is
+        started (False) while a reply waits for a slot or its first token, while that slot is
+        busy (a reply or the last prefill), or when no slot is free: a prefill never makes
+        another session's reply wait for more than a prompt read already under way. It may run
+        beside other conversations' replies, which it slows while it reads."""
         server = self._server
-        if server is None or self._turns.locked or not self._lock.acquire(blocking=False):
-            return False  # a reply has the model or waits for it: it goes first
-        request = self._request(messages, 1)  # one token: llama.cpp reads the prompt, then stops
+        if server is None:
+            return False
+        slot = self.slots.try_acquire(conversation)
+        if slot is None:
+            return False
+        request = self._request(messages, 1, slot)  # one token: llama.cpp reads, then stops
         # A raw ChatML prefix renders role and content only; the model's template renders tool
         # calls and results its own way, so with those the prefix would not match the prompt.
         prefix = chatml_prefix(messages) if self.raw_prefill and _plain(messages) else None
@@ -343,15 +370,15 @@ class LlamaCppLLM(LLMService):
             lower_thread_priority(self._config.server.model_threads_nice)
             try:
                 if prefix is not None:
-                    self._read_raw(prefix)
+                    self._read_raw(prefix, slot)
                 else:
                     server.handle_chat_completions(request, lambda _chunk: False)
             except Exception as exc:  # only a cache warm-up: the reply will say what is wrong
                 log.debug("prefill failed: %r", exc)
             finally:
-                self._lock.release()
+                self.slots.release(slot)
 
-        threading.Thread(target=work, name="llm-prefill", daemon=True).start()
+        self._start(work, "llm-prefill")
         return True
 
     _end_id: int | None = None
@@ -361,8 +388,8 @@ class LlamaCppLLM(LLMService):
     prompt_ms); replaced by each call, never mutated."""
 
     def end_of_turn_probability(self, messages: list[ChatMessage], *,
-                                keep_punctuation: bool = False,
-                                timeout: float = 2.0) -> float | None:
+                                keep_punctuation: bool = False, timeout: float = 2.0,
+                                conversation: str | None = None) -> float | None:
         """Blocking (run it in a thread): the model's probability that the last user message
         is complete, read from its next token after the message's words, in ChatML.
 
@@ -377,14 +404,15 @@ class LlamaCppLLM(LLMService):
         ``keep_punctuation``: the text as given and ``<|im_end|>`` only.
 
         The prompt is ``messages`` (up to the last user message) as a raw ChatML prefix like a
-        prefill's, one token generated: its cost is the prompt not yet cached (~30-300 ms),
-        and what it reads stays cached for the reply. 0.0 for tokens not among the 20 most
-        likely.
+        prefill's, one token generated, in ``conversation``'s slot: its cost is the prompt not
+        yet cached (~30-300 ms), and what it reads stays cached for the reply. 0.0 for tokens
+        not among the 20 most likely.
 
         None when it cannot say: the template is not ChatML (:attr:`raw_prefill` False, or
         the messages carry tool calls, which the template renders its own way), no words are
-        left, no model, a reply holds or waits for the model (like a prefill, it never makes a
-        reply wait for more than its own prompt read), or the model stayed busy ``timeout`` s.
+        left, no model, a reply waits for a slot or its first token (like a prefill, it never
+        makes another session's reply wait for more than its own prompt read), or no slot (its
+        own, when the conversation has one) came free within ``timeout`` s.
         """
         if not self.raw_prefill or not _plain(messages):
             return None
@@ -397,24 +425,23 @@ class LlamaCppLLM(LLMService):
             return None
         prompt = chatml_prefix([*messages[:last_user], ChatMessage(last.role, words)])
         server = self._server
-        if server is None or self._reserved or self._turns.locked:
+        if server is None or self.slots.waiting:
             return None
         if self._end_id is None:
             self._end_id = _token_id(server, "<|im_end|>", self.http_key) or IM_END_QWEN
-        request = {"prompt": prompt, "n_predict": 1, "n_probs": 20, "temperature": 0.0,
-                   "stream": False, "cache_prompt": True}
-        # Blocking: a prefill under way reads this same prompt, so waiting for it is cheap.
-        if not self._lock.acquire(timeout=timeout):
+        # Blocking: a prefill under way in this slot reads this same prompt, so waiting for it
+        # is cheap; a reply that comes to wait meanwhile makes it give up.
+        slot = self.slots.try_acquire(conversation, timeout)
+        if slot is None:
             return None
+        request = {"prompt": prompt, "n_predict": 1, "n_probs": 20, "temperature": 0.0,
+                   "stream": False, "cache_prompt": True, "id_slot": slot}
         try:
-            if self._reserved or self._turns.locked or self._server is None:
-                return None  # a reply came meanwhile: it goes first
-            try:
-                response = server.handle_completions(request)
-            except Exception as exc:
-                raise ProviderError(self.name, f"end-of-turn probability failed: {exc}") from exc
+            response = server.handle_completions(request)
+        except Exception as exc:
+            raise ProviderError(self.name, f"end-of-turn probability failed: {exc}") from exc
         finally:
-            self._lock.release()
+            self.slots.release(slot)
         if not isinstance(response, Mapping) or "error" in response:
             error = response.get("error") if isinstance(response, Mapping) else response
             raise ProviderError(self.name, f"end-of-turn probability failed: {error}")
@@ -423,19 +450,27 @@ class LlamaCppLLM(LLMService):
 
     async def stream(self, messages: list[ChatMessage], *, max_tokens: int | None = None,
                      tools: Sequence[Mapping[str, Any]] | None = None,
-                     ) -> AsyncIterator[LLMStreamItem]:
+                     conversation: str | None = None) -> AsyncIterator[LLMStreamItem]:
         """Messages with tool roles go to the GGUF's own chat template (``use_jinja``), which
         renders tool calls and results as the model was trained to read them. Tools themselves
         are refused for now: parsing llama.cpp's tool-call output is a later issue, and
-        ignoring them silently would leave a caller waiting for calls that never come."""
+        ignoring them silently would leave a caller waiting for calls that never come.
+
+        Inside :meth:`reserve` the reply uses the slot reserved there (whose conversation
+        counts); otherwise it waits for ``conversation``'s slot itself."""
         if tools:
             raise ProviderError(self.name, "tool calling is not supported by the llamacpp "
                                 "provider yet; use ai.provider = \"openai\" for tools",
                                 retryable=False)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | BaseException | _Done] = asyncio.Queue()
-        stop = _StopEvent()
         limit = max_tokens or self._config.ai.max_tokens
+        reserved = _held.get()
+        hold = (reserved if reserved is not None and reserved.table is self.slots
+                else SlotHold(self.slots, await self.slots.acquire(conversation)))
+        stop = _StopEvent(hold.slot)
+        if hold is reserved:
+            hold.add()  # this stream's reference; the reserve keeps its own
 
         def put(item: str | BaseException | _Done) -> None:
             try:
@@ -450,13 +485,12 @@ class LlamaCppLLM(LLMService):
             except BaseException as exc:  # handed to the consumer, which re-raises
                 put(exc)
             finally:
+                hold.done()  # before the end is seen: the slot is free once it is
                 put(_DONE)
-                self._thread_returned()
 
-        with self._state:
-            self._running += 1
-        threading.Thread(target=work, name="llm-generate", daemon=True).start()
         try:
+            hold.add()  # the thread's reference
+            self._start(work, "llm-generate")
             while True:
                 item = await queue.get()
                 if isinstance(item, _Done):
@@ -466,14 +500,20 @@ class LlamaCppLLM(LLMService):
                 yield item
         finally:
             # Closing or cancelling the consumer lands here: the callback sees the flag on the
-            # next token (~60 ms on 2 cores) and llama.cpp returns, freeing the model.
+            # next token (~60 ms on 2 cores) and llama.cpp returns, freeing the slot.
             stop.set()
+            hold.done()
 
 
 class _StopEvent(threading.Event):
-    """An Event that remembers when it was first set (for the stop-latency measurement)."""
+    """A reply's stop flag, which remembers when it was first set (for the stop-latency
+    measurement), and the slot the reply runs in."""
 
     at: float | None = None
+
+    def __init__(self, slot: int) -> None:
+        super().__init__()
+        self.slot = slot
 
     def set(self) -> None:
         if self.at is None:
