@@ -15,6 +15,7 @@ from typing import Any
 from tests.helpers.fakes import FakeSink, FakeTTS, Script, silence, speech, words
 from tests.helpers.turns import END_SILENCE_MS, Harness
 from voice_agent.core.events import ResponseEvent
+from voice_agent.pipeline.turn_events import InterimTick
 from voice_agent.services.base import AudioChunk
 
 LONG_REPLY = " ".join(" ".join(f"w{i}" for i in range(s, s + 10)) + "." for s in (1, 11, 21, 31))
@@ -89,6 +90,25 @@ class Turns(Harness):
         if end:
             await self.push(silence(END_SILENCE_MS))
         return mark
+
+    async def quiet(self, ms: float) -> None:
+        """Silence as a microphone sends it: frame by frame, the transcript and its score
+        arriving in between (pushed at once, all of it would be read before either came). The
+        next frame waits for a score on its way, so that the outcome does not depend on how
+        fast the machine runs the scorer."""
+        for _ in range(round(ms / 32)):
+            await self.push(silence(32))
+            await self.settle()
+            await self.until(lambda: self.pipeline.coordinator._scoring is None,
+                             "the pause's score")
+
+    async def interim(self) -> None:
+        """An interim now (the timer's tick), and its end-of-turn score if one is asked."""
+        self.pipeline._post(InterimTick())
+        await self.settle()
+        await self.until(lambda: self.pipeline.coordinator.verdicts.pending is None,
+                         "the interim's score")
+        await self.settle()
 
     async def until_written(self, text: str) -> None:
         """The whole reply ``text`` is in the sink (none of it played yet, unless advanced)."""

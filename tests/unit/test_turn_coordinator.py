@@ -410,9 +410,10 @@ def to_event(spec: Spec, turns: TurnCoordinator, ledger: Ledger) -> TurnInput:
             return ReplyEnded(reply, error if spec.flag else None)
         case "typed":
             return TextTyped(spec.text or "hello")
-        case "scored":
+        case "scored":  # of the latest words, or of other ones (an older interim's)
+            words = turns._latest if spec.covers_all else spec.text
             return EndOfTurnScored(stream, [0.9, 0.3, 0.01, None][int(spec.heard_s > 0) * 2
-                                                               + int(spec.flag)])
+                                                               + int(spec.flag)], words)
         case "interrupt":
             return InterruptRequested(spec.heard_s)
         case "close":
@@ -422,7 +423,8 @@ def to_event(spec: Spec, turns: TurnCoordinator, ledger: Ledger) -> TurnInput:
 
 def check_invariants(turns: TurnCoordinator, ledger: Ledger) -> None:
     state, reply, stream = turns.state, turns.reply, turns.stream
-    # pipeline/turn.py: a held reply only in USER_PAUSED, a released one only in REPLYING.
+    # pipeline/turn.py: a held reply only in USER_PAUSED (or early, in USER_SPEAKING), a
+    # released one only in REPLYING.
     # A released reply paused under the user's speech (overlap) while they speak, pause or
     # are transcribed; it is the only one paused.
     if reply is not None:
@@ -431,6 +433,9 @@ def check_invariants(turns: TurnCoordinator, ledger: Ledger) -> None:
             assert state in (TurnState.USER_SPEAKING, TurnState.USER_PAUSED,
                              TurnState.TRANSCRIBING), state
             assert reply.id in ledger.released and ledger.paused == {reply.id}
+        elif reply.early:
+            assert state in (TurnState.USER_SPEAKING, TurnState.USER_PAUSED), state
+            assert reply.id not in ledger.released
         else:
             assert state in (TurnState.USER_PAUSED, TurnState.REPLYING), state
             assert (reply.id in ledger.released) == (state is TurnState.REPLYING)
@@ -467,7 +472,8 @@ def test_no_sequence_of_events_breaks_the_invariants(specs: list[Spec],
     now = [0.0]
     turns = TurnCoordinator(ConversationManager(SYSTEM), prefill=True, clock=lambda: now[0],
                             backchannels=Backchannels(backchannels),
-                            end_of_turn=EndOfTurnRule() if backchannels else None)
+                            end_of_turn=EndOfTurnRule() if backchannels else None,
+                            preempt=True)
     ledger = Ledger()
     turns.start()
     closed = False

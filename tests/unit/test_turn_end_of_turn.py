@@ -7,20 +7,8 @@ silence, half of one waits up to 2 s, no verdict keeps the 500 ms.
 
 from __future__ import annotations
 
-from tests.helpers.fakes import silence
 from tests.helpers.turn_suite import Turns, answer
 from voice_agent.pipeline.turn import TurnState
-
-
-async def quiet(h: Turns, ms: float) -> None:
-    """Silence as a microphone sends it: frame by frame, the transcript and its score arriving
-    in between (pushed at once, all of it would be read before either came). The score runs in
-    a thread: the next frame waits for it, so that the outcome does not depend on how fast the
-    machine runs that thread."""
-    for _ in range(round(ms / 32)):
-        await h.push(silence(32))
-        await h.settle()
-        await h.until(lambda: h.pipeline.coordinator._scoring is None, "the pause's score")
 
 
 def complete(text: str) -> float:
@@ -31,7 +19,7 @@ async def test_a_complete_question_ends_after_a_short_silence() -> None:
     async with Turns() as h:
         h.llm.end_of_turn = complete
         await h.say("what time is it", end=False)
-        await quiet(h, 350)  # less than the fixed 500 ms
+        await h.quiet(350)  # less than the fixed 500 ms
         await h.answered()
         assert h.answers() == [answer("what time is it")]
         assert h.llm.scored == ["what time is it"]
@@ -42,7 +30,7 @@ async def test_half_a_question_waits_for_the_rest() -> None:
     async with Turns() as h:
         h.llm.end_of_turn = complete
         await h.say("what is the largest city in", end=False)
-        await quiet(h, 1200)  # a long pause inside the question: no answer to its first half
+        await h.quiet(1200)  # a long pause inside the question: no answer to its first half
         await h.settle()
         assert h.state is TurnState.USER_PAUSED and h.replies() == [] and h.finals() == []
         assert h.llm.calls == []  # not even a reply prepared
@@ -56,7 +44,7 @@ async def test_half_a_question_still_ends_after_the_long_wait() -> None:
     async with Turns() as h:
         h.llm.end_of_turn = complete
         await h.say("tell me about the", end=False)
-        await quiet(h, 2200)  # the user never said more
+        await h.quiet(2200)  # the user never said more
         await h.answered()
         assert h.finals() == ["tell me about the"]
 
@@ -65,8 +53,8 @@ async def test_without_a_verdict_the_fixed_silence_ends_the_turn() -> None:
     async with Turns() as h:
         h.llm.end_of_turn = lambda _text: None  # another provider, or the model was busy
         await h.say("what time is it", end=False)
-        await quiet(h, 350)
+        await h.quiet(350)
         assert h.replies() == []  # 350 ms is not the fixed 500 ms
-        await quiet(h, 300)
+        await h.quiet(300)
         await h.answered()
         assert h.answers() == [answer("what time is it")]

@@ -180,6 +180,11 @@ class PipelineConfig(_Section):
     over a reply pauses it at once; if it was only these words (or none: a cough, noise) the
     reply goes on where it paused, else it is cut and the user's words are answered. Empty:
     any speech over a reply cuts it at once."""
+    preemptive_reply: bool = True
+    """With stt.end_of_turn_by_meaning: the LLM scores each interim while the user speaks, and
+    a reply to words it scores complete starts at once, held; the pause's transcript keeps it
+    when it has the same words (its first audio is then ready at the end of the turn), else
+    it is dropped unheard. Costs LLM time on questions that go on (docs/end_of_turn.md)."""
     idle_prompt_s: float = Field(30.0, ge=0.0, le=3600.0)
     """Silence after the agent's reply before it asks ``idle_prompt`` (0: never). Keep it
     below server.idle_timeout_s, which ends a silent session without a word."""

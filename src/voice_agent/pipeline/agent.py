@@ -81,7 +81,8 @@ class VoicePipeline:
             self.conversation, session_id=session_id, prefill=config.ai.prefill_while_speaking,
             backchannels=Backchannels(config.pipeline.backchannels),
             end_of_turn=EndOfTurnRule() if stt.end_of_turn_by_meaning else None,
-            end_silence_ms=stt.end_of_turn_silence_ms)
+            end_silence_ms=stt.end_of_turn_silence_ms,
+            preempt=self._streaming and config.pipeline.preemptive_reply)
         self._tasks = TaskSet(f"[{session_id}]")
         self._replies = Replies(self._speaker, services.tts, sink, emit=self._emit,
                                 tasks=self._tasks,
@@ -268,8 +269,8 @@ class VoicePipeline:
                                     command.state, held=held)
             case StartApology(reply=rid):
                 self._replies.start_apology(rid)
-            case ScoreEndOfTurn(stream=sid, messages=messages):
-                self._tasks.spawn(self._score_end_of_turn(sid, messages), "end-of-turn")
+            case ScoreEndOfTurn(stream=sid, messages=messages, text=text):
+                self._tasks.spawn(self._score_end_of_turn(sid, messages, text), "end-of-turn")
             case SetEndSilence(ms=ms):
                 self._detector.end_silence_ms = ms
             case SayLine(reply=rid, text=text):
@@ -317,7 +318,8 @@ class VoicePipeline:
         if self._streaming and self._ticker is None:
             self._ticker = self._tasks.spawn(self._tick(), "interims")
 
-    async def _score_end_of_turn(self, sid: int, messages: list[ChatMessage]) -> None:
+    async def _score_end_of_turn(self, sid: int, messages: list[ChatMessage],
+                                 text: str = "") -> None:
         """The LLM's probability that the words so far end the turn (None when it cannot
         tell: another provider, a reply holding the model, an error)."""
         score = getattr(self.services.llm, "end_of_turn_probability", None)
@@ -330,7 +332,7 @@ class VoicePipeline:
                            else asyncio.to_thread(score, messages, conversation=conversation))
             except Exception as exc:  # a hint, not a turn: the fixed silence applies
                 log.warning("[%s] end-of-turn score failed: %r", self.session_id, exc)
-        self._post(EndOfTurnScored(sid, p))
+        self._post(EndOfTurnScored(sid, p, text))
 
     async def _final_call(self, transcribe: Callable[[], Awaitable[SpeechResult]]) -> SpeechResult:
         return await self.recovery.call(self.services.stt.name, transcribe,

@@ -27,6 +27,9 @@ class TurnMetrics:
     user_speech_ms: float = 0.0
     transcript_reused: bool = False
     """True when a transcript made during the pause was used as the final (no STT left to do)."""
+    preemptive: bool = False
+    """The reply was started from an interim while the user still spoke, and kept because the
+    pause's transcript had the same words."""
     interrupted: bool = False
     playback_gaps: int = 0
     """Times the reply's audio ran dry while more of it was still being made: a silence the
@@ -60,6 +63,7 @@ class TurnMetrics:
             "source": self.source,
             "user_speech_ms": round(self.user_speech_ms, 1),
             "transcript_reused": self.transcript_reused,
+            "preemptive": self.preemptive,
             "interrupted": self.interrupted,
             "playback_gaps": self.playback_gaps,
             "playback_gap_max_ms": round(self.playback_gap_max_ms, 1),

@@ -6,8 +6,9 @@ conversation history, because what the history gets (what the user said, what th
 reply) is decided here. Time comes from ``clock``, so tests run it on a fake one.
 
     LISTENING ──speech──► USER_SPEAKING ──pause──► USER_PAUSED ──resume──► USER_SPEAKING
-        ▲                       │                     │  a transcript covering all the
-        │                       │                     │  speech: a reply is started, held
+        ▲                       │ an interim scored   │  a transcript covering all the
+        │                       │ complete: an early  │  speech: a reply is started, held
+        │                       │ reply, held         │  (or the early one kept: same words)
         │                       ▼  end of turn        ▼  end of turn: the held reply is released
         │                 TRANSCRIBING ──final──► REPLYING ──played out──► LISTENING
         │                       │ (empty: no turn)    │
@@ -18,7 +19,8 @@ recorded at once, from the playback position the event carries, and the reply's 
 cancelled in the background with a deadline. Nothing waits for it, so a reply that does not stop
 can never leave the session deaf, and its late audio is muted by the pipeline.
 
-Invariants: a held reply exists only in USER_PAUSED; a released reply only in REPLYING; an open
+Invariants: a held reply exists only in USER_PAUSED, or in USER_SPEAKING if it is early (made
+from an interim, not confirmed by a pause's transcript); a released reply only in REPLYING; an open
 transcript stream only in USER_SPEAKING / USER_PAUSED; a finishing one only in TRANSCRIBING.
 """
 
@@ -37,7 +39,7 @@ from ..core.status import ProcessingStatus
 from .metrics import TurnMetrics
 from .reply import ReplyState
 from .backchannel import Backchannels
-from .end_of_turn import EndOfTurnRule
+from .end_of_turn import EndOfTurnRule, Verdicts, same_words
 from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit,
                           EndOfTurnScored, EndSession, ScoreEndOfTurn, SetEndSilence,
                           FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
@@ -79,6 +81,9 @@ class _Reply:
     apology: bool = False
     """A fixed line (the apology, an idle prompt), not an answer: no history, no metrics."""
     goodbye: bool = False
+    early: bool = False
+    """Made from an interim while the user still spoke (issue #14, preemptive reply): never
+    released before a pause's transcript confirms its words."""
 
 
 class TurnCoordinator:
@@ -86,7 +91,7 @@ class TurnCoordinator:
                  clock: Callable[[], float] = time.monotonic, session_id: str = "",
                  backchannels: Backchannels | None = None,
                  end_of_turn: EndOfTurnRule | None = None,
-                 end_silence_ms: float = 500.0) -> None:
+                 end_silence_ms: float = 500.0, preempt: bool = False) -> None:
         self.conversation = conversation
         self.backchannels = backchannels if backchannels is not None else Backchannels(())
         """Speech over a reply pauses it until its words are known (none: it cuts at once)."""
@@ -94,6 +99,12 @@ class TurnCoordinator:
         """Scores each pause's transcript to decide how long the silence must be (None: the
         fixed ``end_silence_ms``)."""
         self.end_silence_ms = end_silence_ms
+        self.preempt = preempt and end_of_turn is not None
+        """Score interims while the user speaks and start an early reply to a complete one."""
+        self.verdicts = Verdicts()
+        """The end-of-turn scores of this utterance's transcripts, by their words."""
+        self._latest = ""
+        """The open stream's latest interim (with the carried-over words)."""
         self._scoring: _Reply | None = None
         """The reply prepared from the pause's transcript, waiting for its score to start."""
         self.overlap: float | None = None
@@ -196,6 +207,8 @@ class TurnCoordinator:
             self._cut_reply(event.heard_s, by_speech=True)
         self.stream = self._next_id()
         self._prefilled_words = 0
+        self.verdicts.clear()
+        self._latest = ""
         self._do(OpenTranscript(self.stream, hear_again=hear_again))
         self.state = TurnState.USER_SPEAKING
         self._set_status(ProcessingStatus.LISTENING)
@@ -211,9 +224,7 @@ class TurnCoordinator:
         self.state = TurnState.USER_SPEAKING
         self._scoring = None  # the pause's words were not the turn: score the next pause
         if self.reply is not None and self.overlap is None:  # a held reply, never heard: drop it
-            log.info("[%s] early reply dropped: the user went on", self.session_id)
-            self._do(CancelReply(self.reply.id, flush=False))
-            self.reply = None
+            self._drop_held("the user went on")
 
     def _on_speech_ended(self, event: SpeechEnded) -> None:
         if self.state not in (TurnState.USER_SPEAKING, TurnState.USER_PAUSED):
@@ -221,6 +232,9 @@ class TurnCoordinator:
         assert self.stream is not None
         self._scoring = None  # the turn ended before its score: the final answers it
         held = self.reply if self.overlap is None else None
+        if held is not None and held.early:  # its words were never confirmed: the final decides
+            self._drop_held("the turn ended before its words were confirmed")
+            held = None
         metrics = held.metrics if held is not None else TurnMetrics(turn=0, source="voice")
         metrics.turn = self._next_turn()
         metrics.mark("speech_end", event.speech_end_at)
@@ -247,27 +261,79 @@ class TurnCoordinator:
         if self.overlap is not None and not self.backchannels.only(event.text):
             self._cut_reply(self.overlap, by_speech=True)  # words, not an "uh huh": a barge-in
         text = f"{self.carry_over} {event.text}".strip()
-        if self.state is TurnState.USER_PAUSED:
-            if self.reply is not None or self._scoring is not None:
+        self._latest = text
+        if self.state is TurnState.USER_SPEAKING:
+            self._while_speaking(event, text)
+            return
+        early = self.reply if self.reply is not None and self.reply.early else None
+        if (self.reply is not None and early is None) or self._scoring is not None:
+            return  # this pause's reply is made, or waits for its score
+        if event.covers_s < event.speech_s:  # speech came in after this audio: transcribe again
+            self._do(RequestInterim(event.stream, decisive=True))
+            return
+        if early is not None:  # all the speech so far, and a reply made early: same words?
+            if same_words(early.user_text, text):
+                log.info("[%s] the early reply to %r is kept", self.session_id, text)
+                early.early, early.user_text = False, text
+                self._verdict(early, self.verdicts.get(text))
                 return
-            if event.covers_s >= event.speech_s:  # all the speech so far: answer it, held
-                metrics = TurnMetrics(turn=0, source="voice", transcript_reused=True)
-                metrics.mark("transcript_final", self.clock())
-                reply = self._new_reply(text, metrics, stream=event.stream)
-                if self.end_of_turn is None:
-                    self._start_held(reply)
-                else:  # is it the whole turn? The reply starts once the score is known
-                    self._scoring = reply
-                    self._do(SetEndSilence(max(self.end_of_turn.verdict_wait_ms,
-                                               self.end_silence_ms)))
-                    self._do(ScoreEndOfTurn(event.stream, self.conversation.context(text)))
-            else:  # speech came in after this transcript's audio: transcribe again
-                self._do(RequestInterim(event.stream, decisive=True))
-        elif self.prefill:
+            self._drop_held(f"the pause's transcript is {text!r}")
+        metrics = TurnMetrics(turn=0, source="voice", transcript_reused=True)
+        metrics.mark("transcript_final", self.clock())
+        reply = self._new_reply(text, metrics, stream=event.stream)
+        if self.end_of_turn is None:
+            self._start_held(reply)
+        elif self.verdicts.known(text):  # scored while the user spoke: no second score
+            self._verdict(reply, self.verdicts.get(text))
+        else:  # is it the whole turn? The reply starts once the score is known
+            self._scoring = reply
+            self._do(SetEndSilence(max(self.end_of_turn.verdict_wait_ms, self.end_silence_ms)))
+            if not self.verdicts.is_pending(text):  # else the score asked while they spoke
+                self._score(event.stream, text)
+
+    def _while_speaking(self, event: TranscriptReceived, text: str) -> None:
+        """An interim while the user speaks: drop an early reply whose words it outgrew; score
+        new words (which also reads them into the LLM's cache, as a prefill would) and answer
+        early when they are a whole question; else prefill now and then."""
+        if self.reply is not None and self.reply.early and not same_words(self.reply.user_text,
+                                                                          text):
+            self._drop_held("the user said more")
+        if self.preempt and self.overlap is None and self.reply is None:
+            if self.verdicts.known(text):
+                self._preempt(event.stream, text)
+                return
+            if self.verdicts.pending is None:
+                self._prefilled_words = len(event.text.split())
+                self._score(event.stream, text)
+                return
+        if self.prefill:
             words = len(event.text.split())
             if words >= self._prefilled_words + PREFILL_EVERY_WORDS:
                 self._prefilled_words = words
                 self._do(Prefill(self.conversation.context(text)))
+
+    def _score(self, stream: int, text: str) -> None:
+        self.verdicts.asked(text)
+        self._do(ScoreEndOfTurn(stream, self.conversation.context(text), text))
+
+    def _preempt(self, stream: int, text: str) -> None:
+        """Start the reply to a question the user has not paused after yet, held: its first
+        audio is ready when the pause confirms the words (item 5 of issue #14)."""
+        p = self.verdicts.get(text)
+        assert self.end_of_turn is not None
+        if p is None or p < self.end_of_turn.done_p or self.reply is not None:
+            return
+        metrics = TurnMetrics(turn=0, source="voice", transcript_reused=True, preemptive=True)
+        metrics.mark("transcript_final", self.clock())
+        reply = self._new_reply(text, metrics, stream=stream)
+        reply.early = True
+        self._start_held(reply)
+
+    def _drop_held(self, why: str) -> None:
+        assert self.reply is not None and self.overlap is None
+        log.info("[%s] held reply to %r dropped: %s", self.session_id, self.reply.user_text, why)
+        self._do(CancelReply(self.reply.id, flush=False))
+        self.reply = None
 
     def _start_held(self, reply: _Reply) -> None:
         self.reply = reply
@@ -276,17 +342,33 @@ class TurnCoordinator:
         log.info("[%s] reply started early on %r", self.session_id, reply.user_text)
 
     def _on_scored(self, event: EndOfTurnScored) -> None:
+        if event.stream != self.stream:
+            return  # a score of a dropped or finished stream
+        self.verdicts.got(event.text, event.probability)
+        if self.state is TurnState.USER_SPEAKING:
+            if self.preempt and self.overlap is None and same_words(event.text, self._latest):
+                self._preempt(event.stream, event.text)  # still the latest words: answer early
+            return
         reply = self._scoring
-        if reply is None or reply.stream != event.stream or self.state is not TurnState.USER_PAUSED:
-            return  # the user went on, or the turn ended first
+        if reply is None or self.state is not TurnState.USER_PAUSED \
+                or not same_words(reply.user_text, event.text):
+            return  # the user went on, or the turn ended first, or another transcript's score
         self._scoring = None
+        self._verdict(reply, event.probability)
+
+    def _verdict(self, reply: _Reply, probability: float | None) -> None:
+        """The pause's transcript was scored: set the silence that ends the turn, and prepare
+        the reply unless the words are half a question."""
         assert self.end_of_turn is not None
-        ms = self.end_of_turn.silence_ms(event.probability, self.end_silence_ms)
+        ms = self.end_of_turn.silence_ms(probability, self.end_silence_ms)
         log.info("[%s] end of turn p=%s: the turn ends after %.0f ms of silence",
-                 self.session_id, event.probability, ms)
+                 self.session_id, probability, ms)
         self._do(SetEndSilence(ms))
-        if event.probability is None or event.probability >= self.end_of_turn.unfinished_p:
-            self._start_held(reply)  # else half a question: no reply to it, the user goes on
+        if probability is None or probability >= self.end_of_turn.unfinished_p:
+            if self.reply is not reply:
+                self._start_held(reply)
+        elif self.reply is reply:  # half a question after all: no reply to it
+            self._drop_held("half a question")
 
     def _on_final(self, event: TranscriptReceived) -> None:
         if self.state is not TurnState.TRANSCRIBING or event.stream != self.stream:

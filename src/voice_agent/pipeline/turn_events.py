@@ -87,10 +87,12 @@ class CloseRequested:
 
 @dataclass(frozen=True, slots=True)
 class EndOfTurnScored:
-    """How likely the words of the pause's transcript are a whole turn (None: unknown)."""
+    """How likely the words of a transcript are a whole turn (None: unknown)."""
 
     stream: int
     probability: float | None
+    text: str = ""
+    """The words scored (a pause's transcript, or an interim while the user spoke)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +182,12 @@ class StartApology:
 
 @dataclass(frozen=True, slots=True)
 class ScoreEndOfTurn:
-    """Ask how likely ``messages`` (the history and the pause's transcript) end the turn."""
+    """Ask how likely ``messages`` (the history and a transcript) end the turn."""
 
     stream: int
     messages: list[ChatMessage]
+    text: str = ""
+    """The transcript's words, handed back with the score."""
 
 
 @dataclass(frozen=True, slots=True)
