@@ -68,6 +68,25 @@ async def test_stt_hears_the_question(stt: WhisperSTT) -> None:
     assert result.final and result.no_speech_prob < 0.3
 
 
+async def test_a_final_transcript_goes_before_queued_interims(stt: WhisperSTT) -> None:
+    """Whisper serves every session: a final (a turn waits for it) queued behind other
+    sessions' interims goes first (issue #15 item 2); in arrival order it came last."""
+    audio = speech_16k("what is the capital of France")
+    done: list[str] = []
+
+    async def call(name: str, final: bool) -> None:
+        await stt.transcribe(audio, final=final)
+        done.append(name)
+
+    calls = [asyncio.create_task(call("running", False))]
+    await asyncio.sleep(0.01)  # it holds the model now
+    for name, final in [("interim-1", False), ("interim-2", False), ("final", True)]:
+        calls.append(asyncio.create_task(call(name, final)))
+        await asyncio.sleep(0)
+    await asyncio.gather(*calls)
+    assert done == ["running", "final", "interim-1", "interim-2"]
+
+
 async def test_fast_path_agrees_with_transcribe(stt: WhisperSTT) -> None:
     sentences = ["what is the capital of France",
                  "I would like to book a table for two people tomorrow evening",

@@ -10,6 +10,7 @@ from typing import Any
 from ..core.events import EventSink, ResponseEvent
 from ..core.recovery import ErrorRecoveryManager
 from ..services.base import ChatMessage, LLMService, TTSService
+from ..services.priority_lock import NORMAL, URGENT, urgent_as
 from .chunker import SentenceChunker
 from .metrics import TurnMetrics
 from .silence import ends_sentence, trim_silence
@@ -175,19 +176,23 @@ class ReplySpeaker:
             # per sentence, so such a piece is one chunk, and waiting to see which chunk is the
             # last would mean waiting for the TTS, which other sessions may be holding.
             lead, ends = mid_sentence or not state.pieces, ends_sentence(text)
+            # Shared TTS: a piece whose listener would hear silence without it goes before
+            # other sessions' pieces that have audio queued ahead (issue #15 item 2).
+            dry = sink.queued_s() < self.low_water_s
             try:
-                async for chunk in stream:
-                    chunk = trim_silence(chunk, lead=lead, tail=not ends)
-                    lead = False
-                    if "tts_first_audio" not in metrics.marks:
-                        metrics.mark("tts_first_audio")
-                        await gate.wait()
-                        if self.llm.waiting:  # shared cores: start one piece ahead
-                            await _next_piece_written(pieces)
-                        await on_first_audio()
-                    await sink.play(chunk)
-                    state.audio_queued_s += chunk.duration_s
-                    state.playing = state.playing or sink.queued_s() > 0
+                with urgent_as(URGENT if dry else NORMAL):
+                    async for chunk in stream:
+                        chunk = trim_silence(chunk, lead=lead, tail=not ends)
+                        lead = False
+                        if "tts_first_audio" not in metrics.marks:
+                            metrics.mark("tts_first_audio")
+                            await gate.wait()
+                            if self.llm.waiting:  # shared cores: start one piece ahead
+                                await _next_piece_written(pieces)
+                            await on_first_audio()
+                        await sink.play(chunk)
+                        state.audio_queued_s += chunk.duration_s
+                        state.playing = state.playing or sink.queued_s() > 0
             finally:
                 state.synthesizing = False
                 await stream.aclose()  # type: ignore[attr-defined]

@@ -24,8 +24,9 @@ import numpy as np
 from voice_agent.core.config import V3Config
 from voice_agent.core.errors import ProviderError
 from voice_agent.core.priority import model_executor
-from voice_agent.services.base import LoopLock, STT_SAMPLE_RATE, STTService, Transcript
+from voice_agent.services.base import STT_SAMPLE_RATE, STTService, Transcript
 from voice_agent.services.models import model_path
+from voice_agent.services.priority_lock import LATER, URGENT, PriorityLoopLock
 
 if TYPE_CHECKING:  # faster_whisper is imported lazily: it is slow to import
     from faster_whisper import WhisperModel
@@ -68,7 +69,8 @@ class WhisperSTT(STTService):
         self._no_speech_threshold = no_speech_threshold
         self._logprob_threshold = logprob_threshold
         self._lock = threading.Lock()  # one model instance, one decode at a time
-        self._queue = LoopLock()  # callers wait here, not in executor threads
+        self._queue = PriorityLoopLock()  # callers wait here, not in executor threads: a
+        # transcript a turn waits for (final, decisive) before other sessions' interims
         self._worker = model_executor("whisper", config.server.model_threads_nice)
         self._model: WhisperModel | None = None
         self._tokenizer: Tokenizer | None = None
@@ -111,7 +113,7 @@ class WhisperSTT(STTService):
 
     async def transcribe(self, audio: np.ndarray, *, final: bool = True) -> Transcript:
         beam = self._config.stt.final_beam_size if final else self._config.stt.beam_size
-        async with self._queue.get():
+        async with self._queue.hold(URGENT if final else LATER):
             result = await asyncio.get_running_loop().run_in_executor(
                 self._worker, functools.partial(self._transcribe_sync, audio, beam=beam))
         return Transcript(text=result.text, final=final, no_speech_prob=result.no_speech_prob)

@@ -18,8 +18,9 @@ import numpy as np
 from voice_agent.core.config import V3Config
 from voice_agent.core.errors import ProviderError
 from voice_agent.core.priority import model_executor
-from voice_agent.services.base import AudioChunk, LoopLock, TTSService
+from voice_agent.services.base import AudioChunk, TTSService
 from voice_agent.services.models import model_path
+from voice_agent.services.priority_lock import PriorityLoopLock
 
 if TYPE_CHECKING:
     from piper import PiperVoice, SynthesisConfig
@@ -36,7 +37,8 @@ class PiperTTS(TTSService):
         self._syn: SynthesisConfig | None = None
         # espeak-ng's phonemizer inside piper keeps global state: one sentence at a time.
         self._lock = threading.Lock()
-        self._queue = LoopLock()  # callers wait here, not in executor threads
+        self._queue = PriorityLoopLock()  # callers wait here, not in executor threads, by
+        # urgency: a reply's first sentence before another reply's later ones
         self._worker = model_executor("piper", config.server.model_threads_nice)
         self.path: Path | None = None
 
@@ -103,7 +105,7 @@ class PiperTTS(TTSService):
         # Closing this generator just stops stepping ``it``: piper's generator holds no native
         # resources, so dropping it is enough (and a sentence in flight finishes in its thread).
         while True:
-            async with self._queue.get():  # sessions take turns per sentence
+            async with self._queue.hold():  # sessions take turns per sentence
                 chunk = await asyncio.get_running_loop().run_in_executor(
                     self._worker, self._next, it)
             if chunk is None:
