@@ -146,3 +146,35 @@ def test_a_slot_released_twice_is_a_bug() -> None:
     table.release(slot)
     with pytest.raises(RuntimeError):
         table.release(slot)
+
+
+async def test_a_provider_written_before_conversations_still_takes_the_keyword() -> None:
+    """The pipeline passes ``conversation=`` to every LLM; a provider (or a plugin) that does
+    not know the keyword keeps working, its end-of-turn scorer still awaitable."""
+    import inspect
+    from collections.abc import AsyncIterator
+
+    from voice_agent.services.base import ChatMessage, LLMService
+
+    class OldLLM(LLMService):
+        def load(self) -> None:
+            pass
+
+        async def stream(self, messages: list[ChatMessage], *, max_tokens: int | None = None,
+                         tools: object = None) -> AsyncIterator[str]:
+            yield messages[-1].content
+
+        def prefill(self, messages: list[ChatMessage]) -> bool:
+            return True
+
+        async def end_of_turn_probability(self, messages: list[ChatMessage]) -> float:
+            return 0.5
+
+    llm = OldLLM()
+    said = [ChatMessage("user", "hi")]
+    assert [p async for p in llm.stream(said, max_tokens=3, conversation="a")] == ["hi"]
+    assert llm.prefill(said, conversation="a")
+    assert inspect.iscoroutinefunction(llm.end_of_turn_probability)
+    assert await llm.end_of_turn_probability(said, conversation="a") == 0.5
+    async with llm.reserve(conversation="a"):
+        pass

@@ -243,8 +243,8 @@ class LlamaCppLLM(LLMService):
         self._server = None  # the Server frees the model when its last reference goes
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block until no model thread (reply, prefill, score) is running (True), or
-        ``timeout`` passes (False)."""
+        """Block until no reply or prefill thread is running (True), or ``timeout`` passes
+        (False). An end-of-turn score runs in its caller's thread, not counted here."""
         with self._threads:
             return self._threads.wait_for(lambda: not self._running, timeout)
 
