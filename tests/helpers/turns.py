@@ -16,6 +16,7 @@ from voice_agent.core.events import (ErrorEvent, MetricsEvent, PipelineEvent, Re
                                      StatusEvent, TranscriptEvent)
 from voice_agent.core.status import ProcessingStatus
 from voice_agent.pipeline.agent import VoicePipeline
+from voice_agent.services.factory import Services
 from voice_agent.pipeline.turn import TurnState
 
 END_SILENCE_MS = 700  # more than the 500 ms that end a turn
@@ -35,13 +36,14 @@ def config(**stt: Any) -> V3Config:
 
 
 class Harness:
-    def __init__(self, cfg: V3Config | None = None) -> None:
-        self.services = fake_services()
+    def __init__(self, cfg: V3Config | None = None, *, services: Services | None = None,
+                 session_id: str = "t") -> None:
+        self.services = services or fake_services()
         self.sink = FakeSink()
         self.sink.take()  # a listener is there from the start
         self.events: list[PipelineEvent] = []
         self.pipeline = VoicePipeline(self.services, cfg or config(), emit=self._record,
-                                      sink=self.sink, session_id="t")
+                                      sink=self.sink, session_id=session_id)
 
     async def _record(self, event: PipelineEvent) -> None:
         self.events.append(event)

@@ -185,6 +185,11 @@ class PipelineConfig(_Section):
     a reply to words it scores complete starts at once, held; the pause's transcript keeps it
     when it has the same words (its first audio is then ready at the end of the turn), else
     it is dropped unheard. Costs LLM time on questions that go on (docs/end_of_turn.md)."""
+    light_at_sessions: int = Field(2, ge=0, le=1000)
+    """When this many sessions (this one included) are in a turn at once, each keeps to what
+    its reply needs: no interim transcripts on a timer, no prefill, no end-of-turn scores or
+    early replies while the user speaks (the pause's transcript and score stay). They share
+    the cores with the answers others wait for (issue #15). 0: never."""
     idle_prompt_s: float = Field(30.0, ge=0.0, le=3600.0)
     """Silence after the agent's reply before it asks ``idle_prompt`` (0: never). Keep it
     below server.idle_timeout_s, which ends a silent session without a word."""

@@ -61,6 +61,7 @@ class VoicePipeline:
                  recovery: ErrorRecoveryManager | None = None) -> None:
         self.services, self.config, self.sink = services, config, sink
         self.session_id = session_id
+        self._key = session_id or f"pipeline-{id(self)}"
         self._emit_to_client = emit
         self.conversation = conversation or ConversationManager(
             config.ai.system_prompt, max_messages=config.ai.history_messages)
@@ -174,6 +175,7 @@ class VoicePipeline:
         if held:  # typed, never answered: the transcript still keeps it
             await self._emit(TranscriptEvent(held, final=True))
         self._closed = True
+        self.services.activity.set_busy(self._key, False)
         self._changed.set()
         for stream in list(self._streams.values()):
             await stream.aclose()
@@ -182,6 +184,12 @@ class VoicePipeline:
         # A cut reply still running here outlived its deadline: it was logged and given up on
         # already, and waiting for it again would double the time close() takes.
         await self._tasks.stop(skip=self._replies.cut)
+
+    def _light(self) -> bool:
+        """Enough sessions are in a turn at once that this one spends nothing on comfort
+        (pipeline.light_at_sessions)."""
+        at = self.config.pipeline.light_at_sessions
+        return at > 0 and self.services.activity.others(self._key) + 1 >= at
 
     def _waiting_for_user(self) -> bool:
         return self.coordinator.state in (TurnState.USER_SPEAKING, TurnState.USER_PAUSED)
@@ -230,8 +238,10 @@ class VoicePipeline:
                 self._quiet_since = time.monotonic()
                 if isinstance(now, (SpeechStarted, TextTyped)):
                     self._idle_stage = 0
+                self.coordinator.light = self._light()
                 for command in self.coordinator.handle(now):
                     await self._execute(command)
+                self.services.activity.set_busy(self._key, not self.coordinator.idle)
             self._progress_at = time.monotonic()
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
@@ -356,7 +366,8 @@ class VoicePipeline:
             # A busy STT (other sessions) would only queue this interim behind theirs.
             # Posted, not awaited: this task is cancelled when the utterance ends, and must never
             # be cancelled halfway through handling an event.
-            if self.coordinator.wants_interims and not self.services.stt.busy:
+            if self.coordinator.wants_interims and not self.services.stt.busy \
+                    and not self._light():
                 self._post(InterimTick())
 
     # ── plumbing ──────────────────────────────────────────────────────────────────────────

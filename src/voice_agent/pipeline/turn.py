@@ -101,6 +101,9 @@ class TurnCoordinator:
         self.end_silence_ms = end_silence_ms
         self.preempt = preempt and end_of_turn is not None
         """Score interims while the user speaks and start an early reply to a complete one."""
+        self.light = False
+        """Other sessions are in a turn too (set by the pipeline before each event): no
+        scores, prefills or early replies while the user speaks."""
         self.verdicts = Verdicts()
         """The end-of-turn scores of this utterance's transcripts, by their words."""
         self._latest = ""
@@ -298,6 +301,8 @@ class TurnCoordinator:
         if self.reply is not None and self.reply.early and not same_words(self.reply.user_text,
                                                                           text):
             self._drop_held("the user said more")
+        if self.light:
+            return  # others are in a turn: nothing spent on these words before the pause
         if self.preempt and self.overlap is None and self.reply is None:
             if self.verdicts.known(text):
                 self._preempt(event.stream, text)

@@ -10,9 +10,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from voice_agent.core.activity import Activity
 from voice_agent.core.config import V3Config
 from voice_agent.core.priority import model_executor
 from voice_agent.services import registry
@@ -29,6 +30,8 @@ class Services:
     vad: VADFactory
     nice: int = 0
     """Nice steps of the model threads below the event loop (``server.model_threads_nice``)."""
+    activity: Activity = field(default_factory=Activity)
+    """The sessions in a turn now, across every pipeline these models serve."""
 
     def close(self) -> None:
         for service in (self.stt, self.llm, self.tts):
