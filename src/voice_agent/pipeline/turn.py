@@ -29,25 +29,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
 
 from ..core.conversation import ConversationManager
-from ..core.errors import ProviderError
-from ..core.events import ErrorEvent, MetricsEvent, ResponseEvent, StatusEvent, TranscriptEvent
+from ..core.events import TranscriptEvent
 from ..core.status import ProcessingStatus
-from .metrics import TurnMetrics
-from .reply import ReplyState
 from .backchannel import Backchannels
 from .end_of_turn import EndOfTurnRule, Verdicts, same_words
-from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit,
-                          EndOfTurnScored, EndSession, ScoreEndOfTurn, SetEndSilence,
+from .metrics import TurnMetrics
+from .turn_events import (CloseRequested, Command, DropTranscript, Emit, EndOfTurnScored,
                           FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
-                          PauseReply, Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio,
-                          RequestInterim, ResumeReply,
-                          SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted, StartApology,
-                          SayLine, StartReply, TextTyped, TranscriptFailed, TranscriptReceived,
-                          TurnInput, UserIdle)
+                          PauseReply, Prefill, ReplyEnded, ReplyFirstAudio, RequestInterim,
+                          ScoreEndOfTurn, SetEndSilence, SpeechEnded, SpeechPaused,
+                          SpeechResumed, SpeechStarted, TextTyped, TranscriptFailed,
+                          TranscriptReceived, TurnInput, UserIdle)
+from .turn_replies import ReplySide
+from .turn_state import TurnReply, TurnState
 
 log = logging.getLogger(__name__)
 
@@ -56,37 +52,7 @@ PREFILL_EVERY_WORDS = 3
 template's tail (~5 tokens), so one per word would cost more than it saves."""
 
 
-class TurnState(Enum):
-    LISTENING = "listening"
-    """Nobody speaks: waiting for speech or a typed message."""
-    USER_SPEAKING = "user_speaking"
-    """The user speaks; a transcript stream is open."""
-    USER_PAUSED = "user_paused"
-    """The user went quiet mid-turn; a reply may be prepared and held back."""
-    TRANSCRIBING = "transcribing"
-    """The turn ended; the final transcript is on its way."""
-    REPLYING = "replying"
-    """A reply is released: being written, spoken, or played out."""
-    CLOSED = "closed"
-
-
-@dataclass
-class _Reply:
-    id: int
-    user_text: str
-    metrics: TurnMetrics
-    state: ReplyState
-    stream: int | None = None
-    """The transcript stream a held reply was made from."""
-    apology: bool = False
-    """A fixed line (the apology, an idle prompt), not an answer: no history, no metrics."""
-    goodbye: bool = False
-    early: bool = False
-    """Made from an interim while the user still spoke (issue #14, preemptive reply): never
-    released before a pause's transcript confirms its words."""
-
-
-class TurnCoordinator:
+class TurnCoordinator(ReplySide):
     def __init__(self, conversation: ConversationManager, *, prefill: bool = True,
                  clock: Callable[[], float] = time.monotonic, session_id: str = "",
                  backchannels: Backchannels | None = None,
@@ -108,7 +74,7 @@ class TurnCoordinator:
         """The end-of-turn scores of this utterance's transcripts, by their words."""
         self._latest = ""
         """The open stream's latest interim (with the carried-over words)."""
-        self._scoring: _Reply | None = None
+        self._scoring: TurnReply | None = None
         """The reply prepared from the pause's transcript, waiting for its score to start."""
         self.overlap: float | None = None
         """The released reply is paused under the user's speech, heard up to this many
@@ -120,7 +86,7 @@ class TurnCoordinator:
         self.status = ProcessingStatus.IDLE
         self.stream: int | None = None
         """The open (USER_*) or finishing (TRANSCRIBING) transcript stream."""
-        self.reply: _Reply | None = None
+        self.reply: TurnReply | None = None
         """The held (USER_PAUSED) or released (REPLYING) reply."""
         self.carry_over = ""
         """Words of a turn cut off by the user before the agent said anything: they join the
@@ -334,18 +300,6 @@ class TurnCoordinator:
         reply.early = True
         self._start_held(reply)
 
-    def _drop_held(self, why: str) -> None:
-        assert self.reply is not None and self.overlap is None
-        log.info("[%s] held reply to %r dropped: %s", self.session_id, self.reply.user_text, why)
-        self._do(CancelReply(self.reply.id, flush=False))
-        self.reply = None
-
-    def _start_held(self, reply: _Reply) -> None:
-        self.reply = reply
-        self._do(StartReply(reply.id, self.conversation.context(reply.user_text), reply.metrics,
-                            reply.state, held=True))
-        log.info("[%s] reply started early on %r", self.session_id, reply.user_text)
-
     def _on_scored(self, event: EndOfTurnScored) -> None:
         if event.stream != self.stream:
             return  # a score of a dropped or finished stream
@@ -361,7 +315,7 @@ class TurnCoordinator:
         self._scoring = None
         self._verdict(reply, event.probability)
 
-    def _verdict(self, reply: _Reply, probability: float | None) -> None:
+    def _verdict(self, reply: TurnReply, probability: float | None) -> None:
         """The pause's transcript was scored: set the silence that ends the turn, and prepare
         the reply unless the words are half a question."""
         assert self.end_of_turn is not None
@@ -430,157 +384,3 @@ class TurnCoordinator:
         self._stop_everything(event.heard_s)
         self.state = TurnState.CLOSED
         self.status = ProcessingStatus.IDLE
-
-    # ── the agent's side ──────────────────────────────────────────────────────────────────
-    @property
-    def _released(self) -> bool:
-        return self.state is TurnState.REPLYING
-
-    def _new_reply(self, user_text: str, metrics: TurnMetrics, *,
-                   stream: int | None = None) -> _Reply:
-        return _Reply(self._next_id(), user_text, metrics, ReplyState(), stream=stream)
-
-    def _release(self, reply: _Reply) -> None:
-        """The reply is heard from now on: show what the user said, let the audio out."""
-        if self.reply is reply:
-            self._do(ReleaseReply(reply.id))
-        else:
-            self.reply = reply
-            self._do(StartReply(reply.id, self.conversation.context(reply.user_text),
-                                reply.metrics, reply.state))
-        self._do(Emit(TranscriptEvent(reply.user_text, final=True)))
-        self.state = TurnState.REPLYING
-        self._set_status(ProcessingStatus.PROCESSING)
-
-    def _on_reply_ended(self, event: ReplyEnded) -> None:
-        reply = self.reply
-        if reply is None or reply.id != event.reply:
-            return  # a reply already cut or dropped, ending late
-        if self.overlap is not None:  # played out (or failed) under the user's speech
-            self.overlap = None
-            self.reply = None
-            if reply.apology:
-                return
-            self.conversation.add_user(reply.user_text)
-            if event.error is None:
-                self.conversation.add_assistant(reply.state.text)
-                self._do(Emit(ResponseEvent(reply.state.text, final=True)))
-            else:
-                self._do(Emit(ErrorEvent(event.error.code, str(event.error), fatal=False)))
-            self._finish_turn(reply.metrics)
-            return
-        if not self._released:  # a held reply failed before its turn ended: try again then
-            if event.error is not None:
-                log.warning("[%s] early reply failed: %s", self.session_id, event.error)
-                self.reply = None
-            return
-        self.reply = None
-        if reply.apology:
-            self._listen()
-            if reply.goodbye:
-                self._do(EndSession("the user said nothing after the goodbye prompt"))
-            return
-        self.conversation.add_user(reply.user_text)
-        if event.error is not None:
-            self._fail(event.error, reply.metrics)
-            return
-        self.conversation.add_assistant(reply.state.text)
-        self._do(Emit(ResponseEvent(reply.state.text, final=True)))
-        self._finish_turn(reply.metrics)
-        self._listen()
-
-    def _cut_reply(self, heard_s: float, *, by_speech: bool) -> None:
-        """Stop the released reply; the history keeps what the user heard of it."""
-        reply = self.reply
-        assert reply is not None and (self._released or self.overlap is not None)
-        self.reply = None
-        self.overlap = None
-        self._do(CancelReply(reply.id, flush=True))
-        if reply.apology:
-            return
-        state, metrics = reply.state, reply.metrics
-        spoken = state.spoken_text(max(0.0, heard_s))
-        metrics.interrupted = True
-        if heard_s <= 0 and by_speech:
-            # The user spoke again before hearing anything: their words join the next turn.
-            self.carry_over = reply.user_text
-        else:
-            self.conversation.add_user(reply.user_text)
-            self.conversation.add_assistant(state.text, interrupted=True, spoken_text=spoken)
-        self._do(Emit(ResponseEvent(state.text, final=True, interrupted=True,
-                                    spoken_text=spoken)))
-        self._finish_turn(metrics)
-
-    def _stop_everything(self, heard_s: float) -> None:
-        if self.overlap is not None:
-            self._cut_reply(self.overlap, by_speech=False)
-        elif self.state is TurnState.REPLYING:
-            self._cut_reply(heard_s, by_speech=False)
-        elif self.reply is not None:  # held: never heard
-            self._do(CancelReply(self.reply.id, flush=False))
-            self.reply = None
-        if self.stream is not None:
-            self._do(DropTranscript(self.stream))
-            self.stream = None
-        self._metrics = None
-        self._scoring = None
-        self.state = TurnState.LISTENING
-
-    def _on_user_idle(self, event: UserIdle) -> None:
-        """Say the line (in the history and the transcript: the LLM and the user see it)."""
-        if self.state is not TurnState.LISTENING:
-            return
-        self.conversation.add_assistant(event.line)
-        self._do(Emit(ResponseEvent(event.line, final=True)))
-        self.reply = _Reply(self._next_id(), "", TurnMetrics(turn=0), ReplyState(),
-                            apology=True, goodbye=event.goodbye)
-        self._do(SayLine(self.reply.id, event.line))
-        self.state = TurnState.REPLYING
-        self._set_status(ProcessingStatus.SPEAKING)
-
-    def _resume(self, heard: str) -> None:
-        """Only a backchannel, a cough or noise over the reply: it goes on where it paused."""
-        assert self.reply is not None
-        log.info("[%s] only %r over the reply: it goes on", self.session_id, heard)
-        if heard:
-            self._do(Emit(TranscriptEvent(heard, final=False)))
-        self.overlap = None
-        self.carry_over = ""
-        self._do(ResumeReply(self.reply.id))
-        self.state = TurnState.REPLYING
-        audible = "first_audio_sent" in self.reply.metrics.marks
-        self._set_status(ProcessingStatus.SPEAKING if audible else ProcessingStatus.PROCESSING)
-
-    def _fail(self, error: ProviderError, metrics: TurnMetrics) -> None:
-        """A provider gave up: tell the client, say sorry aloud, and keep listening."""
-        log.warning("[%s] turn %d failed: %s", self.session_id, metrics.turn, error)
-        self._do(Emit(ErrorEvent(error.code, str(error), fatal=False)))
-        self._finish_turn(metrics)
-        self.reply = _Reply(self._next_id(), "", metrics, ReplyState(), apology=True)
-        self._do(StartApology(self.reply.id))
-        self.state = TurnState.REPLYING
-
-    def _finish_turn(self, metrics: TurnMetrics) -> None:
-        self._do(Emit(MetricsEvent(metrics.as_dict())))
-
-    def _listen(self) -> None:
-        self.state = TurnState.LISTENING
-        self._set_status(ProcessingStatus.LISTENING)
-
-    # ── plumbing ──────────────────────────────────────────────────────────────────────────
-    def _do(self, command: Command) -> None:
-        self._out.append(command)
-
-    def _set_status(self, status: ProcessingStatus) -> None:
-        if status is not self.status:
-            self.status = status
-            self._do(Emit(StatusEvent(status)))
-
-    def _next_id(self) -> int:
-        self._ids += 1
-        return self._ids
-
-    def _next_turn(self) -> int:
-        """Turns are numbered when they start for real (a held reply, at its release)."""
-        self._turns += 1
-        return self._turns
