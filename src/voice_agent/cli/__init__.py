@@ -76,6 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="before the server starts, wait up to this long for a quiet machine")
     acc.add_argument("--server-src", metavar="DIR",
                      help="serve voice_agent from DIR (another checkout's src/): an A/B")
+    pau = bsub.add_parser("pauses", help="issue #14's end of turn: questions with a pause inside "
+                                         "(no reply to the first half) and the end-of-turn delay")
+    pau.add_argument("--voices", nargs="+", metavar="VOICE", help="bench/voices.py names")
+    pau.add_argument("--limit", type=int, default=0, metavar="N", help="N questions per set")
+    pau.add_argument("--per-session", type=int, default=8, metavar="N",
+                     help="questions per session before a fresh one")
+    pau.add_argument("--report", metavar="PATH", help="also write the markdown report here")
+    pau.add_argument("--server-src", metavar="DIR",
+                     help="serve voice_agent from DIR (another checkout's src/): an A/B")
+    pau.add_argument("--env", action="append", metavar="KEY=VALUE",
+                     help="server environment setting, repeatable (an A/B of settings)")
     soak = bsub.add_parser("soak", help="many sessions in a row and at once; errors and memory")
     soak.add_argument("--cycles", type=int, default=200, help="phase 1: sequential cycles")
     soak.add_argument("--concurrent", type=int, default=8, help="phase 2: concurrent sessions")
@@ -129,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench" and args.bench == "accuracy":
         from bench.accuracy import run_accuracy
         return run_accuracy(config, args)
+    if args.command == "bench" and args.bench == "pauses":
+        from bench.pauses import run_pauses
+        return run_pauses(config, args)
     if args.command == "bench" and args.bench == "soak":
         from bench.soak import run_soak
         return run_soak(config, args)
