@@ -35,7 +35,8 @@ from typing import Any
 import av
 import numpy as np
 
-from .accuracy import SETTLE_LIMIT_S, SETTLE_S, TURN_TIMEOUT_S, _commit, settle
+from .accuracy import (SETTLE_LIMIT_S, SETTLE_S, TURN_TIMEOUT_S, _commit, _cpu_mark,
+                       _other_cores, settle)
 from .client import LOUD, BenchClient, ReplyRecorder, _mono_s16, run_clients
 from .latency import _env_overrides
 from .pauses_set import (SPLITS, CompleteTurn, SplitTurn, complete_questions, complete_rows,
@@ -186,6 +187,9 @@ class Run:
     server_error: str = ""
     load: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    other_cores: float | None = None
+    """CPU cores other processes (not the server, not this client) used during the turns: a
+    busy machine delays the end of turn and the replies."""
 
     def all_split(self) -> list[SplitTurn]:
         return [t for turns in self.split.values() for t in turns]
@@ -202,8 +206,9 @@ async def _bench(args: argparse.Namespace, voices: list[Voice], env: dict[str, s
         sets: dict[str, tuple[list[Any], list[Any]]] = {}
         for v in voices:
             print(f"speaking the questions as {v.name} ...", flush=True)
-            split = await asyncio.to_thread(make_split_set, v, Path(tmp) / v.name / "split", args.limit)
-            items = await asyncio.to_thread(make_voice_set, v, questions, Path(tmp) / v.name / "whole")
+            folder = Path(tmp) / v.name
+            split = await asyncio.to_thread(make_split_set, v, folder / "split", args.limit)
+            items = await asyncio.to_thread(make_voice_set, v, questions, folder / "whole")
             sets[v.name] = (split, [(CompleteTurn(v.name, q), it)
                                     for q, it in zip(questions, items)])
         server = ServerProcess("streaming", env, config_file=getattr(args, "config", None))
@@ -213,7 +218,7 @@ async def _bench(args: argparse.Namespace, voices: list[Voice], env: dict[str, s
         try:
             await asyncio.to_thread(server.start)
             run.server_ready_s = round(server.ready_s or 0, 1)
-            t0 = time.monotonic()
+            t0, mark = time.monotonic(), _cpu_mark(server)
             for v in voices:
                 split, whole = sets[v.name]
                 for name, pairs in (("split", split), ("complete", whole)):
@@ -225,6 +230,7 @@ async def _bench(args: argparse.Namespace, voices: list[Voice], env: dict[str, s
                 print(f"[{v.name}] split: {s.passed}/{s.turns} no reply to the first half; "
                       f"complete: end of turn p50 {c.p50} ms, p90 {c.p90} ms, "
                       f"{c.preemptive} preemptive", flush=True)
+            run.other_cores = _other_cores(server, mark)[1]
             run.load.append(round(os.getloadavg()[0], 2))
         except Exception as exc:
             run.server_error = f"{type(exc).__name__}: {exc}"
@@ -267,7 +273,9 @@ def render_report(run: Run, args: argparse.Namespace, *, started: float, commit:
         "- server environment overrides: "
         + (", ".join(f"`{k}={v}`" for k, v in run.env.items() if k != "PYTHONPATH") or "none"),
         f"- machine: {_machine()}; load (1-minute average) at the server start → after the "
-        f"last turn: {' → '.join(f'{x:.2f}' for x in run.load) or '—'}",
+        f"last turn: {' → '.join(f'{x:.2f}' for x in run.load) or '—'}; other processes "
+        f"used {run.other_cores if run.other_cores is not None else '—'} cores on average "
+        "during the turns",
         f"- voices: {', '.join(run.voices)}; {run.per_session} questions per session, one turn "
         f"at a time (the next once the server is listening and silent for {SETTLE_S:g} s); "
         f"server ready in {run.server_ready_s} s; turns took {run.wall_s} s",
@@ -288,7 +296,8 @@ def render_report(run: Run, args: argparse.Namespace, *, started: float, commit:
               "## Split questions that failed", "", *split_failure_rows(split), "",
               "## Complete questions not ended within 300 ms", ""]
     if slow:
-        lines += ["| voice | question | heard | end of turn | preemptive |", "|---|---|---|---|---|"]
+        lines += ["| voice | question | heard | end of turn | preemptive |",
+                  "|---|---|---|---|---|"]
         lines += [f"| {t.voice} | {t.question} | {t.transcript or '—'} "
                   f"| {'—' if t.eot_ms is None else f'{t.eot_ms:.0f} ms'}"
                   f"{'' if t.ok else f' (failed: {t.error})'} | {'yes' if t.preemptive else ''} |"
@@ -320,7 +329,9 @@ def run_pauses(config: Any, args: argparse.Namespace) -> int:
         run = run_clients(_bench(args, voices, env))
     print("\n".join(["", "Split questions:", *split_rows(run.split), "",
                      "Complete questions:", *complete_rows(run.complete), "",
-                     *verdict(run.all_split(), run.all_complete())]))
+                     *verdict(run.all_split(), run.all_complete()),
+                     f"(other processes used {run.other_cores} cores on average during the "
+                     "turns: more than ~0.3 slows the server on a 2-core machine)"]))
     if args.report:
         path = Path(args.report)
         path.parent.mkdir(parents=True, exist_ok=True)

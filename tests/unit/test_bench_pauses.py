@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+import av
 import numpy as np
 import pytest
 
-from bench.pauses import joined, parse_env, render_report, trim, Run
+from bench.pauses import Run, WatchingRecorder, joined, parse_env, render_report, trim
 from bench.pauses_set import (PAUSES_S, SPLITS, CompleteTurn, SplitTurn, complete_questions,
                               complete_rows, from_metrics, has_second_half, judge_split,
                               pause_for, second_half_words, split_failure_rows, split_rows,
@@ -142,3 +143,25 @@ def test_the_report_renders() -> None:
               env={"VOICE_AGENT_PIPELINE__PREEMPTIVE_REPLY": "false"})
     text = render_report(run, argparse.Namespace(server_src=None), started=0.0, commit="abc")
     assert "PREEMPTIVE_REPLY=false" in text and "## Verdict" in text and "| v | q |" in text
+
+
+def _frame(level: int) -> av.AudioFrame:
+    frame = av.AudioFrame.from_ndarray(np.full((1, 960), level, np.int16), format="s16",
+                                       layout="mono")
+    frame.sample_rate = RATE
+    return frame
+
+
+def test_the_recorder_notes_the_first_loud_frame_after_watch_only() -> None:
+    rec = WatchingRecorder()
+    rec._on_frame(_frame(5000), 1.0)  # not watching yet
+    assert rec.first_loud_at is None
+    rec.watch(2.0)
+    rec._on_frame(_frame(5000), 1.5)  # before the turn began
+    rec._on_frame(_frame(10), 2.1)  # decoded silence
+    assert rec.first_loud_at is None
+    rec._on_frame(_frame(5000), 2.2)
+    rec._on_frame(_frame(5000), 2.3)
+    assert rec.first_loud_at == 2.2 and rec.frames == 5
+    rec.watch(3.0)
+    assert rec.first_loud_at is None
