@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from tests.helpers.fakes import fake_services, speech
 from tests.helpers.turn_suite import Turns, answer
+from tests.helpers.turns import config
 from voice_agent.pipeline.turn import TurnState
 
 
@@ -37,8 +38,11 @@ async def test_while_another_session_is_in_a_turn_nothing_is_spent_before_the_pa
 async def test_alone_again_the_early_reply_comes_back() -> None:
     services = fake_services()
     services.llm.end_of_turn = complete  # type: ignore[attr-defined]
-    async with Turns(services=services, session_id="a") as a, \
-            Turns(services=services, session_id="b") as b:
+    base = config()
+    early = base.model_copy(update={"pipeline": base.pipeline.model_copy(
+        update={"preemptive_reply": True})})
+    async with Turns(early, services=services, session_id="a") as a, \
+            Turns(early, services=services, session_id="b") as b:
         await a.say("hello there")
         await a.answered()
         assert a.state is TurnState.LISTENING and services.activity.busy == 0

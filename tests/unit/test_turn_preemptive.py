@@ -11,8 +11,17 @@ from __future__ import annotations
 from tests.helpers.fakes import speech
 from tests.helpers.turn_suite import Turns, answer
 from tests.helpers.turns import config
+from voice_agent.core.config import V3Config
 from voice_agent.core.events import ResponseEvent
 from voice_agent.pipeline.turn import TurnState
+
+
+def pipeline(**update: object) -> V3Config:
+    base = config()
+    return base.model_copy(update={"pipeline": base.pipeline.model_copy(update=update)})
+
+
+EARLY = pipeline(preemptive_reply=True)
 
 
 def complete(text: str) -> float:
@@ -20,7 +29,7 @@ def complete(text: str) -> float:
 
 
 async def test_a_reply_starts_before_the_pause_and_is_kept() -> None:
-    async with Turns() as h:
+    async with Turns(EARLY) as h:
         h.llm.end_of_turn = complete
         await h.push(speech("what time is it"))
         await h.interim()
@@ -39,7 +48,7 @@ async def test_a_reply_starts_before_the_pause_and_is_kept() -> None:
 
 
 async def test_the_user_says_more_the_early_reply_is_dropped_unheard() -> None:
-    async with Turns() as h:
+    async with Turns(EARLY) as h:
         h.llm.end_of_turn = complete
         await h.push(speech("what is the largest city"))
         await h.interim()
@@ -60,7 +69,7 @@ async def test_the_user_says_more_the_early_reply_is_dropped_unheard() -> None:
 
 
 async def test_half_a_question_gets_no_early_reply() -> None:
-    async with Turns() as h:
+    async with Turns(EARLY) as h:
         h.llm.end_of_turn = complete
         await h.push(speech("what is the capital of"))
         await h.interim()
@@ -74,7 +83,7 @@ async def test_half_a_question_gets_no_early_reply() -> None:
 async def test_words_after_the_last_interim_drop_the_early_reply_at_the_pause() -> None:
     """The interim missed the last words (spoken after it): the pause's transcript has them,
     so the early reply is not the turn's."""
-    async with Turns() as h:
+    async with Turns(EARLY) as h:
         h.llm.end_of_turn = complete
         await h.push(speech("tell me a joke"))
         await h.interim()
@@ -87,26 +96,35 @@ async def test_words_after_the_last_interim_drop_the_early_reply_at_the_pause() 
         assert h.llm.scored == ["tell me a joke", "tell me a joke about cats"]
 
 
-async def test_no_early_reply_when_switched_off() -> None:
-    base = config()
-    cfg = base.model_copy(update={"pipeline": base.pipeline.model_copy(
-        update={"preemptive_reply": False})})
-    async with Turns(cfg) as h:
+async def test_by_default_words_are_scored_early_but_no_reply_starts_before_the_pause() -> None:
+    async with Turns() as h:
         h.llm.end_of_turn = complete
         await h.push(speech("what time is it"))
         await h.interim()
-        assert h.llm.calls == [] and h.llm.scored == []  # a prefill, as before
-        assert h.llm.prefills
+        assert h.llm.scored == ["what time is it"] and h.llm.calls == []
         await h.quiet(350)
         await h.answered()
         assert h.answers() == [answer("what time is it")]
+        assert h.llm.scored == ["what time is it"]  # the pause needed no second score
         assert h.metrics()[0]["preemptive"] is False
+
+
+async def test_without_early_scores_the_words_are_prefilled() -> None:
+    async with Turns(pipeline(score_while_speaking=False)) as h:
+        h.llm.end_of_turn = complete
+        await h.push(speech("what time is it"))
+        await h.interim()
+        assert h.llm.calls == [] and h.llm.scored == [] and h.llm.prefills
+        await h.quiet(350)
+        await h.answered()
+        assert h.answers() == [answer("what time is it")]
+        assert h.llm.scored == ["what time is it"]  # scored at the pause, as before
 
 
 async def test_a_barge_in_while_an_early_reply_is_held_is_no_barge_in() -> None:
     """The early reply was never heard: typing over it answers the text, and the history
     holds no trace of the early one."""
-    async with Turns() as h:
+    async with Turns(EARLY) as h:
         h.llm.end_of_turn = complete
         await h.push(speech("what time is it"))
         await h.interim()

@@ -180,11 +180,15 @@ class PipelineConfig(_Section):
     over a reply pauses it at once; if it was only these words (or none: a cough, noise) the
     reply goes on where it paused, else it is cut and the user's words are answered. Empty:
     any speech over a reply cuts it at once."""
-    preemptive_reply: bool = True
-    """With stt.end_of_turn_by_meaning: the LLM scores each interim while the user speaks, and
-    a reply to words it scores complete starts at once, held; the pause's transcript keeps it
-    when it has the same words (its first audio is then ready at the end of the turn), else
-    it is dropped unheard. Costs LLM time on questions that go on (docs/end_of_turn.md)."""
+    score_while_speaking: bool = True
+    """With stt.end_of_turn_by_meaning: the LLM scores each interim's words while the user
+    speaks (this also reads them into its cache, as a prefill does); a pause whose transcript
+    has words already scored needs no score of its own, so the turn's end is known sooner."""
+    preemptive_reply: bool = False
+    """With score_while_speaking: a reply to interim words scored complete starts at once,
+    held; the pause's transcript keeps it when it has the same words (its first audio is then
+    ready at the end of the turn), else it is dropped unheard. Off by default: on 2 cores the
+    early reply's generation slowed the pause's transcript 5-20x (docs/end_of_turn.md)."""
     light_at_sessions: int = Field(2, ge=0, le=1000)
     """When this many sessions (this one included) are in a turn at once, each keeps to what
     its reply needs: no interim transcripts on a timer, no prefill, no end-of-turn scores or

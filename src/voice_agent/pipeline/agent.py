@@ -83,6 +83,7 @@ class VoicePipeline:
             backchannels=Backchannels(config.pipeline.backchannels),
             end_of_turn=EndOfTurnRule() if stt.end_of_turn_by_meaning else None,
             end_silence_ms=stt.end_of_turn_silence_ms,
+            score_early=self._streaming and config.pipeline.score_while_speaking,
             preempt=self._streaming and config.pipeline.preemptive_reply)
         self._tasks = TaskSet(f"[{session_id}]")
         self._replies = Replies(self._speaker, services.tts, sink, emit=self._emit,
@@ -334,6 +335,7 @@ class VoicePipeline:
         tell: another provider, a reply holding the model, an error)."""
         score = getattr(self.services.llm, "end_of_turn_probability", None)
         p: float | None = None
+        started = time.monotonic()
         if score is not None:
             try:  # an async scorer (a remote provider) is awaited; a blocking one gets a thread
                 conversation = self.session_id or None  # scored in its own LLM slot
@@ -342,6 +344,8 @@ class VoicePipeline:
                            else asyncio.to_thread(score, messages, conversation=conversation))
             except Exception as exc:  # a hint, not a turn: the fixed silence applies
                 log.warning("[%s] end-of-turn score failed: %r", self.session_id, exc)
+        log.debug("[%s] end-of-turn score of %r: %s in %.0f ms", self.session_id, text, p,
+                  (time.monotonic() - started) * 1000)
         self._post(EndOfTurnScored(sid, p, text))
 
     async def _final_call(self, transcribe: Callable[[], Awaitable[SpeechResult]]) -> SpeechResult:
