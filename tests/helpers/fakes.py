@@ -148,10 +148,14 @@ class FakeLLM(LLMService):
     end_of_turn: Callable[[str], float | None] | None = None
     """The end-of-turn score of the last user message's words (None: the model cannot tell)."""
     scored: list[str] = field(default_factory=list)
+    score_hold: asyncio.Event | None = None
+    """While set to an unset Event, scores wait for it."""
 
     async def end_of_turn_probability(self, messages: list[ChatMessage]) -> float | None:
         """Async, so that no thread makes the turn tests' order depend on the machine."""
         await asyncio.sleep(0)
+        if self.score_hold is not None:
+            await self.score_hold.wait()
         self.scored.append(messages[-1].content)
         return self.end_of_turn(messages[-1].content) if self.end_of_turn else None
 

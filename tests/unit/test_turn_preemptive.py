@@ -8,12 +8,15 @@ else: nothing of an early reply is ever shown or heard unless its words were the
 
 from __future__ import annotations
 
-from tests.helpers.fakes import speech
+import asyncio
+
+from tests.helpers.fakes import silence, speech
 from tests.helpers.turn_suite import Turns, answer
 from tests.helpers.turns import config
 from voice_agent.core.config import V3Config
 from voice_agent.core.events import ResponseEvent
 from voice_agent.pipeline.turn import TurnState
+from voice_agent.pipeline.turn_events import InterimTick
 
 
 def pipeline(**update: object) -> V3Config:
@@ -134,3 +137,24 @@ async def test_a_barge_in_while_an_early_reply_is_held_is_no_barge_in() -> None:
         assert h.answers() == [answer("never mind, hello")]
         assert h.history() == [("user", "never mind, hello"),
                                ("assistant", answer("never mind, hello"))]
+
+
+async def test_a_pause_during_a_score_waits_for_it_before_its_transcript() -> None:
+    """Whisper's beam search beside llama.cpp's prompt read took ~2 s each on 2 cores, one
+    after the other ~0.3 s: the pause's transcript is asked for once the score is back."""
+    async with Turns() as h:
+        h.llm.end_of_turn = complete
+        h.llm.score_hold = asyncio.Event()
+        await h.push(speech("what time is it"))
+        h.pipeline._post(InterimTick())
+        await h.until(lambda: h.stt.calls, "the interim")
+        await h.settle()
+        await h.push(silence(160))  # the pause, while the score is held
+        await h.settle()
+        assert h.stt.calls == [("what time is it", False)]  # no decisive transcript yet
+        h.llm.score_hold.set()
+        await h.until(lambda: len(h.stt.calls) == 2, "the pause's transcript")
+        assert h.stt.calls[1] == ("what time is it", True)
+        await h.quiet(250)
+        await h.answered()
+        assert h.answers() == [answer("what time is it")]
