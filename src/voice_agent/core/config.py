@@ -146,6 +146,37 @@ class STTConfig(_Section):
     0 always does."""
     max_utterance_s: float = Field(30.0, gt=1.0, le=300.0)
     """A turn is cut and answered after this much continuous speech."""
+    # -- cloud speech to text (provider = "deepgram"; docs/providers.md) ----------------------
+    api_key: SecretStr | None = None
+    """The cloud STT provider's key (VOICE_AGENT_STT__API_KEY); sent to Deepgram as
+    ``Authorization: Token <key>``, redacted in /v3/config and never logged."""
+    base_url: str = "wss://api.deepgram.com"
+    """The cloud STT provider's root (scheme and host, as its SDKs take it): ws://, wss://,
+    http:// (= ws://) or https:// (= wss://). Deepgram's live API is ``{base_url}/v1/listen``."""
+    remote_model: str = "nova-3"
+    """The cloud provider's model (Deepgram's ``model`` query parameter); ``model`` above is
+    Whisper's and keeps its meaning."""
+    timeout_s: float = Field(10.0, gt=0.0, le=120.0)
+    """Cloud STT: the longest wait for the connection and, after the end of speech, for the
+    final transcript."""
+    provider_endpointing: bool = False
+    """Cloud STT: ask the provider for its own end-of-speech signals (Deepgram: endpointing at
+    end_of_turn_silence_ms, utterance_end_ms) and pass them on; the VAD ends turns otherwise."""
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key_is_none(cls, v: SecretStr | None) -> SecretStr | None:
+        return v if v is not None and v.get_secret_value().strip() else None
+
+    @field_validator("base_url")
+    @classmethod
+    def _cloud_root(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+        parts = urlsplit(v.strip())
+        if parts.scheme.lower() not in ("ws", "wss", "http", "https") or not parts.hostname:
+            raise ValueError("expected ws://, wss://, http:// or https:// and a host, "
+                             "e.g. wss://api.deepgram.com")
+        return v.strip().rstrip("/")
 
 
 class RecoveryConfig(_Section):
