@@ -60,6 +60,44 @@ class VoiceConfig(_Section):
     """Speaking rate multiplier (1.0 = the voice's natural rate)."""
     threads: int = Field(1, ge=1, le=64)
     """CPU threads for the TTS model; the LLM keeps generating while it speaks, so leave it room."""
+    # -- cloud text to speech (provider = "elevenlabs" or "openai"; docs/providers.md) --------
+    api_key: SecretStr | None = None
+    """The cloud TTS provider's key (VOICE_AGENT_VOICE__API_KEY): ElevenLabs' ``xi-api-key``,
+    or ``Authorization: Bearer`` for an OpenAI-compatible server (which may need none).
+    Redacted in /v3/config and never logged."""
+    base_url: str | None = None
+    """The cloud TTS provider's root, as its SDK takes it (None: the vendor's): elevenlabs
+    ``wss://api.elevenlabs.io`` (ws://, wss://, http://, https:// all accepted, the scheme
+    pair is derived); openai ``http://127.0.0.1:8000/v1`` (up to the ``/v1``)."""
+    voice_id: str | None = None
+    """The cloud voice (None: the provider's default: ElevenLabs' George, OpenAI's alloy);
+    ``voice`` above is Piper's and keeps its meaning."""
+    remote_model: str | None = None
+    """The cloud TTS model (None: eleven_flash_v2_5 for elevenlabs, tts-1 for openai)."""
+    output_format: str = Field("pcm_16000", pattern=r"^pcm_(8000|16000|22050|24000|44100|48000)$")
+    """ElevenLabs' ``output_format``: raw 16-bit PCM only (pcm_<rate>), no decoder needed."""
+    timeout_s: float = Field(10.0, gt=0.0, le=120.0)
+    """Cloud TTS: the longest wait to connect and for a request's first bytes."""
+    fallback: Literal["none", "local"] = "none"
+    """local: while the cloud TTS fails (down, rejected key), speak with Piper instead, logged
+    and shown in /v3/health; it is tried again after recovery.reset_timeout_s."""
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_voice_key_is_none(cls, v: SecretStr | None) -> SecretStr | None:
+        return v if v is not None and v.get_secret_value().strip() else None
+
+    @field_validator("base_url")
+    @classmethod
+    def _voice_root(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+        if v is None or not v.strip():
+            return None
+        parts = urlsplit(v.strip())
+        if parts.scheme.lower() not in ("ws", "wss", "http", "https") or not parts.hostname:
+            raise ValueError("expected ws://, wss://, http:// or https:// and a host, "
+                             "e.g. wss://api.elevenlabs.io")
+        return v.strip().rstrip("/")
 
 
 class AIConfig(_Section):
@@ -96,9 +134,12 @@ class AIConfig(_Section):
     """Feed each interim transcript to the LLM's prompt cache while the user still speaks, so
     that at the pause only the last words are left to read (local LLM only)."""
     base_url: str = "http://127.0.0.1:8080/v1"
-    """OpenAI-compatible endpoint (provider=openai only)."""
+    """OpenAI-compatible endpoint (provider=openai; provider=groq uses
+    https://api.groq.com/openai/v1 unless this is set)."""
     api_key: SecretStr | None = None
+    """Bearer key of the remote LLM (VOICE_AGENT_AI__API_KEY; groq needs one)."""
     remote_model: str = "gpt-4o-mini"
+    """The remote model (provider=groq: llama-3.3-70b-versatile unless this is set)."""
     timeout_s: float = Field(30.0, gt=0)
     """A provider call that takes longer than this is abandoned and retried."""
 

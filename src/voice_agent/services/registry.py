@@ -235,3 +235,5 @@ register("llm", "openai", "voice_agent.services.llm_openai:OpenAICompatibleLLM")
 register("tts", "piper", "voice_agent.services.tts_piper:PiperTTS")
 register("tts", "espeak", "voice_agent.services.tts_espeak:EspeakTTS")
 register("vad", "silero", "voice_agent.services.vad_silero:SileroVADFactory")
+# Cloud text to speech, Groq and OpenAI-compatible audio servers (docs/providers.md).
+register("tts", "elevenlabs", "voice_agent.services.tts_elevenlabs:ElevenLabsTTS")
