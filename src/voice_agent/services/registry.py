@@ -17,7 +17,7 @@ Which config field names the provider of each kind (an existing key each, kept a
 ====  ================  =============================  =======================
 kind  field             env                            built-in names
 ====  ================  =============================  =======================
-stt   stt.provider      VOICE_AGENT_STT__PROVIDER      whisper
+stt   stt.provider      VOICE_AGENT_STT__PROVIDER      whisper, deepgram
 llm   ai.provider       VOICE_AGENT_AI__PROVIDER       llamacpp, openai
 tts   voice.provider    VOICE_AGENT_VOICE__PROVIDER    piper, espeak
 vad   stt.vad_provider  VOICE_AGENT_STT__VAD_PROVIDER  silero (a new key)
@@ -230,6 +230,7 @@ def create(kind: Kind, config: V3Config) -> Any:
 
 # The built-in providers, by module path: nothing is imported until one is chosen.
 register("stt", "whisper", "voice_agent.services.stt_whisper:WhisperSTT")
+register("stt", "deepgram", "voice_agent.services.stt_deepgram:DeepgramSTT")
 register("llm", "llamacpp", "voice_agent.services.llm_llamacpp:LlamaCppLLM")
 register("llm", "openai", "voice_agent.services.llm_openai:OpenAICompatibleLLM")
 register("tts", "piper", "voice_agent.services.tts_piper:PiperTTS")
