@@ -13,6 +13,8 @@ from __future__ import annotations
 class Activity:
     def __init__(self) -> None:
         self._busy: set[str] = set()
+        self._silent: set[object] = set()
+        """Replies started whose first audio is not made yet: someone waits in silence."""
 
     def set_busy(self, session: str, busy: bool) -> None:
         """``session`` is in a turn (the user speaks, or the agent thinks or speaks) or not."""
@@ -28,3 +30,14 @@ class Activity:
     def others(self, session: str) -> int:
         """Sessions other than ``session`` in a turn now."""
         return len(self._busy - {session})
+
+    def reply_silent(self, reply: object, silent: bool) -> None:
+        """``reply`` has no audio yet (its listener waits in silence), or has some now."""
+        if silent:
+            self._silent.add(reply)
+        else:
+            self._silent.discard(reply)
+
+    def silent_replies(self, but: object = None) -> int:
+        """Replies that have no audio yet, other than ``but``."""
+        return len(self._silent - {but})
