@@ -356,3 +356,50 @@ async def test_without_provider_endpointing_the_vad_decides(fake: FakeDeepgram) 
     await pushed.until(lambda p: p.final is not None)
     assert ends == [] and "endpointing" not in fake.connections[-1].query
     await stream.aclose()
+
+
+# -- through the real turn-taking (fake VAD, LLM and TTS; Deepgram over loopback) ---------------------
+
+def pipeline_services(fake: FakeDeepgram, **stt: object):
+    from tests.helpers.fakes import FakeLLM, FakeTTS, FakeVADFactory
+    from voice_agent.services.factory import Services
+    return Services(stt=DeepgramSTT(config(fake, **stt)), llm=FakeLLM(), tts=FakeTTS(),
+                    vad=FakeVADFactory())
+
+
+async def test_a_spoken_question_is_heard_by_deepgram_and_answered(fake: FakeDeepgram) -> None:
+    from tests.helpers.fakes import speech
+    from tests.helpers.turns import Harness, config as turn_config
+    from voice_agent.core.events import TranscriptEvent
+    async with Harness(turn_config(), services=pipeline_services(fake)) as h:
+        audio = speech("what is the capital of france")  # FakeVAD hears it; Deepgram's words
+        for piece in np.array_split(audio, 20):  # as it arrives, so Deepgram's interims do too
+            await h.push(piece)
+            await asyncio.sleep(0.01)
+        await h.pause(700)
+        replies = await h.answered(1)
+        assert h.finals() == [WORDS]
+        assert replies[0].text == f"You asked: {WORDS}."
+        assert any(not e.final for e in h.of(TranscriptEvent))  # Deepgram's interims shown
+        conn = fake.connections[-1]
+        assert conn.auth == f"Token {KEY}" and conn.control[-2:] == ["Finalize", "CloseStream"]
+        assert conn.audio_bytes >= 2 * len(speech("what is the capital of france"))
+
+
+async def test_a_stream_that_drops_is_apologised_for_and_the_next_turn_works(
+        fake: FakeDeepgram) -> None:
+    from tests.helpers.turns import Harness, config as turn_config
+    from voice_agent.pipeline.replies import APOLOGY
+    from voice_agent.pipeline.turn import TurnState
+    fake.reset(key=KEY, drop_after_s=0.3, drops=-1)
+    async with Harness(turn_config(), services=pipeline_services(fake)) as h:
+        await h.say("what is the capital of france")
+        await h.until(lambda: APOLOGY in h.tts.spoken, "the apology")
+        assert h.errors() == ["provider_error"]
+        h.sink.play_out()
+        await h.until(lambda: h.state is TurnState.LISTENING, "listening again")
+        fake.reset(key=KEY, words=["are", "you", "there"])
+        before = len(h.replies())  # the apology is no reply of its own
+        await h.say("are you there")
+        replies = await h.answered(before + 1)
+        assert h.finals()[-1] == "are you there" and replies[-1].text == "You asked: are you there."
