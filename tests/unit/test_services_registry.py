@@ -49,9 +49,9 @@ def fake_llm() -> Iterator[str]:
 
 
 def test_the_built_in_names() -> None:
-    assert registry.names("stt") == ("deepgram", "whisper")
-    assert registry.names("llm") == ("llamacpp", "openai")
-    assert registry.names("tts") == ("elevenlabs", "espeak", "piper")
+    assert registry.names("stt") == ("deepgram", "openai", "whisper")
+    assert registry.names("llm") == ("groq", "llamacpp", "openai")
+    assert registry.names("tts") == ("elevenlabs", "espeak", "openai", "piper")
     assert registry.names("vad") == ("silero",)
 
 

@@ -238,3 +238,6 @@ register("tts", "espeak", "voice_agent.services.tts_espeak:EspeakTTS")
 register("vad", "silero", "voice_agent.services.vad_silero:SileroVADFactory")
 # Cloud text to speech, Groq and OpenAI-compatible audio servers (docs/providers.md).
 register("tts", "elevenlabs", "voice_agent.services.tts_elevenlabs:ElevenLabsTTS")
+register("tts", "openai", "voice_agent.services.openai_audio:OpenAICompatibleTTS")
+register("llm", "groq", "voice_agent.services.llm_groq:GroqLLM")
+register("stt", "openai", "voice_agent.services.openai_audio:OpenAICompatibleSTT")
