@@ -252,3 +252,34 @@ async def test_a_failure_after_audio_went_out_is_not_hidden_by_the_fallback(fake
     fake.drop_after_chunks = 1
     with pytest.raises(ProviderError, match="dropped"):
         await collect(tts)
+
+
+def test_health_shows_the_fallback_and_config_hides_the_key(fake) -> None:
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from voice_agent.server.app import create_app
+    from voice_agent.services.factory import Services
+
+    config = load_config(voice={"provider": "elevenlabs", "api_key": KEY,
+                                "base_url": fake.base_url, "fallback": "local"})
+    tts = registry.create("tts", config)
+    app = create_app(config)
+    reg = app.state.registry
+    reg.services = Services(stt=SimpleNamespace(name="whisper"), llm=SimpleNamespace(name="llamacpp"),
+                            tts=tts, vad=SimpleNamespace(name="silero"))  # type: ignore[arg-type]
+    reg.services_ready = True
+    client = TestClient(app, base_url="http://localhost")  # no lifespan: nothing loads
+    body = client.get("/v3/health").json()
+    assert body["status"] == "ok" and body["models"]["tts"]["name"] == "elevenlabs"
+    assert body["models"]["tts"]["fallback"]["active"] is False
+    assert "fallback" not in body["models"]["llm"]
+    tts.fallback._enter(ProviderError("elevenlabs", "the API key was rejected"))
+    body = client.get("/v3/health").json()
+    assert body["status"] == "degraded"
+    assert body["models"]["tts"]["fallback"] | {"active_for_s": 0} == {
+        "provider": "piper", "active": True, "reason": "elevenlabs: the API key was rejected",
+        "active_for_s": 0, "local_calls": 0}
+    dump = client.get("/v3/config").text
+    assert KEY not in dump and '"api_key":"**********"' in dump.replace(" ", "")

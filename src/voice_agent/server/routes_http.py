@@ -73,6 +73,11 @@ def _models(registry: AppRegistry) -> dict[str, dict[str, Any]]:
         name = getattr(service, "name", None) if service is not None else None
         out[role] = {"loaded": registry.services_ready and service is not None,
                      "name": name if isinstance(name, str) else type(service).__name__}
+        # A cloud provider speaking through its local fallback (voice.fallback = "local").
+        fallback_status = getattr(getattr(service, "fallback", None), "status", None)
+        fallback = fallback_status() if callable(fallback_status) else None
+        if isinstance(fallback, dict):
+            out[role]["fallback"] = fallback
     return out
 
 
@@ -85,7 +90,8 @@ async def health(request: Request) -> JSONResponse:
         status = "error"
     elif not registry.services_ready:
         status = "loading"
-    elif all(m["loaded"] for m in models.values()) and not stalled:
+    elif (all(m["loaded"] for m in models.values()) and not stalled
+          and not any(m.get("fallback", {}).get("active") for m in models.values())):
         status = "ok"
     else:
         status = "degraded"
