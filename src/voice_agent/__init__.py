@@ -9,3 +9,12 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # ``import voice_agent; @voice_agent.tool``: loaded on first use, so that importing the
+    # package stays as light as it was.
+    if name == "tool":
+        from .tools import tool
+        return tool
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

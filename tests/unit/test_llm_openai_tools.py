@@ -106,11 +106,44 @@ async def test_tool_messages_go_out_in_the_openai_format(fake: FakeOpenAI,
     assert sent[3] == {"role": "tool", "content": '{"temp_c": 21}', "tool_call_id": "call_abc"}
 
 
-async def test_llamacpp_refuses_tools_clearly_without_touching_the_model() -> None:
-    llm = LlamaCppLLM(load_config())  # not loaded: the refusal comes first
-    with pytest.raises(ProviderError, match="not supported") as err:
-        [item async for item in llm.stream(ASK, tools=[WEATHER])]
-    assert err.value.retryable is False
+class _FakeLlamaServer:
+    """xllamacpp.Server's chat call: records the request, streams the scripted chunks."""
+
+    def __init__(self, deltas: list[dict]) -> None:
+        self.deltas, self.requests = deltas, []
+
+    def handle_chat_completions(self, request: dict, on_chunk) -> None:
+        self.requests.append(request)
+        for delta in self.deltas:
+            if on_chunk({"choices": [{"index": 0, "delta": delta}]}):
+                return
+
+
+async def _llamacpp(deltas: list[dict], **kwargs: object) -> tuple[list[LLMStreamItem], dict]:
+    llm = LlamaCppLLM(load_config())
+    llm._server = server = _FakeLlamaServer(deltas)  # type: ignore[assignment]
+    items = [item async for item in llm.stream(ASK, **kwargs)]  # type: ignore[arg-type]
+    return items, server.requests[-1]
+
+
+async def test_llamacpp_sends_tools_and_reads_the_calls_the_model_wrote_as_text() -> None:
+    # The packaged Qwen copies its template's doubled braces; llama.cpp passes that on as text.
+    pieces = ['{{', '"name": "get_weather", ', '"arguments": {"city": ', '"Paris"}}', '}}']
+    items, request = await _llamacpp([{"content": p} for p in pieces], tools=[WEATHER])
+    assert request["tools"] == [WEATHER]
+    assert len(items) == 1 and isinstance(items[0], ToolCall)
+    assert (items[0].name, json.loads(items[0].arguments)) == ("get_weather", {"city": "Paris"})
+    items, request = await _llamacpp([{"content": "Sunny"}, {"content": "."}])
+    assert items == ["Sunny", "."] and "tools" not in request  # no tools: text as it comes
+
+
+async def test_llamacpp_yields_the_calls_llama_cpp_parsed_after_the_text() -> None:
+    deltas = [{"content": "Checking."},
+              {"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+                               "function": {"name": "get_weather", "arguments": '{"ci'}}]},
+              {"tool_calls": [{"index": 0, "function": {"arguments": 'ty": "Oslo"}'}}]}]
+    items, _ = await _llamacpp(deltas, tools=[WEATHER])
+    assert items == ["Checking.", ToolCall("c1", "get_weather", '{"city": "Oslo"}')]
 
 
 def test_llamacpp_prefills_tool_messages_through_the_template() -> None:

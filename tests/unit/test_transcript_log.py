@@ -79,3 +79,15 @@ def test_error_flood_is_capped_and_disk_errors_never_raise(tmp_path: Path,
     broken = TranscriptLog(blocked / "sub", uuid.uuid4().hex)  # cannot make the folder
     broken.start(transport="webrtc", mode="naive")
     broken.end(code=1000, reason="")
+
+
+def test_tool_calls_are_recorded_with_their_result_and_latency(tmp_path: Path) -> None:
+    from voice_agent.tools import ToolCallEvent
+    log = TranscriptLog(tmp_path, uuid.uuid4().hex)
+    log.event(ToolCallEvent("door_code", "{}", "4 7 1 9", True, 12.3))
+    log.event(ToolCallEvent("weather", '{"city": "X"}', "Error: boom", False, 4.0))
+    records = lines(log.path)
+    assert records[0] | {"time": 0} == {"time": 0, "type": "tool_call", "name": "door_code",
+                                        "arguments": "{}", "result": "4 7 1 9", "ok": True,
+                                        "latency_ms": 12.3}
+    assert records[1]["ok"] is False and records[1]["result"] == "Error: boom"

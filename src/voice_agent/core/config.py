@@ -203,6 +203,10 @@ class STTConfig(_Section):
     provider_endpointing: bool = False
     """Cloud STT: ask the provider for its own end-of-speech signals (Deepgram: endpointing at
     end_of_turn_silence_ms, utterance_end_ms) and pass them on; the VAD ends turns otherwise."""
+    fallback: Literal["none", "local"] = "none"
+    """local: while the cloud STT fails (down, dropped, rejected key, open circuit), Whisper
+    (``model`` above, loaded at start-up) transcribes instead, logged and shown in
+    /v3/health; the cloud is tried again after recovery.reset_timeout_s (at least 5 s)."""
 
     @field_validator("api_key")
     @classmethod
@@ -233,6 +237,39 @@ class RecoveryConfig(_Section):
     reset_timeout_s: float = Field(1.0, gt=0.0, le=600.0)
     """How long an open circuit refuses calls before one trial call is let through, so a
     provider that comes back is used again within this time."""
+
+
+class ToolsConfig(_Section):
+    """Functions the model may call (docs/tools.md)."""
+
+    modules: list[str] = Field(default_factory=list)
+    """Python modules to import (importable names, e.g. ``["my_tools"]``; env
+    ``VOICE_AGENT_TOOLS__MODULES='["my_tools"]'``): each ``@voice_agent.tool`` function in them
+    is a tool. A module that fails to import is a configuration error at start-up."""
+    builtin: bool = False
+    """Offer the built-in tools too: the current time and the current date. Off by default:
+    any tool puts the tool descriptions in every prompt (~230 more tokens for the two) and the
+    local model's replies then go through its tool template. No tool at all (builtin off, no
+    modules): the model is sent no tools, and nothing changes."""
+    timeout_s: float = Field(10.0, gt=0.0, le=600.0)
+    """The longest a tool may run; then the model is told it did not answer."""
+    filler_after_s: float = Field(0.8, ge=0.0, le=60.0)
+    """A tool still running this long after the model called it, with nothing said yet: the
+    agent says ``filler`` meanwhile."""
+    filler: str = "One moment."
+    apology: str = "Sorry, I couldn't get that information right now."
+    """Said when a tool failed and the model could not say so itself."""
+    max_rounds: int = Field(1, ge=1, le=10)
+    """Rounds of tool calls in one reply. After the last round the model is asked again
+    without tools, for the spoken answer: the local 1.5B model, still offered them, calls the
+    same tool again instead of answering. Raise it for providers that chain calls well."""
+
+    @field_validator("modules")
+    @classmethod
+    def _importable(cls, v: list[str]) -> list[str]:
+        from voice_agent.tools.registry import import_tool_modules  # pulls in the user's code
+        import_tool_modules(v)  # ToolError (a ValueError's message) names the module
+        return v
 
 
 class PipelineConfig(_Section):
@@ -379,6 +416,7 @@ class V3Config(BaseSettings):
     stt: STTConfig = Field(default_factory=STTConfig)
     webrtc: WebRTCConfig = Field(default_factory=WebRTCConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
     recovery: RecoveryConfig = Field(default_factory=RecoveryConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth_token: SecretStr | None = None

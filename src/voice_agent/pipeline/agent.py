@@ -35,6 +35,7 @@ from .backchannel import Backchannels
 from .end_of_turn import EndOfTurnRule
 from .replies import Replies
 from .reply import ReplySpeaker
+from ..tools import ToolRegistry
 from .sink import AudioSink
 from .turn import TurnCoordinator, TurnState
 from .turn_detector import TurnDetector, TurnEvent, TurnOptions
@@ -77,7 +78,8 @@ class VoicePipeline:
                                      max_tokens=config.ai.max_tokens, timeout_s=config.ai.timeout_s,
                                      streaming=self._streaming,
                                      first_piece_max_words=config.pipeline.first_piece_max_words,
-                                     conversation=session_id or None)
+                                     conversation=session_id or None,
+                                     tools=ToolRegistry.from_config(config.tools))
         self.coordinator = TurnCoordinator(
             self.conversation, session_id=session_id, prefill=config.ai.prefill_while_speaking,
             backchannels=Backchannels(config.pipeline.backchannels),

@@ -35,6 +35,17 @@ class TurnMetrics:
     """Times the reply's audio ran dry while more of it was still being made: a silence the
     listener hears that is not in the voice (the next piece was late)."""
     playback_gap_max_ms: float = 0.0
+    tool_calls: int = 0
+    """Tool calls the model made in this reply (docs/tools.md)."""
+    tool_errors: int = 0
+    """Of those, the ones that failed (raised, timed out, bad arguments, unknown tool)."""
+    tool_ms: float = 0.0
+    """The time spent running tools, all calls together."""
+
+    def add_tool_call(self, ms: float, *, ok: bool = True) -> None:
+        self.tool_calls += 1
+        self.tool_errors += 0 if ok else 1
+        self.tool_ms += ms
 
     def mark(self, stage: str, at: float | None = None) -> None:
         assert stage in STAGES, stage
@@ -67,6 +78,9 @@ class TurnMetrics:
             "interrupted": self.interrupted,
             "playback_gaps": self.playback_gaps,
             "playback_gap_max_ms": round(self.playback_gap_max_ms, 1),
+            "tool_calls": self.tool_calls,
+            "tool_errors": self.tool_errors,
+            "tool_ms": round(self.tool_ms, 1),
             # spans between consecutive stages
             "end_of_turn_delay_ms": self._span("speech_end", "end_of_turn"),
             "stt_ms": self._span("end_of_turn", "transcript_final"),

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.events import EventSink, ResponseEvent
 from ..core.recovery import ErrorRecoveryManager
+from ..core.messages import ASSISTANT, TOOL, ToolCall
 from ..services.base import ChatMessage, LLMService, TTSService
 from ..services.priority_lock import NORMAL, URGENT, urgent_as
 from .chunker import SentenceChunker
@@ -16,6 +17,9 @@ from .metrics import TurnMetrics
 from .silence import ends_sentence, trim_silence
 from .speakable import speakable
 from .sink import AudioSink
+
+if TYPE_CHECKING:
+    from ..tools import ToolRegistry, ToolResult
 
 LOW_WATER_S = 1.0
 """When less audio than this is left to play and no piece is being synthesised, the words written
@@ -45,6 +49,12 @@ class ReplyState:
     """The reply's audio was released to a sink that plays in real time (it queued audio)."""
     synthesizing: bool = False
     """A piece is being made into audio now: more audio is on its way, no cut is needed yet."""
+    tool_messages: list[ChatMessage] = field(default_factory=list)
+    """The tool exchange of this reply (assistant calls, tool results), in order: what the
+    model read before its final answer."""
+    tool_results: list[ToolResult] = field(default_factory=list)
+    tools_shown: int = 0
+    """How many of ``tool_results`` were shown (a ``tool_call`` event each)."""
 
     def spoken_text(self, played_s: float) -> str:
         """Text heard by the user when ``played_s`` seconds of the reply's audio were played."""
@@ -74,7 +84,8 @@ class ReplySpeaker:
     def __init__(self, llm: LLMService, tts: TTSService, sink: AudioSink, emit: EventSink,
                  recovery: ErrorRecoveryManager, *, max_tokens: int, timeout_s: float,
                  streaming: bool = True, first_piece_max_words: int = 0,
-                 low_water_s: float = LOW_WATER_S, conversation: str | None = None) -> None:
+                 low_water_s: float = LOW_WATER_S, conversation: str | None = None,
+                 tools: ToolRegistry | None = None) -> None:
         self.llm, self.tts, self.sink, self.emit = llm, tts, sink, emit
         # Passed on only when set: wrappers around an LLM (tests) may not take the keyword.
         self._conversation: dict[str, Any] = {"conversation": conversation} if conversation else {}
@@ -87,6 +98,8 @@ class ReplySpeaker:
         self.first_piece_max_words = first_piece_max_words
         self.low_water_s = low_water_s
         """0 turns the cut for audio about to run dry off."""
+        self.tools = tools if tools else None
+        """The tools offered to the model (None or empty: none is sent)."""
 
     async def run(self, messages: list[ChatMessage], state: ReplyState, metrics: TurnMetrics,
                   *, on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event,
@@ -110,6 +123,8 @@ class ReplySpeaker:
             await thinker
             await pieces.put(None)
             await speaker
+            if gate.is_set():
+                await _show_tools(state, emit)
         finally:
             for task in (thinker, speaker):
                 task.cancel()
@@ -118,36 +133,133 @@ class ReplySpeaker:
     async def _think(self, messages: list[ChatMessage], pieces: asyncio.Queue[str | None],
                      state: ReplyState, metrics: TurnMetrics, gate: asyncio.Event,
                      sink: AudioSink, emit: EventSink) -> None:
+        """The reply's text into ``pieces``. With tools: the calls the model makes are run
+        (a filler said if one takes long and nothing was said yet), their results appended,
+        and the model asked again, up to ``tools.max_rounds`` rounds; the last time without
+        tools, so that it answers."""
+        tools = self.tools
+        history = list(messages)
+        rounds = 0
         async with self.llm.reserve(**self._conversation):  # a free slot; not provider time
             cut = 0 if self.llm.waiting else self.first_piece_max_words
             chunker = SentenceChunker(first_piece_max_words=cut)
-            stream = self.recovery.guard_stream(
-                self.llm.name, lambda: self.llm.stream(messages, max_tokens=self.max_tokens,
-                                                       **self._conversation),
-                first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
-            try:
-                async for token in stream:
-                    if not isinstance(token, str):
-                        continue  # a tool call: the tools issue acts on them; text only here
-                    metrics.mark("llm_first_token")
-                    state.text += token
-                    if not self.streaming:
-                        continue
-                    if gate.is_set():  # interim events carry the whole text so far
-                        await emit(ResponseEvent(state.text, final=False))
-                    out = chunker.push(token)
-                    if not out and (words := self._words_to_cut(pieces, state, sink)):
-                        out = [p] if (p := chunker.cut_words(words)) else []
-                    for piece in out:
-                        metrics.mark("first_sentence")
-                        await pieces.put(piece)
-            finally:
-                await stream.aclose()  # type: ignore[attr-defined]
+            while True:
+                offer = (tools.schemas() if tools is not None and rounds < tools.max_rounds
+                         else None)
+                before = len(state.text)
+                try:
+                    calls = await self._stream_once(history, offer, chunker, pieces, state,
+                                                    metrics, gate, sink, emit)
+                except (asyncio.CancelledError, KeyboardInterrupt):
+                    raise
+                except Exception:
+                    if not rounds or tools is None:
+                        raise
+                    # The tools ran but the model failed to answer with their results.
+                    calls = []
+                    await self._say(tools.apology, pieces, state, metrics, gate, emit)
+                if not calls or tools is None or offer is None:
+                    if rounds and tools is not None and not state.text[before:].strip():
+                        await self._say(tools.apology, pieces, state, metrics, gate, emit)
+                    break
+                rounds += 1
+                if self.streaming and (rest := chunker.flush()):
+                    await pieces.put(rest)  # the words before the call are said now
+                said = state.text[before:].strip()
+                results = await self._run_tools(calls, tools, pieces, state, metrics, gate,
+                                                emit)
+                exchange = [ChatMessage(ASSISTANT, said, tool_calls=calls),
+                            *(ChatMessage(TOOL, r.content, tool_call_id=r.call.id,
+                                          name=r.call.name) for r in results)]
+                state.tool_messages += exchange
+                history += exchange
         metrics.mark("reply_done")
         rest = chunker.flush() if self.streaming else SentenceChunker().flush_all(state.text)
         if rest:
             metrics.mark("first_sentence")
             await pieces.put(rest)
+
+    async def _stream_once(self, messages: list[ChatMessage], tools: list[dict[str, Any]] | None,
+                           chunker: SentenceChunker, pieces: asyncio.Queue[str | None],
+                           state: ReplyState, metrics: TurnMetrics, gate: asyncio.Event,
+                           sink: AudioSink, emit: EventSink) -> list[ToolCall]:
+        """One model call: its text spoken as it comes; the tool calls it made returned."""
+        kwargs: dict[str, Any] = dict(self._conversation)
+        if tools:  # only then: wrappers around an LLM (tests) may not take the keyword
+            kwargs["tools"] = tools
+        stream = self.recovery.guard_stream(
+            self.llm.name, lambda: self.llm.stream(messages, max_tokens=self.max_tokens,
+                                                   **kwargs),
+            first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
+        calls: list[ToolCall] = []
+        first = True
+        try:
+            async for token in stream:
+                metrics.mark("llm_first_token")
+                if isinstance(token, ToolCall):
+                    calls.append(token)
+                    continue
+                if not isinstance(token, str):
+                    continue
+                if (first and state.text and not state.text[-1].isspace() and token
+                        and not token[0].isspace()):
+                    token = " " + token  # a round after a tool call starts a new sentence
+                first = False
+                state.text += token
+                if not self.streaming:
+                    continue
+                if gate.is_set():  # interim events carry the whole text so far
+                    await emit(ResponseEvent(state.text, final=False))
+                    await _show_tools(state, emit)
+                out = chunker.push(token)
+                if not out and (words := self._words_to_cut(pieces, state, sink)):
+                    out = [p] if (p := chunker.cut_words(words)) else []
+                for piece in out:
+                    metrics.mark("first_sentence")
+                    await pieces.put(piece)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        return calls
+
+    async def _say(self, text: str, pieces: asyncio.Queue[str | None], state: ReplyState,
+                   metrics: TurnMetrics, gate: asyncio.Event, emit: EventSink) -> None:
+        """A fixed line (the filler, the apology) said as part of the reply."""
+        state.text = f"{state.text.rstrip()} {text}".lstrip() + " "
+        if not self.streaming:
+            return  # the whole text is said at the end
+        metrics.mark("first_sentence")
+        await pieces.put(text)
+        if gate.is_set():
+            await emit(ResponseEvent(state.text, final=False))
+
+    async def _run_tools(self, calls: list[ToolCall], tools: ToolRegistry,
+                         pieces: asyncio.Queue[str | None], state: ReplyState,
+                         metrics: TurnMetrics, gate: asyncio.Event,
+                         emit: EventSink) -> list[ToolResult]:
+        """Run the calls one after another (a barge-in cancels the one running); a filler
+        is said if they take longer than ``filler_after_s`` and nothing was said yet."""
+        from ..tools import run_tool
+
+        async def filler() -> None:
+            await asyncio.sleep(tools.filler_after_s)
+            await self._say(tools.filler, pieces, state, metrics, gate, emit)
+
+        waiting = (asyncio.create_task(filler(), name="reply-tool-filler")
+                   if tools.filler and not state.text.strip() and self.streaming else None)
+        results = []
+        try:
+            for call in calls:
+                result = await run_tool(tools, call)
+                results.append(result)
+                state.tool_results.append(result)
+                metrics.add_tool_call(result.latency_s * 1000, ok=result.ok)
+                if gate.is_set():
+                    await _show_tools(state, emit)
+        finally:
+            if waiting is not None:
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+        return results
 
     def _words_to_cut(self, pieces: asyncio.Queue[str | None], state: ReplyState,
                       sink: AudioSink) -> int:
@@ -198,6 +310,16 @@ class ReplySpeaker:
                 await stream.aclose()  # type: ignore[attr-defined]
             state.pieces.append(SpokenPiece(text, start, state.audio_queued_s))
             mid_sentence = not ends
+
+
+async def _show_tools(state: ReplyState, emit: EventSink) -> None:
+    """A ``tool_call`` event for each tool result not shown yet."""
+    from ..tools import ToolCallEvent
+    while state.tools_shown < len(state.tool_results):
+        r = state.tool_results[state.tools_shown]
+        state.tools_shown += 1
+        await emit(ToolCallEvent(r.call.name, r.call.arguments, r.content, r.ok,  # type: ignore[arg-type]
+                                 round(r.latency_s * 1000, 1)))
 
 
 async def _next_piece_written(pieces: asyncio.Queue[str | None], poll_s: float = 0.02) -> None:

@@ -1,8 +1,8 @@
 """Every conversation on disk as it happens: one JSON-lines file per session.
 
 ``<transcripts_dir>/<session_id>.jsonl`` gets a record for the session start, each final user
-transcript, each agent reply (with what was actually spoken), each turn's metrics, errors and
-the session end. Each record is one small synchronous append that is flushed at once, so a
+transcript, each tool call (name, arguments, result, ok, latency), each agent reply (with what
+was actually spoken), each turn's metrics, errors and the session end. Each record is one small synchronous append that is flushed at once, so a
 crash of the server or a client that drops loses nothing already said; the file is fsynced (in
 a worker thread, off the event loop) at the end of every turn and at the session end.
 """
@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from ..core.events import (ErrorEvent, MetricsEvent, PipelineEvent, ResponseEvent,
                            TranscriptEvent)
+from ..tools.events import ToolCallEvent
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,10 @@ class TranscriptLog:
             self._fsync_soon()
         elif isinstance(event, ErrorEvent):
             self.error(event.code, event.message, fatal=event.fatal)
+        elif isinstance(event, ToolCallEvent):
+            self._write({"type": "tool_call", "name": event.name, "arguments": event.arguments,
+                         "result": event.result, "ok": event.ok,
+                         "latency_ms": event.latency_ms})
 
     def error(self, code: str, message: str, *, fatal: bool = False) -> None:
         self._errors += 1

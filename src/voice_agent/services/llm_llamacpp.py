@@ -38,11 +38,12 @@ from typing import TYPE_CHECKING, Any
 
 from voice_agent.core.config import V3Config
 from voice_agent.core.errors import ProviderError
-from voice_agent.core.messages import ChatMessage, LLMStreamItem
+from voice_agent.core.messages import ChatMessage, LLMStreamItem, ToolCall
 from voice_agent.core.priority import lower_thread_priority
 from voice_agent.services.base import LLMService
 from voice_agent.services.llm_slots import SlotHold, SlotTable
 from voice_agent.services.models import model_path
+from voice_agent.services.tool_text import ToolCallText
 
 if TYPE_CHECKING:
     import xllamacpp
@@ -265,9 +266,9 @@ class LlamaCppLLM(LLMService):
 
     # -- generation ---------------------------------------------------------------------------
 
-    def _request(self, messages: list[ChatMessage], max_tokens: int, slot: int
-                 ) -> dict[str, Any]:
-        return {
+    def _request(self, messages: list[ChatMessage], max_tokens: int, slot: int,
+                 tools: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+        request = {
             "messages": [m.as_dict() for m in messages],
             "stream": True,
             "max_tokens": max_tokens,
@@ -275,11 +276,17 @@ class LlamaCppLLM(LLMService):
             "cache_prompt": True,
             "id_slot": slot,
         }
+        if tools:  # the template renders them; llama.cpp parses the calls it recognises
+            request["tools"] = [dict(tool) for tool in tools]
+        return request
 
     def _generate(self, messages: list[ChatMessage], max_tokens: int, stop: _StopEvent,
-                  emit: Callable[[str], None]) -> None:
+                  emit: Callable[[str], None],
+                  tools: Sequence[Mapping[str, Any]] | None = None,
+                  tool_calls: list[dict[str, Any]] | None = None) -> None:
         """Blocking: run one reply in ``stop.slot``, calling ``emit(text)`` per piece, until
-        done or ``stop``."""
+        done or ``stop``. With ``tools``, the fragments of the calls llama.cpp parsed are
+        appended to ``tool_calls``."""
         slot = stop.slot
         stats = GenerationStats(slot=slot)
         errors: list[str] = []
@@ -293,7 +300,13 @@ class LlamaCppLLM(LLMService):
                 errors.append(err.get("message", str(err)) if isinstance(err, dict) else str(err))
                 return True
             for choice in chunk.get("choices", ()):
-                piece = (choice.get("delta") or {}).get("content")
+                delta = choice.get("delta") or {}
+                if tool_calls is not None and isinstance(delta.get("tool_calls"), list):
+                    tool_calls.extend(delta["tool_calls"])
+                    if stats.first_token_s is None:
+                        stats.first_token_s = time.perf_counter() - t0
+                        self.slots.started(slot)
+                piece = delta.get("content")
                 if piece:
                     if stats.first_token_s is None:
                         stats.first_token_s = time.perf_counter() - t0
@@ -312,7 +325,8 @@ class LlamaCppLLM(LLMService):
         if server is None:
             raise ProviderError(self.name, "model not loaded", retryable=False)
         try:
-            server.handle_chat_completions(self._request(messages, max_tokens, slot), on_chunk)
+            server.handle_chat_completions(self._request(messages, max_tokens, slot, tools),
+                                           on_chunk)
         except Exception as exc:
             raise ProviderError(self.name, f"generation failed: {exc}") from exc
         finally:
@@ -452,17 +466,16 @@ class LlamaCppLLM(LLMService):
                      tools: Sequence[Mapping[str, Any]] | None = None,
                      conversation: str | None = None) -> AsyncIterator[LLMStreamItem]:
         """Messages with tool roles go to the GGUF's own chat template (``use_jinja``), which
-        renders tool calls and results as the model was trained to read them. Tools themselves
-        are refused for now: parsing llama.cpp's tool-call output is a later issue, and
-        ignoring them silently would leave a caller waiting for calls that never come.
+        renders tool calls and results as the model was trained to read them, and so do
+        ``tools``. Calls come as OpenAI ``tool_calls`` when llama.cpp parsed them, else as the
+        model wrote them in its text (``tool_text``): both are yielded whole after the text.
+        A reply that starts with a call is held back until the end (it is no speech).
 
         Inside :meth:`reserve` the reply uses the slot reserved there (whose conversation
         counts); otherwise it waits for ``conversation``'s slot itself."""
-        if tools:
-            raise ProviderError(self.name, "tool calling is not supported by the llamacpp "
-                                "provider yet; use ai.provider = \"openai\" for tools",
-                                retryable=False)
         loop = asyncio.get_running_loop()
+        fragments: list[dict[str, Any]] | None = [] if tools else None
+        text_calls = ToolCallText(_tool_names(tools)) if tools else None
         queue: asyncio.Queue[str | BaseException | _Done] = asyncio.Queue()
         limit = max_tokens or self._config.ai.max_tokens
         reserved = _held.get()
@@ -481,7 +494,7 @@ class LlamaCppLLM(LLMService):
         def work() -> None:
             lower_thread_priority(self._config.server.model_threads_nice)
             try:
-                self._generate(messages, limit, stop, put)
+                self._generate(messages, limit, stop, put, tools, fragments)
             except BaseException as exc:  # handed to the consumer, which re-raises
                 put(exc)
             finally:
@@ -494,15 +507,43 @@ class LlamaCppLLM(LLMService):
             while True:
                 item = await queue.get()
                 if isinstance(item, _Done):
-                    return
+                    break
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                if text_calls is None:
+                    yield item
+                elif text := text_calls.push(item):
+                    yield text
+            if text_calls is not None:
+                calls, rest = text_calls.finish()
+                if rest:
+                    yield rest
+                for call in [*_parsed_calls(fragments or [], self.name), *calls]:
+                    yield call
         finally:
             # Closing or cancelling the consumer lands here: the callback sees the flag on the
             # next token (~60 ms on 2 cores) and llama.cpp returns, freeing the slot.
             stop.set()
             hold.done()
+
+
+def _tool_names(tools: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    names = []
+    for tool in tools or ():
+        function = tool.get("function")
+        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            names.append(function["name"])
+    return names
+
+
+def _parsed_calls(fragments: list[dict[str, Any]], provider: str) -> list[ToolCall]:
+    """The calls llama.cpp parsed, from their streamed fragments (OpenAI's format)."""
+    if not fragments:
+        return []
+    from voice_agent.services.llm_openai import _ToolCalls  # the same assembly, one place
+    calls = _ToolCalls()
+    calls.add(fragments)
+    return calls.complete(provider)
 
 
 class _StopEvent(threading.Event):
