@@ -283,3 +283,69 @@ def test_health_shows_the_fallback_and_config_hides_the_key(fake) -> None:
         "active_for_s": 0, "local_calls": 0}
     dump = client.get("/v3/config").text
     assert KEY not in dump and '"api_key":"**********"' in dump.replace(" ", "")
+
+
+class _Recorder(list):
+    async def __call__(self, event: object) -> None:
+        self.append(event)
+
+
+async def _typed_turn(fake: FakeElevenLabs, text: str, **voice: object):
+    """One typed turn through the real pipeline: fake LLM (tests/helpers/fakes.py), ElevenLabs
+    TTS against the loopback fake, a buffer sink."""
+    from tests.helpers.fakes import fake_services
+    from voice_agent.core.events import ErrorEvent
+    from voice_agent.pipeline.agent import VoicePipeline
+    from voice_agent.pipeline.sink import BufferSink
+
+    config = load_config(voice={"provider": "elevenlabs", "api_key": KEY, "base_url": fake.base_url,
+                                "timeout_s": 2.0, **voice},
+                         recovery={"attempts": 2, "base_delay_s": 0.0, "max_delay_s": 0.0})
+    services = fake_services()
+    services.tts = registry.create("tts", config)
+    rec, sink = _Recorder(), BufferSink()
+    pipeline = VoicePipeline(services, config, emit=rec, sink=sink)
+    try:
+        await pipeline.push_text(text)
+        await pipeline.drain()
+    finally:
+        await pipeline.close()
+    return sink, [e for e in rec if isinstance(e, ErrorEvent)], pipeline
+
+
+async def test_a_reply_is_spoken_through_elevenlabs_in_the_pipeline(fake) -> None:
+    sink, errors, _ = await _typed_turn(fake, "what is the capital of france")
+    assert errors == []
+    audio = sink.audio()
+    assert len(audio[0]) > 1000 and fake.sockets  # the reply's audio came from the fake
+    spoken = " ".join(m["text"] for s in fake.sockets for m in s["messages"][1:-1]).strip()
+    assert spoken.startswith("You asked:")
+
+
+async def test_a_drop_before_the_first_audio_is_retried_by_the_pipeline(fake) -> None:
+    fake.drop_after_chunks = 0  # every socket drops before its first audio...
+    calls = 0
+    original = fake._send_audio
+
+    async def recover_after_the_first(ws, record, text, rate):  # ...once
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            fake.drop_after_chunks = None
+        return await original(ws, record, text, rate)
+    fake._send_audio = recover_after_the_first  # type: ignore[method-assign]
+    try:
+        sink, errors, pipeline = await _typed_turn(fake, "hello")
+    finally:
+        fake._send_audio = original  # type: ignore[method-assign]
+    assert errors == [] and len(sink.audio()[0]) > 0
+    assert pipeline.recovery.breaker("elevenlabs").total_failures == 1
+
+
+async def test_a_rejected_key_in_a_turn_is_an_error_event_not_retried(fake) -> None:
+    fake.reject = "close"
+    sink, errors, pipeline = await _typed_turn(fake, "hello")
+    assert len(errors) == 1 and "API key was rejected" in errors[0].message
+    assert KEY not in errors[0].message
+    # One socket for the reply (not retried), one for the spoken apology (which fails too).
+    assert pipeline.recovery.breaker("elevenlabs").total_failures == 1
