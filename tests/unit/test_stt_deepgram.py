@@ -403,3 +403,119 @@ async def test_a_stream_that_drops_is_apologised_for_and_the_next_turn_works(
         await h.say("are you there")
         replies = await h.answered(before + 1)
         assert h.finals()[-1] == "are you there" and replies[-1].text == "You asked: are you there."
+
+
+# -- stt.fallback = "local": Whisper while Deepgram fails (a fake Whisper here: no model) -----------
+
+def with_fake_local(stt: DeepgramSTT):
+    from tests.helpers.fakes import FakeSTT
+    assert stt.fallback is not None
+    stt.fallback.local = FakeSTT()
+    return stt.fallback
+
+
+async def test_the_fallback_transcribes_locally_while_deepgram_is_down(
+        fake: FakeDeepgram, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.helpers.fakes import speech
+    from voice_agent.services.stt_stream import BufferedSTTStream
+    from voice_agent.services.stt_whisper import WhisperSTT
+    fake.reset(key=KEY, drop_after_s=0.2, drops=-1)
+    stt = DeepgramSTT(config(fake, fallback="local"))
+    assert isinstance(stt.fallback.local, WhisperSTT)  # built, not loaded, until load()
+    fallback = with_fake_local(stt)
+    pushed = Pushed()
+    stream = stt.create_stream(pushed, final_call=final_call(recovery(attempts=2)))
+    assert isinstance(stream, DeepgramStream)
+    stream.feed(speech("hello there"))
+    stream.finalize(stream.duration_s)
+    await pushed.until(lambda p: p.final is not None)
+    assert isinstance(pushed.final, SpeechResult) and pushed.final.text == "hello there"
+    assert fallback.status()["active"] and "connection to Deepgram lost" in fallback.reason
+    assert "transcribing with the local whisper" in caplog.text
+    await stream.aclose()
+    # While it holds, new utterances go to the local model from their start.
+    local = Pushed()
+    stream = stt.create_stream(local, final_call=final_call(recovery()))
+    assert isinstance(stream, BufferedSTTStream)
+    stream.feed(speech("are you there"))
+    stream.finalize(stream.duration_s)
+    await local.until(lambda p: p.final is not None)
+    assert local.final.text == "are you there" and fallback.status()["local_calls"] == 2
+    await stream.aclose()
+    # After the hold Deepgram gets the next utterance; its success ends the fallback.
+    fake.reset(key=KEY)
+    fallback.active_until = 0.0
+    back = Pushed()
+    stream = stt.create_stream(back)
+    assert isinstance(stream, DeepgramStream)
+    await feed(stream, 0.5)
+    stream.finalize(stream.duration_s)
+    await back.until(lambda p: p.final is not None)
+    assert back.final.text == WORDS and not fallback.status()["active"]
+    assert "deepgram is back" in caplog.text
+    await stream.aclose()
+
+
+async def test_the_fallback_takes_over_an_open_circuit_and_a_rejected_key(
+        fake: FakeDeepgram) -> None:
+    from tests.helpers.fakes import speech
+    stt = DeepgramSTT(config(fake, fallback="local", api_key="dg-wrong"))
+    fallback = with_fake_local(stt)
+    manager = recovery(attempts=1)
+    for _ in range(manager._failure_threshold):  # open Deepgram's circuit
+        manager.breaker("deepgram").record_failure()
+    pushed = Pushed()
+    stream = stt.create_stream(pushed, final_call=final_call(manager))
+    stream.feed(speech("hello there"))
+    stream.finalize(stream.duration_s)
+    await pushed.until(lambda p: p.final is not None)
+    assert pushed.final.text == "hello there" and fallback.active
+    assert "refused the API key" in fallback.reason or "circuit open" in fallback.reason
+    assert (await stt.transcribe(speech("are you there"))).text == "are you there"
+    await stream.aclose()
+
+
+async def test_with_the_fallback_a_dropping_deepgram_still_gets_answers(
+        fake: FakeDeepgram) -> None:
+    from tests.helpers.turns import Harness, config as turn_config
+    fake.reset(key=KEY, drop_after_s=0.3, drops=-1)
+    services = pipeline_services(fake, fallback="local")
+    with_fake_local(services.stt)
+    async with Harness(turn_config(), services=services) as h:
+        await h.say("what is the capital of france")
+        await h.answered(1)
+        await h.say("are you there")
+        replies = await h.answered(2)
+        assert h.finals() == ["what is the capital of france", "are you there"]
+        assert replies[-1].text == "You asked: are you there." and h.errors() == []
+        assert services.stt.fallback.status()["active"]
+
+
+def test_health_shows_the_stt_fallback_and_config_hides_the_key(fake: FakeDeepgram) -> None:
+    from types import SimpleNamespace
+
+    from fastapi.testclient import TestClient
+
+    from voice_agent.server.app import create_app
+    from voice_agent.services.factory import Services
+
+    cfg = config(fake, fallback="local")
+    stt = registry.create("stt", cfg)
+    app = create_app(cfg)
+    reg = app.state.registry
+    reg.services = Services(stt=stt, llm=SimpleNamespace(name="llamacpp"),
+                            tts=SimpleNamespace(name="piper"),
+                            vad=SimpleNamespace(name="silero"))  # type: ignore[arg-type]
+    reg.services_ready = True
+    client = TestClient(app, base_url="http://localhost")  # no lifespan: nothing loads
+    body = client.get("/v3/health").json()
+    assert body["status"] == "ok" and body["models"]["stt"]["name"] == "deepgram"
+    assert body["models"]["stt"]["fallback"]["active"] is False
+    stt.fallback.enter(ProviderError("deepgram", "connection to Deepgram lost"))
+    body = client.get("/v3/health").json()
+    assert body["status"] == "degraded"
+    assert body["models"]["stt"]["fallback"] | {"active_for_s": 0} == {
+        "provider": "whisper", "active": True, "reason": "deepgram: connection to Deepgram lost",
+        "active_for_s": 0, "local_calls": 0}
+    dump = client.get("/v3/config").text
+    assert KEY not in dump and '"api_key":"**********"' in dump.replace(" ", "")

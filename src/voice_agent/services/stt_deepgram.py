@@ -30,6 +30,11 @@ the final; the pipeline's ``final_call`` (retries, breaker) then re-sends the ut
 over a fresh connection, so a stream that drops mid-utterance is either transcribed again or
 ends in ``SpeechFailure(final=True)`` (and the pipeline's apology). A rejected key (HTTP
 401/403) is not retryable and says which env var to fix.
+
+``stt.fallback = "local"``: a final that fails whatever the retries (down, dropped, rejected
+key, open circuit) is transcribed by Whisper from the utterance's audio instead, and every
+utterance of the next ``recovery.reset_timeout_s`` (at least 5 s) goes to Whisper from the
+start; then Deepgram gets the next one again (:class:`LocalFallback`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -108,16 +114,31 @@ class DeepgramSTT(STTService):
         self.keepalive_s = KEEPALIVE_S
         self.last_error: str | None = None
         """The last connection error (no key in it), for whoever wants to show it."""
+        self.fallback = LocalFallback(config, self.name) if cfg.fallback == "local" else None
+
+    @property
+    def busy(self) -> bool:
+        """Deepgram serves any number of streams; Whisper, while it stands in, one at a time."""
+        return self.fallback is not None and self.fallback.active and self.fallback.local.busy
 
     # -- life cycle ---------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Nothing to load: connections are opened per utterance, in the event loop."""
+        """Nothing to load for Deepgram (connections are opened per utterance, in the event
+        loop); the local fallback's Whisper, when configured."""
+        if self.fallback is not None:
+            self.fallback.local.load()
+
+    def close(self) -> None:
+        if self.fallback is not None:
+            self.fallback.local.close()
 
     def warmup(self) -> None:
         """Check the key at start-up (blocking, in the loader's thread): a key Deepgram refuses
         fails the start with a clear error; an unreachable service only logs a warning (the
         breaker and retries handle it per turn)."""
+        if self.fallback is not None:
+            self.fallback.local.warmup()
         try:
             asyncio.run(self._probe())
         except ProviderError as exc:
@@ -184,12 +205,26 @@ class DeepgramSTT(STTService):
     # -- the STT interface --------------------------------------------------------------------
 
     def create_stream(self, on_result: ResultSink, *,
-                      final_call: FinalCall | None = None) -> DeepgramStream:
+                      final_call: FinalCall | None = None) -> STTStream:
+        if self.fallback is not None and self.fallback.holding:
+            # Whisper's own stream; no final_call: Deepgram's breaker must not refuse it.
+            return self.fallback.stream(on_result)
         return DeepgramStream(self, on_result, final_call=final_call)
 
     async def transcribe(self, audio: np.ndarray, *, final: bool = True) -> Transcript:
         """The whole of ``audio`` over one connection: sent, finalized, its final text."""
-        return Transcript(await self.transcribe_pcm(to_linear16(audio)), final=final)
+        if self.fallback is not None and self.fallback.holding:
+            return await self.fallback.transcribe(audio, final=final)
+        try:
+            text = await self.transcribe_pcm(to_linear16(audio))
+        except ProviderError as exc:
+            if self.fallback is None:
+                raise
+            self.fallback.enter(exc)
+            return await self.fallback.transcribe(audio, final=final)
+        if self.fallback is not None:
+            self.fallback.leave()
+        return Transcript(text, final=final)
 
     async def transcribe_pcm(self, pcm: bytes) -> str:
         ws = await self.connect()
@@ -385,9 +420,21 @@ class DeepgramStream(STTStream):
                 text = await self._stt.transcribe_pcm(bytes(self._pcm))
             return SpeechResult(text, True, 0.0, self.duration_s, decisive=True)
 
+        fallback = self._stt.fallback
         try:
-            result = await (self._final_call(final) if self._final_call is not None
-                            else final())
+            try:
+                result = await (self._final_call(final) if self._final_call is not None
+                                else final())
+            except ProviderError as exc:
+                if fallback is None:
+                    raise
+                fallback.enter(exc)
+                audio = np.frombuffer(bytes(self._pcm), "<i2").astype(np.float32) / 32767.0
+                text = (await fallback.transcribe(audio, final=True)).text
+                result = SpeechResult(text, True, 0.0, self.duration_s, decisive=True)
+            else:
+                if fallback is not None:
+                    fallback.leave()
         except ProviderError as exc:
             self._push(SpeechFailure(exc, final=True))
         else:
@@ -412,6 +459,69 @@ class DeepgramStream(STTStream):
     def _push(self, result: SpeechResult | SpeechFailure) -> None:
         if not self._closed:
             self.on_result(result)
+
+
+class LocalFallback:
+    """``stt.fallback = "local"``: Whisper transcribes while Deepgram fails.
+
+    Entered when a final fails whatever the retries; for the next ``hold_s`` every new
+    utterance goes to Whisper from its start; the first Deepgram final that succeeds after
+    that leaves it. Entering and leaving are logged; :meth:`status` is for /v3/health."""
+
+    local_name = "whisper"
+
+    def __init__(self, config: V3Config, remote_name: str) -> None:
+        from voice_agent.services.stt_whisper import WhisperSTT  # loaded only when configured
+
+        self.remote_name = remote_name
+        self.local: STTService = WhisperSTT(config)
+        self.hold_s = max(5.0, config.recovery.reset_timeout_s)
+        self.active_until = 0.0
+        self.since: float | None = None
+        self.reason = ""
+        self.calls = 0
+        """Utterances and transcriptions Whisper took over, in all."""
+
+    @property
+    def active(self) -> bool:
+        return self.since is not None
+
+    @property
+    def holding(self) -> bool:
+        """Within the hold: new utterances go straight to Whisper."""
+        return self.active and time.monotonic() < self.active_until
+
+    def status(self) -> dict[str, Any]:
+        return {"provider": self.local_name, "active": self.active, "reason": self.reason,
+                "active_for_s": round(time.monotonic() - self.since, 3) if self.since else 0.0,
+                "local_calls": self.calls}
+
+    def stream(self, on_result: ResultSink) -> STTStream:
+        self.calls += 1
+        return self.local.create_stream(on_result)
+
+    async def transcribe(self, audio: np.ndarray, *, final: bool) -> Transcript:
+        self.calls += 1
+        try:
+            return await self.local.transcribe(audio, final=final)
+        except ProviderError:
+            raise
+        except Exception as exc:  # the fallback failing too: the pipeline's apology
+            raise ProviderError(self.local_name, f"fallback failed: {exc!r}") from exc
+
+    def enter(self, exc: ProviderError) -> None:
+        self.active_until = time.monotonic() + self.hold_s
+        self.reason = str(exc)[:300]
+        if not self.active:
+            self.since = time.monotonic()
+            log.warning("stt: %s failed (%s): transcribing with the local %s for at least "
+                        "%.0f s", self.remote_name, self.reason, self.local_name, self.hold_s)
+
+    def leave(self) -> None:
+        if self.active:
+            log.warning("stt: %s is back; the local fallback (%s) stops after %.1f s",
+                        self.remote_name, self.local_name, time.monotonic() - (self.since or 0))
+            self.since, self.reason = None, ""
 
 
 def _closed_errors() -> tuple[type[BaseException], ...]:
