@@ -17,9 +17,10 @@ Which config field names the provider of each kind (an existing key each, kept a
 ====  ================  =============================  =======================
 kind  field             env                            built-in names
 ====  ================  =============================  =======================
-stt   stt.provider      VOICE_AGENT_STT__PROVIDER      whisper, deepgram
-llm   ai.provider       VOICE_AGENT_AI__PROVIDER       llamacpp, openai
-tts   voice.provider    VOICE_AGENT_VOICE__PROVIDER    piper, espeak
+stt   stt.provider      VOICE_AGENT_STT__PROVIDER      whisper, deepgram, openai
+llm   ai.provider       VOICE_AGENT_AI__PROVIDER       llamacpp, openai, groq
+tts   voice.provider    VOICE_AGENT_VOICE__PROVIDER    piper, espeak, elevenlabs,
+                                                       openai
 vad   stt.vad_provider  VOICE_AGENT_STT__VAD_PROVIDER  silero (a new key)
 ====  ================  =============================  =======================
 
@@ -37,8 +38,9 @@ mixed into the shared sections: llamacpp reads ``ai.model``, ``ai.threads``,
 (``[ai.openai] base_url``) would rename keys and env vars (``VOICE_AGENT_AI__BASE_URL``), which
 are a contract, and keeping both spellings would leave two ways to set one value; so no
 built-in got a sub-section. Likewise whisper and silero share ``[stt]``, piper and espeak share
-``[voice]``. A provider registered with ``settings=`` (a pydantic model) gets a table of its
-own, ``[providers.<kind>.<name>]`` (env ``VOICE_AGENT_PROVIDERS__<KIND>__<NAME>__<KEY>``),
+``[voice]``. The cloud providers (docs/providers.md) read the same sections:
+``voice.api_key``, ``ai.api_key``, ``stt.api_key`` and their ``base_url``/``remote_model``.
+A provider registered with ``settings=`` (a pydantic model) gets a table of its own, ``[providers.<kind>.<name>]`` (env ``VOICE_AGENT_PROVIDERS__<KIND>__<NAME>__<KEY>``),
 validated by that model in :func:`check_config` and read back with :func:`settings`. A table
 for a provider that registered no model, or for an unknown one, is refused: it would be a typo.
 """
