@@ -40,7 +40,8 @@ are a contract, and keeping both spellings would leave two ways to set one value
 built-in got a sub-section. Likewise whisper and silero share ``[stt]``, piper and espeak share
 ``[voice]``. The cloud providers (docs/providers.md) read the same sections:
 ``voice.api_key``, ``ai.api_key``, ``stt.api_key`` and their ``base_url``/``remote_model``.
-A provider registered with ``settings=`` (a pydantic model) gets a table of its own, ``[providers.<kind>.<name>]`` (env ``VOICE_AGENT_PROVIDERS__<KIND>__<NAME>__<KEY>``),
+A provider registered with ``settings=`` (a pydantic model) gets a table of its own,
+``[providers.<kind>.<name>]`` (env ``VOICE_AGENT_PROVIDERS__<KIND>__<NAME>__<KEY>``),
 validated by that model in :func:`check_config` and read back with :func:`settings`. A table
 for a provider that registered no model, or for an unknown one, is refused: it would be a typo.
 """
