@@ -184,3 +184,22 @@ def test_wav_bytes_clips_and_scales() -> None:
     with wave.open(io.BytesIO(data), "rb") as w:
         pcm = np.frombuffer(w.readframes(4), "<i2")
     assert pcm.tolist() == [0, 32767, -32767, 16383]
+
+
+async def test_local_fallback_while_the_server_fails(fake) -> None:
+    from voice_agent.services.tts_elevenlabs import LocalFallback
+
+    class Local:
+        async def synthesize(self, text: str):
+            yield AudioChunk(pcm=np.ones(80, dtype=np.int16), sample_rate=8000)
+
+    service = tts(fake, fallback="local")
+    assert isinstance(service.fallback, LocalFallback)
+    service.fallback.local = Local()  # type: ignore[assignment]  # Piper needs its model
+    fake.mode = "error"
+    chunks = await collect(service)
+    assert [c.sample_rate for c in chunks] == [8000] and service.fallback.status()["active"]
+    fake.mode = "ok"
+    service.fallback.active_until = 0.0
+    chunks = await collect(service)
+    assert {c.sample_rate for c in chunks} == {PCM_RATE} and not service.fallback.active

@@ -16,7 +16,8 @@ For self-hosted model servers that speak OpenAI's audio API (and OpenAI itself):
   stt.remote_model is set (stt.api_key, stt.base_url, stt.remote_model are shared with the
   other cloud STT providers; stt.model stays Whisper's).
 
-The key is optional (a local server may need none); when set it goes as ``Authorization:
+``voice.fallback = "local"`` speaks with Piper while the speech server fails, as for ElevenLabs
+(tts_elevenlabs.LocalFallback). The key is optional (a local server may need none); when set it goes as ``Authorization:
 Bearer``. HTTP 401/403 is a non-retryable error naming the key's setting; 5xx and 429 are
 retryable; other 4xx are not. The key is never logged nor put in a message.
 """
@@ -29,6 +30,7 @@ import logging
 import struct
 import wave
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -39,6 +41,7 @@ from pydantic import SecretStr
 from voice_agent.core.config import V3Config
 from voice_agent.core.errors import ProviderError, ProviderTimeoutError
 from voice_agent.services.base import STT_SAMPLE_RATE, AudioChunk, STTService, Transcript, TTSService
+from voice_agent.services.tts_elevenlabs import LocalFallback
 
 log = logging.getLogger(__name__)
 
@@ -161,20 +164,36 @@ class OpenAICompatibleTTS(TTSService):
         self.speed = voice.speed
         self._key = voice.api_key
         self._http = _Client(self.base_url, voice.api_key, voice.timeout_s)
+        self.fallback: LocalFallback | None = None
+        if voice.fallback == "local":  # Piper while the server fails (as for ElevenLabs)
+            self.fallback = LocalFallback(config, self.name)
 
     def load(self) -> None:
-        """Nothing to load; the key (if any) is checked in :meth:`warmup`."""
+        """Nothing to load but the fallback; the key (if any) is checked in :meth:`warmup`."""
+        if self.fallback is not None:
+            self.fallback.load()
 
     def warmup(self) -> None:
+        if self.fallback is not None:
+            self.fallback.warmup()
         check_key(self.name, f"{self.base_url}/models", self._key, self.key_hint,
                   timeout_s=self._http.timeout_s)
 
     def close(self) -> None:
         self._http.drop()
+        if self.fallback is not None:
+            self.fallback.close()
 
     async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         if not text.strip():
             return
+        stream = (self._remote(text) if self.fallback is None
+                  else self.fallback.speak(text, self._remote))
+        async with aclosing(stream):
+            async for chunk in stream:
+                yield chunk
+
+    async def _remote(self, text: str) -> AsyncIterator[AudioChunk]:
         body: dict[str, Any] = {"model": self.model, "voice": self.voice, "input": text,
                                 "response_format": "pcm"}
         if self.speed != 1.0:
