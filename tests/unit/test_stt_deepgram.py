@@ -519,3 +519,17 @@ def test_health_shows_the_stt_fallback_and_config_hides_the_key(fake: FakeDeepgr
         "active_for_s": 0, "local_calls": 0}
     dump = client.get("/v3/config").text
     assert KEY not in dump and '"api_key":"**********"' in dump.replace(" ", "")
+
+
+async def test_a_normal_close_before_the_end_of_speech_fails_the_final(fake: FakeDeepgram) -> None:
+    stt, pushed = DeepgramSTT(config(fake)), Pushed()
+    stream = stt.create_stream(pushed)
+    await feed(stream, 0.2)
+    await until(lambda: stream._ws is not None)
+    await stream._ws.close()  # as if Deepgram ended the stream (close 1000) mid-utterance
+    await pushed.until(lambda p: any(isinstance(r, SpeechFailure) for r in p))
+    stream.finalize(stream.duration_s)
+    await pushed.until(lambda p: p.final is not None)
+    assert isinstance(pushed.final, SpeechFailure)
+    assert "closed the stream early" in str(pushed.final.error)
+    await stream.aclose()

@@ -337,10 +337,10 @@ class DeepgramStream(STTStream):
                 self._on_message(_json(message))
         except _closed_errors() as exc:
             self._lose(_lost(self._stt.name, exc))
-        else:  # a normal close: every answer is in
-            self._resolve()
+        else:  # a normal close: every answer is in, unless it came before the end of speech
             if not self._finalized and not self._closed:
                 self._lose(ProviderError(self._stt.name, "Deepgram closed the stream early"))
+            self._resolve()
         finally:
             sender.cancel()
 
