@@ -16,11 +16,14 @@ HTTP ``POST /v1/text-to-speech/{voice_id}/stream?output_format=pcm_<rate>`` (bod
 "invalid_api_key", "message": "Invalid API key"}}``.
 
 The audio is a tone, 5 ms per character of text, sent in 50 ms chunks. Knobs switched mid-test:
-``reject`` (``"close"``: accept the socket, then close it 1008 "Invalid API key", as the service
-does; ``"handshake"``: refuse the upgrade with 401, as it does for a wrong key in the header), ``drop_after_chunks`` (abort the TCP
-connection after that many audio messages: a stream that drops mid-utterance),
-``first_audio_delay_s`` (a slow first result), ``websocket = False`` (the upgrade refused with
-404, as by a proxy without WebSocket support: the client's HTTP fallback).
+``reject`` (``"close"``: accept the socket, then close it 1008 "Invalid API key" after the first
+message, as the service closes on errors; ``"handshake"``: refuse the upgrade with 401, which is
+also the fake's answer to a wrong key in the header: the real service's exact answer there is
+not documented), ``drop_after_chunks`` (end the TCP connection without a close frame after that
+many audio messages: a stream that drops mid-utterance), ``first_audio_delay_s`` (a slow first
+result), ``chunk_interval_s``, ``send_final = False`` (no ``isFinal`` before the normal close),
+``close_after_first_message``, ``websocket = False`` (the upgrade refused with 404, as by a
+proxy without WebSocket support: the client's HTTP fallback).
 """
 
 from __future__ import annotations
@@ -68,6 +71,10 @@ class FakeElevenLabs:
     chunk_interval_s: float = 0.0
     """Pause between audio messages (0: as fast as the loop goes)."""
     websocket: bool = True
+    send_final: bool = True
+    """False: close 1000 after the audio without the ``isFinal`` message."""
+    close_after_first_message: bool = False
+    """Close 1000 right after the first message, no audio (a server that gives up at once)."""
     port: int = 0
     sockets: list[dict[str, Any]] = field(default_factory=list)
     """Per WebSocket: path, query, headers, messages received, audio messages sent, and when it
@@ -112,6 +119,9 @@ class FakeElevenLabs:
                     if not self._key_ok(ws.headers, msg):
                         await ws.close(code=1008, reason="Invalid API key")
                         return
+                    if self.close_after_first_message:
+                        await ws.close(code=1000)
+                        return
                     continue  # the first message (" ") only opens the input
                 text = msg.get("text", "")
                 pending += text
@@ -126,7 +136,8 @@ class FakeElevenLabs:
                         return
                 pending = ""
                 if end:
-                    await ws.send_text(json.dumps({"isFinal": True}))
+                    if self.send_final:
+                        await ws.send_text(json.dumps({"isFinal": True}))
                     await ws.close(code=1000)
                     return
         except (WebSocketDisconnect, OSError, RuntimeError):  # the client went away
@@ -138,8 +149,10 @@ class FakeElevenLabs:
         step = rate * CHUNK_MS // 1000 * 2
         for i in range(0, len(pcm), step):
             if self.drop_after_chunks is not None and record["audio_sent"] >= self.drop_after_chunks:
-                # No close frame: the TCP connection just goes, as when a network path dies.
-                ws._send.__self__.transport.abort()  # type: ignore[attr-defined]
+                # No close frame: the TCP connection just ends (as when the server process
+                # dies), after what was sent is delivered; abort() (a reset) could lose the
+                # chunks before it in the client's socket buffer and make the test a race.
+                ws._send.__self__.transport.close()  # type: ignore[attr-defined]
                 return False
             chars = list(text)
             alignment = {"chars": chars, "charStartTimesMs": [k * MS_PER_CHAR for k in range(len(chars))],
@@ -200,6 +213,7 @@ class FakeElevenLabs:
     def reset(self) -> None:
         self.reject, self.drop_after_chunks, self.first_audio_delay_s = None, None, 0.0
         self.chunk_interval_s = 0.0
+        self.send_final, self.close_after_first_message = True, False
         self.websocket = True
         self.sockets.clear()
         self.http_requests.clear()

@@ -349,3 +349,16 @@ async def test_a_rejected_key_in_a_turn_is_an_error_event_not_retried(fake) -> N
     assert KEY not in errors[0].message
     # One socket for the reply (not retried), one for the spoken apology (which fails too).
     assert pipeline.recovery.breaker("elevenlabs").total_failures == 1
+
+
+async def test_a_normal_close_after_the_audio_without_is_final_is_complete(fake) -> None:
+    fake.send_final = False
+    chunks = await collect(make(fake))
+    assert sum(len(c.pcm) for c in chunks) == expected_samples(TEXT, 16_000)
+
+
+async def test_a_normal_close_without_any_audio_is_an_error(fake) -> None:
+    fake.close_after_first_message = True
+    with pytest.raises(ProviderError, match="closed 1000") as err:
+        await collect(make(fake))
+    assert err.value.retryable

@@ -256,6 +256,12 @@ class ElevenLabsTTS(TTSService):
                     if error:
                         raise self._error(str(error), sent)
             except ConnectionClosed as exc:
+                frame = exc.rcvd
+                if frame is not None and frame.code == 1000 and sent:
+                    # A normal close after audio, the input ended: complete, just without the
+                    # isFinal message (tolerated rather than failing a whole reply on it).
+                    log.debug("elevenlabs: closed normally without isFinal after %d chunks", sent)
+                    return
                 raise self._closed(exc, sent) from None
             except TimeoutError:
                 raise ProviderTimeoutError(self.name, f"no audio within {self.timeout_s:g}s "
