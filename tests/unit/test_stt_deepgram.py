@@ -533,3 +533,38 @@ async def test_a_normal_close_before_the_end_of_speech_fails_the_final(fake: Fak
     assert isinstance(pushed.final, SpeechFailure)
     assert "closed the stream early" in str(pushed.final.error)
     await stream.aclose()
+
+
+async def test_a_decisive_interim_is_a_finalize_mid_stream(fake: FakeDeepgram) -> None:
+    stt, pushed = DeepgramSTT(config(fake)), Pushed()
+    stream = stt.create_stream(pushed)
+    await feed(stream, 0.4)
+    stream.request_interim()  # a plain one: Deepgram sends its own, nothing is asked for
+    await until(lambda: fake.connections and fake.connections[-1].audio_bytes >= 12000)
+    assert "Finalize" not in fake.connections[-1].control
+    stream.request_interim(decisive=True)
+    stream.request_interim(decisive=True)  # one at a time
+    await pushed.until(lambda p: any(r.decisive and r.text == WORDS for r in p))
+    conn = fake.connections[-1]
+    assert conn.control.count("Finalize") == 1
+    decisive = next(r for r in pushed if r.decisive and r.text == WORDS)
+    assert not decisive.final and decisive.end_s == pytest.approx(conn.audio_bytes / 32000, abs=0.05)
+    # The stream goes on after it; the end of speech's Finalize gives the final.
+    await feed(stream, 0.3)
+    stream.finalize(stream.duration_s)
+    await pushed.until(lambda p: p.final is not None)
+    assert pushed.final.text == WORDS
+    assert conn.control == ["Finalize", "Finalize", "CloseStream"]
+    await stream.aclose()
+
+
+async def test_a_decisive_interim_with_no_words_is_still_an_answer(fake: FakeDeepgram) -> None:
+    fake.reset(key=KEY, words=[])
+    stt, pushed = DeepgramSTT(config(fake)), Pushed()
+    stream = stt.create_stream(pushed)
+    await feed(stream, 0.2)
+    await until(lambda: fake.connections and fake.connections[-1].audio_bytes > 0)
+    stream.request_interim(decisive=True)
+    await pushed.until(lambda p: len(p) >= 1)
+    assert pushed[0].text == "" and pushed[0].decisive and not pushed[0].final
+    await stream.aclose()

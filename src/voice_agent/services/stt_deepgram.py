@@ -22,7 +22,8 @@ nothing was sent for ``KEEPALIVE_S`` a ``KeepAlive`` goes out (Deepgram closes a
 connection after ~10 s).
 
 Interims are cumulative, as Whisper's are: every ``is_final`` segment so far plus the latest
-interim segment, from the utterance's start. ``finalize`` sends ``Finalize`` then
+interim segment, from the utterance's start; a *decisive* interim (asked for at a pause) is a
+``Finalize`` mid-stream, answered with finalized text. ``finalize`` sends ``Finalize`` then
 ``CloseStream``; the final transcript (the ``is_final`` segments joined) is pushed when the
 ``Results`` with ``from_finalize`` arrives (or ``Metadata``, or a normal close: Deepgram may not
 answer a Finalize with nothing buffered). A connection lost before that fails the first try of
@@ -280,6 +281,9 @@ class DeepgramStream(STTStream):
         lost first."""
         self._failed: ProviderError | None = None
         self._ws: Any = None
+        self._flushing = False  # a decisive interim's Finalize is waiting for its answer
+        self._finalizes = 0  # Finalize messages sent ...
+        self._finalized_answers = 0  # ... and Results with from_finalize received
         self._finalized = False
         self._closed = False
         self._tasks = TaskSet("deepgram stream")
@@ -297,7 +301,23 @@ class DeepgramStream(STTStream):
             self._outbox.put_nowait(pcm)
 
     def request_interim(self, *, decisive: bool = False) -> None:
-        """Deepgram sends its interims by itself."""
+        """Deepgram sends its interims by itself. A *decisive* one (at a pause: its words may
+        become the turn's) is asked for with ``Finalize``, which flushes what Deepgram holds and
+        answers with finalized text covering all the audio sent; the stream goes on after it.
+        One at a time."""
+        if not decisive or self._flushing or self._finalized or self._closed \
+                or self._failed is not None:
+            return
+        self._flushing = True
+        self._finalizes += 1
+        self._outbox.put_nowait(FINALIZE)
+        # Deepgram may not answer a Finalize when it holds no audio: do not wait for ever.
+        asyncio.get_running_loop().call_later(self._stt.timeout_s, self._unanswered)
+
+    def _unanswered(self) -> None:
+        if self._flushing:
+            self._flushing = False
+            self._finalizes -= 1  # the final waits for the answers that will come
 
     def finalize(self, speech_end_s: float) -> None:
         if self._closed or self._finalized:
@@ -371,14 +391,22 @@ class DeepgramStream(STTStream):
                 words = " ".join(self._segments)
             else:
                 words = " ".join([*self._segments, text] if text else self._segments)
-            if words and not self._finalized and (words, end_s) != self._last_interim:
+            flushed = bool(msg.get("from_finalize"))
+            if flushed:
+                self._finalized_answers += 1
+            # A decisive interim is pushed even without words: "nothing was said" is an answer.
+            answer = flushed and self._flushing
+            if not self._finalized and (answer or (
+                    words and (words, end_s) != self._last_interim)):
                 self._last_interim = (words, end_s)
                 self._push(SpeechResult(words, False, 0.0, end_s,
                                         decisive=bool(msg.get("is_final"))))
+            if answer:
+                self._flushing = False
             if msg.get("speech_final") and text:
                 self._end_of_speech(end_s)
-            if msg.get("from_finalize"):
-                self._resolve()
+            if flushed and self._finalized and self._finalized_answers >= self._finalizes:
+                self._resolve()  # the answer to the last Finalize, the end of speech's
         elif kind == "UtteranceEnd":
             self._end_of_speech(_float(msg.get("last_word_end")))
         elif kind == "Metadata":
@@ -446,6 +474,7 @@ class DeepgramStream(STTStream):
 
     async def _live_final(self) -> str:
         if self._failed is None:
+            self._finalizes += 1
             self._outbox.put_nowait(FINALIZE)
             self._outbox.put_nowait(CLOSE_STREAM)
         try:
