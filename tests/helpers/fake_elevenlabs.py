@@ -126,7 +126,11 @@ class FakeElevenLabs:
                 text = msg.get("text", "")
                 pending += text
                 end = text == ""
-                if not (msg.get("flush") or end or len(pending) >= 120):
+                # With a drop to come, all the text is voiced at the end of the input, so that
+                # the client has sent everything before the connection ends (else its own sends
+                # may fail first, before any audio, which is a different test).
+                flush = msg.get("flush") or len(pending) >= 120
+                if not (end or (flush and self.drop_after_chunks is None)):
                     continue
                 if pending.strip():
                     if first_audio and self.first_audio_delay_s:

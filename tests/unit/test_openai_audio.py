@@ -141,7 +141,7 @@ async def test_closing_the_speech_stream_early_is_quick(fake) -> None:
     await anext(stream)
     t0 = time.monotonic()
     await stream.aclose()
-    assert time.monotonic() - t0 < 0.2
+    assert time.monotonic() - t0 < 0.5
 
 
 async def test_transcription_sends_a_16_khz_wav_and_reads_the_text(fake) -> None:
