@@ -215,7 +215,7 @@ class ElevenLabsTTS(TTSService):
             async with asyncio.timeout(self.timeout_s):
                 ws = await connect(url, additional_headers=self._headers(), open_timeout=None,
                                    close_timeout=CLOSE_TIMEOUT_S, ping_interval=None,
-                                   compression=None, max_size=None, logger=self._ws_log)
+                                   compression=None, max_size=2**24, logger=self._ws_log)
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
@@ -239,8 +239,8 @@ class ElevenLabsTTS(TTSService):
                     await ws.send(json.dumps({"text": sentence + " ", "flush": True}))
                 await ws.send(json.dumps({"text": ""}))
                 while True:
-                    # The first audio may take a while (the pipeline bounds the whole wait);
-                    # later messages come within a network delay of each other.
+                    # Each wait for a message, the first audio's included, is bounded by
+                    # voice.timeout_s; the pipeline bounds the whole piece as well.
                     async with asyncio.timeout(self.timeout_s):
                         raw = await ws.recv()
                     msg = _message(raw)
