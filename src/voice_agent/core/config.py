@@ -259,6 +259,13 @@ class ToolsConfig(_Section):
     filler: str = "One moment."
     apology: str = "Sorry, I couldn't get that information right now."
     """Said when a tool failed and the model could not say so itself."""
+    local_call_threshold: float = Field(0.1, ge=0.0, le=1.0)
+    """The local model (ai.provider llamacpp) only: when the first token of its reply could
+    start a tool call with at least this probability (the chances of every token that starts
+    one, summed), the call is made: the model goes on from ``{"name": "`` and picks the tool
+    and its arguments itself. Measured with the packaged 1.5B model (docs/tools.md): questions
+    a tool answers 0.13-0.35, others 0-0.05; left alone, it called the tool 3-4 times out of
+    10 and made the rest up. 1.0: off."""
     max_rounds: int = Field(1, ge=1, le=10)
     """Rounds of tool calls in one reply. After the last round the model is asked again
     without tools, for the spoken answer: the local 1.5B model, still offered them, calls the

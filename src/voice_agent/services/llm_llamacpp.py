@@ -283,10 +283,13 @@ class LlamaCppLLM(LLMService):
     def _generate(self, messages: list[ChatMessage], max_tokens: int, stop: _StopEvent,
                   emit: Callable[[str], None],
                   tools: Sequence[Mapping[str, Any]] | None = None,
-                  tool_calls: list[dict[str, Any]] | None = None) -> None:
+                  tool_calls: list[dict[str, Any]] | None = None,
+                  call_threshold: float | None = None) -> bool:
         """Blocking: run one reply in ``stop.slot``, calling ``emit(text)`` per piece, until
         done or ``stop``. With ``tools``, the fragments of the calls llama.cpp parsed are
-        appended to ``tool_calls``."""
+        appended to ``tool_calls``. With ``call_threshold``: True, nothing emitted, when the
+        first token did not start a tool call but the tokens that would have were at least
+        that likely together (see ``ToolsConfig.local_call_threshold``)."""
         slot = stop.slot
         stats = GenerationStats(slot=slot)
         errors: list[str] = []
@@ -324,9 +327,11 @@ class LlamaCppLLM(LLMService):
         server = self._server
         if server is None:
             raise ProviderError(self.name, "model not loaded", retryable=False)
+        request = self._request(messages, max_tokens, slot, tools)
+        if call_threshold is not None and self._call_likely(server, request, call_threshold):
+            return True
         try:
-            server.handle_chat_completions(self._request(messages, max_tokens, slot, tools),
-                                           on_chunk)
+            server.handle_chat_completions(request, on_chunk)
         except Exception as exc:
             raise ProviderError(self.name, f"generation failed: {exc}") from exc
         finally:
@@ -337,6 +342,27 @@ class LlamaCppLLM(LLMService):
             self.last_stats = stats
         if errors:
             raise ProviderError(self.name, errors[0], retryable=False)
+        return False
+
+    def _call_likely(self, server: xllamacpp.Server, request: dict[str, Any],
+                     threshold: float) -> bool:
+        """Blocking: the reply's first token alone (llama.cpp gives no logprobs for a
+        streamed reply with tools), with its alternatives: True when the tokens that start a
+        tool call are ``threshold`` likely together. The prompt it reads stays in the slot's
+        cache for the reply; the token costs ~70 ms on 2 cores."""
+        probe = {**request, "stream": False, "max_tokens": 1, "logprobs": True,
+                 "top_logprobs": _TOP_LOGPROBS}
+        try:
+            response = server.handle_chat_completions(probe)
+            choice = response["choices"][0]
+            first = (choice.get("message") or {}).get("content") or ""
+            chance = 1.0 if (choice.get("message") or {}).get("tool_calls") else \
+                _call_chance(choice)
+        except Exception as exc:  # only a hint: the reply itself says what is wrong
+            log.debug("tool-call probe failed: %r", exc)
+            return False
+        log.debug("tool call chance %.3f (first token %r)", chance, first)
+        return chance >= threshold
 
     @property
     def waiting(self) -> int:
@@ -491,10 +517,18 @@ class LlamaCppLLM(LLMService):
             except RuntimeError:  # the loop closed under us: nobody is listening
                 stop.set()
 
+        threshold = self._config.tools.local_call_threshold
+        nudge = threshold if tools and threshold < 1.0 else None
+
         def work() -> None:
             lower_thread_priority(self._config.server.model_threads_nice)
             try:
-                self._generate(messages, limit, stop, put, tools, fragments)
+                if self._generate(messages, limit, stop, put, tools, fragments, nudge):
+                    # A call is likely enough: the model goes on from the call's first words
+                    # and picks the tool itself (its prompt is in the slot's cache).
+                    put(_CALL_START)
+                    self._generate([*messages, ChatMessage("assistant", _CALL_START)], limit,
+                                   stop, put, tools, fragments)
             except BaseException as exc:  # handed to the consumer, which re-raises
                 put(exc)
             finally:
@@ -525,6 +559,21 @@ class LlamaCppLLM(LLMService):
             # next token (~60 ms on 2 cores) and llama.cpp returns, freeing the slot.
             stop.set()
             hold.done()
+
+
+_CALL_START = '{"name": "'
+_TOP_LOGPROBS = 10
+
+
+def _call_chance(choice: Mapping[str, Any]) -> float:
+    """The probability that a reply's first token starts a tool call (``{``, ``{{``, ``{"``,
+    ``<`` for ``<tool_call>``), from its ``top_logprobs``, whichever token was drawn: the
+    reply draws its own first token again (temperature), so a call drawn here is no call
+    drawn there."""
+    content = (choice.get("logprobs") or {}).get("content") or [{}]
+    top = content[0].get("top_logprobs") or []
+    return sum(math.exp(float(e.get("logprob", -math.inf))) for e in top
+               if str(e.get("token", "")).lstrip().startswith(("{", "<")))
 
 
 def _tool_names(tools: Sequence[Mapping[str, Any]] | None) -> list[str]:
