@@ -18,11 +18,24 @@ export const PROCESSING_STATUSES: readonly ProcessingStatus[] = [
 ];
 
 export interface HistoryEntry {
-  role: "user" | "agent";
+  role: "user" | "agent" | "tool";
   text: string;
   interrupted?: boolean;
   /** For an interrupted reply: the whole text the model produced (text holds what was heard). */
   fullText?: string;
+  /** For a tool call (role "tool"): what the model called and what it got back. */
+  tool?: ToolCallInfo;
+}
+
+/** One tool call the model made (server event `tool_call`, docs/tools.md). */
+export interface ToolCallInfo {
+  name: string;
+  /** The JSON text the model wrote. */
+  arguments: string;
+  /** What the model was told: the result, or "Error: ...". */
+  result: string;
+  ok: boolean;
+  latencyMs: number | null;
 }
 
 /** Per-turn stage timings in ms; any extra numeric or string fields are kept. */
@@ -68,6 +81,7 @@ export type ServerMessage =
     }
   | { type: "status"; connection_status?: string; processing_status?: string }
   | ({ type: "metrics" } & TurnMetrics)
+  | { type: "tool_call"; name: string; arguments: string; result: string; ok: boolean; latency_ms: number }
   | { type: "error"; code: string; message: string; fatal?: boolean }
   | { type: "pong" };
 

@@ -33,9 +33,13 @@ export function Conversation({ history, transcript, interimTranscript, aiRespons
         )}
         {history.map((h, i) => (
           <li key={i} className={`bubble bubble-${h.role}`} data-role={h.role}>
-            <span className="who">{h.role === "user" ? "You" : "Agent"}</span>
+            <span className="who">{h.role === "user" ? "You" : h.role === "tool" ? "Tool" : "Agent"}</span>
             <span className="text">{h.text}</span>
             {h.interrupted && <span className="tag">interrupted</span>}
+            {h.tool && !h.tool.ok && <span className="tag">failed</span>}
+            {h.tool && h.tool.latencyMs !== null && (
+              <span className="tag">{Math.round(h.tool.latencyMs)} ms</span>
+            )}
           </li>
         ))}
         {interimTranscript && (

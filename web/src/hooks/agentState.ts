@@ -9,6 +9,7 @@ import {
   type ConnectionStatus,
   type HistoryEntry,
   type ProcessingStatus,
+  type ToolCallInfo,
   type TurnMetrics,
 } from "../types";
 
@@ -58,6 +59,7 @@ export type AgentAction =
     }
   | { kind: "status"; connection?: string; processing?: string }
   | { kind: "metrics"; metrics: TurnMetrics }
+  | { kind: "tool"; tool: ToolCallInfo }
   | { kind: "error"; error: AgentError }
   | { kind: "clearError" }
   | { kind: "userText"; text: string };
@@ -84,6 +86,13 @@ function onReply(s: AgentState, a: Extract<AgentAction, { kind: "reply" }>): Age
     aiResponse: heard,
     history: heard || a.interrupted ? [...s.history, entry] : s.history,
   };
+}
+
+/** `name(arguments) → result`, arguments left out when there are none. */
+export function toolLine(t: ToolCallInfo): string {
+  const args = t.arguments.trim();
+  const shown = args === "" || args === "{}" ? "" : args;
+  return `${t.name}(${shown}) → ${t.result}`;
 }
 
 export function agentReducer(s: AgentState, a: AgentAction): AgentState {
@@ -135,6 +144,8 @@ export function agentReducer(s: AgentState, a: AgentAction): AgentState {
     }
     case "metrics":
       return { ...s, metrics: a.metrics };
+    case "tool": // a line in the conversation, before the reply that used it
+      return { ...s, history: [...s.history, { role: "tool", text: toolLine(a.tool), tool: a.tool }] };
     case "error":
       return { ...s, error: a.error };
     case "clearError":

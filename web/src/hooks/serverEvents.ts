@@ -4,7 +4,8 @@ import type { ServerMessage } from "../types";
 
 type Msg = ServerMessage & Record<string, unknown>;
 
-/** The action for transcript / ai_response / status / metrics / non-fatal error; else null. */
+/** The action for transcript / ai_response / tool_call / status / metrics / non-fatal error;
+ * else null. */
 export function eventToAction(msg: Msg): AgentAction | null {
   switch (msg.type) {
     case "transcript":
@@ -16,6 +17,17 @@ export function eventToAction(msg: Msg): AgentAction | null {
         final: msg.final === true,
         interrupted: msg.interrupted === true,
         spokenText: typeof msg.spoken_text === "string" ? msg.spoken_text : null,
+      };
+    case "tool_call":
+      return {
+        kind: "tool",
+        tool: {
+          name: String(msg.name ?? "tool"),
+          arguments: typeof msg.arguments === "string" ? msg.arguments : "{}",
+          result: String(msg.result ?? ""),
+          ok: msg.ok !== false,
+          latencyMs: typeof msg.latency_ms === "number" ? msg.latency_ms : null,
+        },
       };
     case "status":
       return {
