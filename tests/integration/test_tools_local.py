@@ -5,29 +5,28 @@ answers with that fact every time."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 
 import pytest
 
-import voice_agent
+from tests.helpers.door_tools import door_code
 from tests.helpers.fakes import FakeTTS
+from tests.helpers.speech import speech_16k
 from voice_agent.core.config import DEFAULT_SYSTEM_PROMPT, load_config
+from voice_agent.core.events import MetricsEvent, ResponseEvent, TranscriptEvent
+from voice_agent.pipeline.agent import VoicePipeline
 from voice_agent.core.recovery import recovery_from_config
 from voice_agent.pipeline.metrics import TurnMetrics
 from voice_agent.pipeline.reply import ReplySpeaker, ReplyState
 from voice_agent.pipeline.sink import BufferSink
 from voice_agent.services.base import ChatMessage
+from voice_agent.services.factory import build_services
 from voice_agent.services.llm_llamacpp import LlamaCppLLM
 from voice_agent.tools import ToolCallEvent, ToolRegistry, make_tool
 
 pytestmark = pytest.mark.models
-
-
-@voice_agent.tool
-def door_code() -> str:
-    """Return today's code for the office door."""
-    return "4 7 1 9"
 
 
 QUESTIONS = [
@@ -97,3 +96,47 @@ async def test_questions_no_tool_answers_call_none(llm) -> None:
                                           ("Who wrote Hamlet?", "shakespeare")]):
         text, metrics, _ = await _ask(llm, registry, question, f"other-{i}")
         assert metrics.tool_calls == 0 and word in text.lower(), (question, text)
+
+
+def _digits(text: str) -> str:
+    return re.sub(r"\D", "", text)
+
+
+async def test_asked_by_voice_and_by_typed_text_through_the_pipeline(llm) -> None:
+    """The whole pipeline (Whisper, the local model, Piper) with the tool module from the
+    config: a spoken question (espeak) and a typed one each get the code in the reply."""
+    config = load_config(ai={"max_tokens": 40, "threads": 1, "parallel_slots": 1},
+                         stt={"threads": 1}, tools={"modules": ["tests.helpers.door_tools"]})
+    services = dataclasses.replace(build_services(config), llm=llm)  # the model loaded once
+    if callable(vad_load := getattr(services.vad, "load", None)):
+        vad_load()
+    for service in (services.stt, services.tts):
+        await asyncio.to_thread(service.load)
+    events: list[object] = []
+
+    async def record(event) -> None:
+        events.append(event)
+
+    pipeline = VoicePipeline(services, config, emit=record, sink=BufferSink(),
+                             session_id="tools-voice")
+    try:
+        await pipeline.start()
+        await pipeline.push_audio(speech_16k("What is today's door code?", pad_after=1.0))
+        await pipeline.drain()
+        heard = [e.text for e in events if isinstance(e, TranscriptEvent) and e.final]
+        replies = [e.text for e in events if isinstance(e, ResponseEvent) and e.final]
+        assert heard and "code" in heard[0].lower(), heard
+        assert replies and "4719" in _digits(replies[-1]), (heard, replies)
+        tools = [e for e in events if isinstance(e, ToolCallEvent)]
+        assert [(t.name, t.result) for t in tools] == [("door_code", "4 7 1 9")]
+        metrics = [e.metrics for e in events if isinstance(e, MetricsEvent)]
+        assert metrics[-1]["tool_calls"] == 1 and metrics[-1]["source"] == "voice"
+        events.clear()
+        await pipeline.push_text("Can you tell me the door code?")
+        await pipeline.drain()
+        replies = [e.text for e in events if isinstance(e, ResponseEvent) and e.final]
+        assert replies and "4719" in _digits(replies[-1]), replies
+    finally:
+        await pipeline.close()
+        for service in (services.stt, services.tts):
+            service.close()

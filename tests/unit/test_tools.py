@@ -189,7 +189,20 @@ ASK = [ChatMessage("system", "Be brief."), ChatMessage("user", "What is the door
 CALL = ToolCall("call_1", "door_code", "{}")
 
 
-async def _reply(llm, registry, *, cancel_after: float | None = None, streaming: bool = True):
+class TimedTTS(FakeTTS):
+    """FakeTTS that notes when each piece was given to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at: dict[str, float] = {}
+
+    def synthesize(self, text: str):
+        self.at.setdefault(text, time.monotonic())
+        return super().synthesize(text)
+
+
+async def _reply(llm, registry, *, cancel_after: float | None = None, streaming: bool = True,
+                 tts: FakeTTS | None = None):
     events: list[object] = []
 
     async def emit(event) -> None:
@@ -198,7 +211,7 @@ async def _reply(llm, registry, *, cancel_after: float | None = None, streaming:
     async def no_op() -> None:
         pass
 
-    tts = FakeTTS()
+    tts = tts or FakeTTS()
     speaker = ReplySpeaker(llm, tts, BufferSink(), emit,
                            recovery_from_config(load_config().recovery), max_tokens=40,
                            timeout_s=5.0, tools=registry, streaming=streaming)
@@ -252,16 +265,21 @@ async def test_two_rounds_when_configured() -> None:
 
 
 async def test_a_slow_tool_gets_a_filler_first() -> None:
+    started: list[float] = []
+
     async def door_code() -> str:
-        await asyncio.sleep(0.6)
+        started.append(time.monotonic())
+        await asyncio.sleep(1.5)
         return "blue falcon"
 
     llm = ToolLLM([Script([CALL]), Script(words("The code is blue falcon."))])
     t0 = time.monotonic()
-    state, _, tts, _ = await _reply(llm, _registry(door_code, filler_after_s=0.2))
+    tts = TimedTTS()
+    state, _, _, _ = await _reply(llm, _registry(door_code), tts=tts)  # filler after 0.8 s
     assert tts.spoken[0] == "One moment."
+    assert 0.75 < tts.at["One moment."] - started[0] < 1.0
     assert state.text.strip() == "One moment. The code is blue falcon."
-    assert time.monotonic() - t0 < 2.0
+    assert time.monotonic() - t0 < 3.0
 
 
 async def test_a_fast_tool_gets_no_filler_and_words_already_said_need_none() -> None:
