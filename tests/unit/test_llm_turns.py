@@ -24,7 +24,7 @@ class BlockingModel:
         self.most = 0
         self._count = threading.Lock()
 
-    def __call__(self, messages, max_tokens, stop, emit) -> None:  # noqa: ANN001
+    def __call__(self, messages, max_tokens, stop, emit, *_tools) -> None:  # noqa: ANN001
         with self._count:
             self.running += 1
             self.most = max(self.most, self.running)

@@ -79,7 +79,8 @@ class VoicePipeline:
                                      streaming=self._streaming,
                                      first_piece_max_words=config.pipeline.first_piece_max_words,
                                      conversation=session_id or None,
-                                     tools=ToolRegistry.from_config(config.tools))
+                                     tools=ToolRegistry.from_config(config.tools),
+                                     activity=services.activity)
         self.coordinator = TurnCoordinator(
             self.conversation, session_id=session_id, prefill=config.ai.prefill_while_speaking,
             backchannels=Backchannels(config.pipeline.backchannels),

@@ -32,6 +32,8 @@ class Pace:
         self.activity = activity
         self.yields = 0
         """Times this reply stopped writing for others."""
+        self.audible: Callable[[], None] = lambda: None
+        """Call when the reply's first audio is made (set inside :meth:`silent_until`)."""
 
     @contextmanager
     def silent_until(self) -> Iterator[Callable[[], None]]:

@@ -12,6 +12,8 @@ from ..core.recovery import ErrorRecoveryManager
 from ..core.messages import ASSISTANT, TOOL, ToolCall
 from ..services.base import ChatMessage, LLMService, TTSService
 from ..services.priority_lock import NORMAL, URGENT, urgent_as
+from ..core.activity import Activity
+from .pace import Pace
 from .chunker import SentenceChunker
 from .metrics import TurnMetrics
 from .silence import ends_sentence, trim_silence
@@ -55,6 +57,8 @@ class ReplyState:
     tool_results: list[ToolResult] = field(default_factory=list)
     tools_shown: int = 0
     """How many of ``tool_results`` were shown (a ``tool_call`` event each)."""
+    pace: Pace = field(default_factory=lambda: Pace(None))
+    """Its courtesy towards other replies on the same models (set by the speaker)."""
 
     def spoken_text(self, played_s: float) -> str:
         """Text heard by the user when ``played_s`` seconds of the reply's audio were played."""
@@ -85,7 +89,7 @@ class ReplySpeaker:
                  recovery: ErrorRecoveryManager, *, max_tokens: int, timeout_s: float,
                  streaming: bool = True, first_piece_max_words: int = 0,
                  low_water_s: float = LOW_WATER_S, conversation: str | None = None,
-                 tools: ToolRegistry | None = None) -> None:
+                 tools: ToolRegistry | None = None, activity: Activity | None = None) -> None:
         self.llm, self.tts, self.sink, self.emit = llm, tts, sink, emit
         # Passed on only when set: wrappers around an LLM (tests) may not take the keyword.
         self._conversation: dict[str, Any] = {"conversation": conversation} if conversation else {}
@@ -100,6 +104,8 @@ class ReplySpeaker:
         """0 turns the cut for audio about to run dry off."""
         self.tools = tools if tools else None
         """The tools offered to the model (None or empty: none is sent)."""
+        self.activity = activity
+        """The replies of every session on these models (pipeline/pace.py); None: alone."""
 
     async def run(self, messages: list[ChatMessage], state: ReplyState, metrics: TurnMetrics,
                   *, on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event,
@@ -110,6 +116,15 @@ class ReplySpeaker:
         sink = sink if sink is not None else self.sink
         emit = emit if emit is not None else self.emit
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        state.pace = Pace(self.activity)
+        with state.pace.silent_until() as audible:
+            state.pace.audible = audible
+            await self._run(messages, pieces, state, metrics, on_first_audio, gate, sink, emit)
+
+    async def _run(self, messages: list[ChatMessage], pieces: asyncio.Queue[str | None],
+                   state: ReplyState, metrics: TurnMetrics,
+                   on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event,
+                   sink: AudioSink, emit: EventSink) -> None:
         speaker = asyncio.create_task(self._speak(pieces, state, metrics, on_first_audio, gate,
                                                   sink), name="reply-speak")
         thinker = asyncio.create_task(self._think(messages, pieces, state, metrics, gate, sink,
@@ -193,33 +208,64 @@ class ReplySpeaker:
             first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
         calls: list[ToolCall] = []
         first = True
-        try:
-            async for token in stream:
-                metrics.mark("llm_first_token")
-                if isinstance(token, ToolCall):
-                    calls.append(token)
-                    continue
-                if not isinstance(token, str):
-                    continue
-                if (first and state.text and not state.text[-1].isspace() and token
-                        and not token[0].isspace()):
-                    token = " " + token  # a round after a tool call starts a new sentence
-                first = False
-                state.text += token
-                if not self.streaming:
-                    continue
-                if gate.is_set():  # interim events carry the whole text so far
-                    await emit(ResponseEvent(state.text, final=False))
-                    await _show_tools(state, emit)
-                out = chunker.push(token)
-                if not out and (words := self._words_to_cut(pieces, state, sink)):
-                    out = [p] if (p := chunker.cut_words(words)) else []
-                for piece in out:
-                    metrics.mark("first_sentence")
-                    await pieces.put(piece)
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-        return calls
+        start, tokens = len(state.text), 0
+        # Only a plain reply pauses for others: a continuation after tool calls would need
+        # the exchange re-read, and a provider that cannot continue its own words never does.
+        pausable = self.streaming and not tools and getattr(self.llm, "continues_replies", False)
+        while True:
+            yielded = False
+            try:
+                async for token in stream:
+                    tokens += 1
+                    first = await self._take(token, first, calls, chunker, pieces, state,
+                                             metrics, gate, sink, emit)
+                    if pausable and state.pace.should_yield(
+                            has_audio="tts_first_audio" in metrics.marks,
+                            held=not gate.is_set(), queued_s=sink.queued_s()):
+                        yielded = True
+                        break
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+            if not yielded or tokens >= self.max_tokens:
+                return calls
+            await state.pace.wait(sink.queued_s, lambda: not gate.is_set())
+            # The model goes on with its own words: llama.cpp reads an assistant message last
+            # in the prompt as the start of the reply (its prefix is still in the slot's cache).
+            so_far = ChatMessage(ASSISTANT, state.text[start:])
+            left = self.max_tokens - tokens
+            stream = self.recovery.guard_stream(
+                self.llm.name, lambda: self.llm.stream([*messages, so_far], max_tokens=left,
+                                                       **kwargs),
+                first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
+
+    async def _take(self, token: object, first: bool, calls: list[ToolCall],
+                    chunker: SentenceChunker, pieces: asyncio.Queue[str | None],
+                    state: ReplyState, metrics: TurnMetrics, gate: asyncio.Event,
+                    sink: AudioSink, emit: EventSink) -> bool:
+        """One item of the model's stream: text said and shown as it comes, a call kept.
+        Returns whether the next text is still the first of this call."""
+        metrics.mark("llm_first_token")
+        if isinstance(token, ToolCall):
+            calls.append(token)
+            return first
+        if not isinstance(token, str):
+            return first
+        if (first and state.text and not state.text[-1].isspace() and token
+                and not token[0].isspace()):
+            token = " " + token  # a round after a tool call starts a new sentence
+        state.text += token
+        if not self.streaming:
+            return False
+        if gate.is_set():  # interim events carry the whole text so far
+            await emit(ResponseEvent(state.text, final=False))
+            await _show_tools(state, emit)
+        out = chunker.push(token)
+        if not out and (words := self._words_to_cut(pieces, state, sink)):
+            out = [p] if (p := chunker.cut_words(words)) else []
+        for piece in out:
+            metrics.mark("first_sentence")
+            await pieces.put(piece)
+        return False
 
     async def _say(self, text: str, pieces: asyncio.Queue[str | None], state: ReplyState,
                    metrics: TurnMetrics, gate: asyncio.Event, emit: EventSink) -> None:
@@ -298,6 +344,7 @@ class ReplySpeaker:
                         lead = False
                         if "tts_first_audio" not in metrics.marks:
                             metrics.mark("tts_first_audio")
+                            state.pace.audible()  # others may have the cores now
                             await gate.wait()
                             if self.llm.waiting:  # shared cores: start one piece ahead
                                 await _next_piece_written(pieces)

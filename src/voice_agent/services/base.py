@@ -147,6 +147,10 @@ class LLMService(Service):
         generation within 100 ms and free the model for the next caller.
         """
 
+    continues_replies: bool = False
+    """An assistant message last in ``messages`` is continued, not answered: a reply that
+    stopped writing (pipeline/pace.py) can go on with its own words. False: never asked to."""
+
     @property
     def waiting(self) -> int:
         """Replies waiting for the model behind those it is serving (0: none waits now)."""

@@ -151,6 +151,7 @@ _held: contextvars.ContextVar[SlotHold | None] = contextvars.ContextVar("llm_slo
 
 class LlamaCppLLM(LLMService):
     name = "llamacpp"
+    continues_replies = True  # llama.cpp reads a last assistant message as the reply's start
 
     def __init__(self, config: V3Config) -> None:
         self._config = config
@@ -166,6 +167,10 @@ class LlamaCppLLM(LLMService):
         self.raw_prefill = False
         """Prefills send the ChatML prompt without its tail (set by warmup if the model's
         template renders the same tokens)."""
+        self.tools: list[dict[str, Any]] | None = None
+        """The tools of the last reply that had some: every later prompt renders them too
+        (see :meth:`_request`), so that all of a conversation's prompts start alike."""
+        self._system_blocks: dict[str, str | None] = {}
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -278,7 +283,54 @@ class LlamaCppLLM(LLMService):
         }
         if tools:  # the template renders them; llama.cpp parses the calls it recognises
             request["tools"] = [dict(tool) for tool in tools]
+        elif self.tools:
+            # A prompt without them (the answer after tool results, a prefill) would differ
+            # from the replies' right after the system prompt, and the slot's cache would be
+            # read again from there each turn: they are rendered, and calls are ruled out.
+            request["tools"] = self.tools
+            request["logit_bias"] = [[text, False] for text in _CALL_STARTS]
         return request
+
+    def _chatml(self, messages: list[ChatMessage]) -> str | None:
+        """:func:`chatml_prefix`, with the tools' system block when replies have tools (as
+        the template renders it, asked of llama.cpp once); None when it cannot be had."""
+        if not self.tools:
+            return chatml_prefix(messages)
+        if not messages or messages[0].role != "system":
+            return None
+        block = self._system_block(messages[0].content)
+        if block is None:
+            return None
+        return block + chatml_prefix(messages[1:]) if len(messages) > 1 else block
+
+    def _system_block(self, system: str) -> str | None:
+        """The template's rendering of ``system`` with :attr:`tools`, up to the first user
+        message (the in-process server's /apply-template on loopback)."""
+        key = json.dumps([system, self.tools], sort_keys=True)
+        if key in self._system_blocks:
+            return self._system_blocks[key]
+        block = None
+        server = self._server
+        try:
+            if server is None:
+                raise RuntimeError("model not loaded")
+            request = urllib.request.Request(
+                f"{server.listening_address}/apply-template",
+                data=json.dumps({"messages": [{"role": "system", "content": system},
+                                              {"role": "user", "content": "x"}],
+                                 "tools": self.tools}).encode(),
+                headers={"Content-Type": "application/json",
+                         "Authorization": f"Bearer {self.http_key}"})
+            with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
+                prompt = str(json.loads(response.read()).get("prompt") or "")
+            end = prompt.find("<|im_start|>user\n")
+            if prompt.startswith(f"<|im_start|>system\n{system}") and end > 0:
+                block = prompt[:end]
+        except Exception as exc:
+            log.debug("cannot render the tools' system block: %r", exc)
+            return None  # asked again next time
+        self._system_blocks[key] = block
+        return block
 
     def _generate(self, messages: list[ChatMessage], max_tokens: int, stop: _StopEvent,
                   emit: Callable[[str], None],
@@ -404,7 +456,7 @@ class LlamaCppLLM(LLMService):
         request = self._request(messages, 1, slot)  # one token: llama.cpp reads, then stops
         # A raw ChatML prefix renders role and content only; the model's template renders tool
         # calls and results its own way, so with those the prefix would not match the prompt.
-        prefix = chatml_prefix(messages) if self.raw_prefill and _plain(messages) else None
+        prefix = self._chatml(messages) if self.raw_prefill and _plain(messages) else None
 
         def work() -> None:
             lower_thread_priority(self._config.server.model_threads_nice)
@@ -463,9 +515,11 @@ class LlamaCppLLM(LLMService):
         words = last.content if keep_punctuation else last.content.rstrip(_TRAILING_PUNCTUATION)
         if not words.strip():
             return None
-        prompt = chatml_prefix([*messages[:last_user], ChatMessage(last.role, words)])
         server = self._server
         if server is None or self.slots.waiting:
+            return None
+        prompt = self._chatml([*messages[:last_user], ChatMessage(last.role, words)])
+        if prompt is None:
             return None
         if self._end_id is None:
             self._end_id = _token_id(server, "<|im_end|>", self.http_key) or IM_END_QWEN
@@ -500,6 +554,8 @@ class LlamaCppLLM(LLMService):
         Inside :meth:`reserve` the reply uses the slot reserved there (whose conversation
         counts); otherwise it waits for ``conversation``'s slot itself."""
         loop = asyncio.get_running_loop()
+        if tools:
+            self.tools = [dict(tool) for tool in tools]
         fragments: list[dict[str, Any]] | None = [] if tools else None
         text_calls = ToolCallText(_tool_names(tools)) if tools else None
         queue: asyncio.Queue[str | BaseException | _Done] = asyncio.Queue()
@@ -562,6 +618,8 @@ class LlamaCppLLM(LLMService):
 
 
 _CALL_START = '{"name": "'
+_CALL_STARTS = ("{", "{{", '{"', " {", "<tool_call>")
+"""The texts a tool call starts with: kept out of a reply that may not call one."""
 _TOP_LOGPROBS = 10
 
 
