@@ -87,3 +87,20 @@ def test_a_lock_outlives_its_event_loop() -> None:
     for _ in range(2):
         asyncio.run(use())
     assert not lock.locked
+
+
+async def test_a_reply_start_holds_the_cores_until_released_or_its_limit() -> None:
+    from voice_agent.services.priority_lock import CORES, CoreTurn
+
+    turn = CoreTurn(limit_s=0.1)
+    await turn.take()
+    assert CORES.locked
+    turn.release()
+    turn.release()  # idempotent: the first token, then the stream's end
+    assert not CORES.locked
+    hung = CoreTurn(limit_s=0.05)
+    await hung.take()  # a model that never gives its first token ...
+    await asyncio.sleep(0.15)
+    assert not CORES.locked  # ... keeps the cores no longer than its limit
+    hung.release()
+    assert not CORES.locked

@@ -15,6 +15,7 @@ its stack logged; its sink is muted at once, so a reply that does not stop is ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -31,6 +32,7 @@ from ..core.status import ProcessingStatus
 from ..core.tasks import TaskSet, stuck_tasks, task_stack
 from ..services.base import ChatMessage, SpeechFailure, SpeechResult, STTStream
 from ..services.factory import Services
+from ..services.priority_lock import CORES, URGENT
 from .backchannel import Backchannels
 from .end_of_turn import EndOfTurnRule
 from .replies import Replies
@@ -80,7 +82,9 @@ class VoicePipeline:
                                      first_piece_max_words=config.pipeline.first_piece_max_words,
                                      conversation=session_id or None,
                                      tools=ToolRegistry.from_config(config.tools),
-                                     activity=services.activity)
+                                     activity=services.activity,
+                                     take_turns=(config.server.take_turns_on_cores
+                                                 and config.ai.provider == "llamacpp"))
         self.coordinator = TurnCoordinator(
             self.conversation, session_id=session_id, prefill=config.ai.prefill_while_speaking,
             backchannels=Backchannels(config.pipeline.backchannels),
@@ -189,6 +193,12 @@ class VoicePipeline:
         # already, and waiting for it again would double the time close() takes.
         await self._tasks.stop(skip=self._replies.cut)
 
+    def _cores(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Take a turn on the cores for a burst of local model work (server.take_turns_on_cores)."""
+        if self.config.server.take_turns_on_cores:
+            return CORES.hold(URGENT)
+        return contextlib.nullcontext()
+
     def _light(self) -> bool:
         """Enough sessions are in a turn at once that this one spends nothing on comfort
         (pipeline.light_at_sessions)."""
@@ -274,7 +284,7 @@ class VoicePipeline:
                 if (stream := self._streams.pop(sid, None)) is not None:
                     self._tasks.spawn(stream.aclose(), "stt-close")
             case Prefill(messages=messages):
-                if not self.services.stt.busy:
+                if not self.services.stt.busy and not CORES.locked:
                     self.services.llm.prefill(messages, conversation=self.session_id or None)
             case StartReply(held=held):
                 if not held:
@@ -342,9 +352,11 @@ class VoicePipeline:
         if score is not None:
             try:  # an async scorer (a remote provider) is awaited; a blocking one gets a thread
                 conversation = self.session_id or None  # scored in its own LLM slot
-                p = await (score(messages, conversation=conversation)
-                           if inspect.iscoroutinefunction(score)
-                           else asyncio.to_thread(score, messages, conversation=conversation))
+                if inspect.iscoroutinefunction(score):
+                    p = await score(messages, conversation=conversation)
+                else:  # local: not beside Whisper (services/priority_lock.py)
+                    async with self._cores():
+                        p = await asyncio.to_thread(score, messages, conversation=conversation)
             except Exception as exc:  # a hint, not a turn: the fixed silence applies
                 log.warning("[%s] end-of-turn score failed: %r", self.session_id, exc)
         log.debug("[%s] end-of-turn score of %r: %s in %.0f ms", self.session_id, text, p,

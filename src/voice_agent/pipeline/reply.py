@@ -11,7 +11,7 @@ from ..core.events import EventSink, ResponseEvent
 from ..core.recovery import ErrorRecoveryManager
 from ..core.messages import ASSISTANT, TOOL, ToolCall
 from ..services.base import ChatMessage, LLMService, TTSService
-from ..services.priority_lock import NORMAL, URGENT, urgent_as
+from ..services.priority_lock import NORMAL, URGENT, CoreTurn, urgent_as
 from ..core.activity import Activity
 from .pace import Pace
 from .chunker import SentenceChunker
@@ -89,7 +89,8 @@ class ReplySpeaker:
                  recovery: ErrorRecoveryManager, *, max_tokens: int, timeout_s: float,
                  streaming: bool = True, first_piece_max_words: int = 0,
                  low_water_s: float = LOW_WATER_S, conversation: str | None = None,
-                 tools: ToolRegistry | None = None, activity: Activity | None = None) -> None:
+                 tools: ToolRegistry | None = None, activity: Activity | None = None,
+                 take_turns: bool = False) -> None:
         self.llm, self.tts, self.sink, self.emit = llm, tts, sink, emit
         # Passed on only when set: wrappers around an LLM (tests) may not take the keyword.
         self._conversation: dict[str, Any] = {"conversation": conversation} if conversation else {}
@@ -106,6 +107,9 @@ class ReplySpeaker:
         """The tools offered to the model (None or empty: none is sent)."""
         self.activity = activity
         """The replies of every session on these models (pipeline/pace.py); None: alone."""
+        self.take_turns = take_turns
+        """The LLM runs on this machine's cores: each call's prompt read (up to its first
+        token) takes its turn on them, not beside Whisper (services/priority_lock.py)."""
 
     async def run(self, messages: list[ChatMessage], state: ReplyState, metrics: TurnMetrics,
                   *, on_first_audio: Callable[[], Awaitable[None]], gate: asyncio.Event,
@@ -214,8 +218,12 @@ class ReplySpeaker:
         pausable = self.streaming and not tools and getattr(self.llm, "continues_replies", False)
         while True:
             yielded = False
+            turn = CoreTurn()
             try:
+                if self.take_turns:
+                    await turn.take()
                 async for token in stream:
+                    turn.release()  # the prompt is read
                     tokens += 1
                     first = await self._take(token, first, calls, chunker, pieces, state,
                                              metrics, gate, sink, emit)
@@ -225,6 +233,7 @@ class ReplySpeaker:
                         yielded = True
                         break
             finally:
+                turn.release()
                 await stream.aclose()  # type: ignore[attr-defined]
             if not yielded or tokens >= self.max_tokens:
                 return calls

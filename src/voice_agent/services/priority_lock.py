@@ -65,13 +65,14 @@ class PriorityLoopLock:
     async def hold(self, priority: int | None = None) -> AsyncIterator[None]:
         """Wait for the lock at ``priority`` (default: the task's :data:`urgency`), hold it
         for the block."""
-        await self._acquire(urgency.get() if priority is None else priority)
+        await self.acquire(urgency.get() if priority is None else priority)
         try:
             yield
         finally:
-            self._release()
+            self.release()
 
-    async def _acquire(self, priority: int) -> None:
+    async def acquire(self, priority: int) -> None:
+        """Wait for the lock; the caller must :meth:`release` it (prefer :meth:`hold`)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # a new loop: nothing of the old one can still hold it
             self._loop, self._held, self._waiters = loop, False, []
@@ -84,13 +85,44 @@ class PriorityLoopLock:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self._release()  # let in, then cancelled: the next one goes
+                self.release()  # let in, then cancelled: the next one goes
             raise
 
-    def _release(self) -> None:
+    def release(self) -> None:
         while self._waiters:
             _p, _n, future = heapq.heappop(self._waiters)
             if not future.done():
                 future.set_result(None)  # the lock passes on, held all along
                 return
         self._held = False
+
+
+CORES = PriorityLoopLock()
+"""The process's bursts of model work take turns here: Whisper's transcriptions, and (with
+server.take_turns_on_cores) the LLM's scores and the start of each reply. A library's thread
+pool waits for all its threads at each step; beside another pool on 2 cores those waits became
+whole scheduler slices, and both ran ~10x slower than one after the other."""
+
+
+class CoreTurn:
+    """The start of a reply holds :data:`CORES` until its first token, at most ``limit_s``
+    (a model that hangs must not keep Whisper out for long)."""
+
+    def __init__(self, limit_s: float = 1.5) -> None:
+        self.limit_s = limit_s
+        self._held = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def take(self, priority: int = URGENT) -> None:
+        await CORES.acquire(priority)
+        self._held = True
+        self._timer = asyncio.get_running_loop().call_later(self.limit_s, self.release)
+
+    def release(self) -> None:
+        """Idempotent: the first token, the limit or the stream's end, whichever comes first."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._held:
+            self._held = False
+            CORES.release()

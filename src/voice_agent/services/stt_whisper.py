@@ -26,7 +26,7 @@ from voice_agent.core.errors import ProviderError
 from voice_agent.core.priority import model_executor
 from voice_agent.services.base import STT_SAMPLE_RATE, STTService, Transcript
 from voice_agent.services.models import model_path
-from voice_agent.services.priority_lock import LATER, URGENT, PriorityLoopLock
+from voice_agent.services.priority_lock import CORES, LATER, URGENT
 
 if TYPE_CHECKING:  # faster_whisper is imported lazily: it is slow to import
     from faster_whisper import WhisperModel
@@ -69,8 +69,9 @@ class WhisperSTT(STTService):
         self._no_speech_threshold = no_speech_threshold
         self._logprob_threshold = logprob_threshold
         self._lock = threading.Lock()  # one model instance, one decode at a time
-        self._queue = PriorityLoopLock()  # callers wait here, not in executor threads: a
-        # transcript a turn waits for (final, decisive) before other sessions' interims
+        self._queue = CORES  # callers wait here, not in executor threads: a transcript a
+        # turn waits for (final, decisive) before other sessions' interims; and not beside
+        # the LLM's prompt reads (services/priority_lock.py)
         self._worker = model_executor("whisper", config.server.model_threads_nice)
         self._model: WhisperModel | None = None
         self._tokenizer: Tokenizer | None = None
