@@ -121,7 +121,7 @@ async def test_asked_by_voice_and_by_typed_text_through_the_pipeline(llm) -> Non
                              session_id="tools-voice")
     try:
         await pipeline.start()
-        await pipeline.push_audio(speech_16k("What is today's door code?", pad_after=1.0))
+        await pipeline.push_audio(speech_16k("What is the code for the office door?", pad_after=1.0))
         await pipeline.drain()
         heard = [e.text for e in events if isinstance(e, TranscriptEvent) and e.final]
         replies = [e.text for e in events if isinstance(e, ResponseEvent) and e.final]

@@ -12,7 +12,7 @@ from tests.helpers.fake_openai import FakeOpenAI
 from voice_agent.core.config import load_config
 from voice_agent.core.errors import ProviderError
 from voice_agent.core.messages import ChatMessage, LLMStreamItem, ToolCall
-from voice_agent.services.llm_llamacpp import LlamaCppLLM, _plain
+from voice_agent.services.llm_llamacpp import LlamaCppLLM, _plain, chatml_prefix
 from voice_agent.services.llm_openai import OpenAICompatibleLLM, _ToolCalls
 
 WEATHER = {"type": "function", "function": {
@@ -151,3 +151,27 @@ def test_llamacpp_prefills_tool_messages_through_the_template() -> None:
     assert _plain(ASK)
     assert not _plain([*ASK, ChatMessage("assistant", "", tool_calls=(call,))])
     assert not _plain([*ASK, ChatMessage("tool", "1", tool_call_id="c")])
+
+
+async def test_llamacpp_keeps_rendering_the_tools_once_replies_had_some() -> None:
+    """The answer after tool results and the prefills render the same tools as the replies
+    (their prompts start alike, the slot's cache holds), with calls ruled out."""
+    llm = LlamaCppLLM(load_config())
+    assert "tools" not in llm._request(ASK, 10, 0)
+    assert llm._chatml(ASK) == chatml_prefix(ASK)
+    await _llamacpp_with(llm, [{"content": "Hi."}], tools=[WEATHER])
+    later = llm._request(ASK, 10, 0)
+    assert later["tools"] == [WEATHER] and ["{", False] in later["logit_bias"]
+    assert "logit_bias" not in llm._request(ASK, 10, 0, tools=[WEATHER])
+    call = ToolCall("c", "get_weather")
+    answer = [*ASK, ChatMessage("assistant", "", tool_calls=(call,)),
+              ChatMessage("tool", "21", tool_call_id="c")]
+    assert "tools" not in llm._request(answer, 10, 0)  # the answer after results: none
+    llm._system_blocks[json.dumps(["Be brief.", [WEATHER]], sort_keys=True)] = "<SYS+TOOLS>"
+    assert llm._chatml(ASK) == "<SYS+TOOLS>" + chatml_prefix(ASK[1:])
+    assert llm._chatml(ASK[1:]) is None  # no system message to put the tools in
+
+
+async def _llamacpp_with(llm: LlamaCppLLM, deltas: list[dict], **kwargs: object) -> None:
+    llm._server = _FakeLlamaServer(deltas)  # type: ignore[assignment]
+    [item async for item in llm.stream(ASK, **kwargs)]  # type: ignore[arg-type]

@@ -283,10 +283,12 @@ class LlamaCppLLM(LLMService):
         }
         if tools:  # the template renders them; llama.cpp parses the calls it recognises
             request["tools"] = [dict(tool) for tool in tools]
-        elif self.tools:
-            # A prompt without them (the answer after tool results, a prefill) would differ
-            # from the replies' right after the system prompt, and the slot's cache would be
-            # read again from there each turn: they are rendered, and calls are ruled out.
+        elif self.tools and _plain(messages):
+            # A prefill (or any plain prompt) without them would differ from the replies'
+            # right after the system prompt, and the slot's cache would be read again from
+            # there each turn: they are rendered, and calls are ruled out. Not for the answer
+            # after tool results: with the tools rendered (calls ruled out) the 1.5B model
+            # answered 8 of 10 questions with the tool's fact, without them 10 of 10.
             request["tools"] = self.tools
             request["logit_bias"] = [[text, False] for text in _CALL_STARTS]
         return request
