@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.messages import ToolCall
+from ..core.tasks import within
 from .registry import ToolError, ToolRegistry
 
 MAX_RESULT_CHARS = 2000
@@ -96,8 +97,8 @@ async def run_tool(registry: ToolRegistry, call: ToolCall) -> ToolResult:
             work = found.function(**kwargs)
         else:
             work = _in_thread(found.function, kwargs)
-        value = await asyncio.wait_for(work, registry.timeout_s)
-    except asyncio.TimeoutError:
+        value = await within(work, registry.timeout_s)
+    except TimeoutError:
         return failed(f"{call.name} did not answer within {registry.timeout_s:g} s")
     except asyncio.CancelledError:
         raise
