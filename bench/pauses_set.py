@@ -5,10 +5,10 @@ Two sets (issue #14's acceptance check, see bench/pauses.py):
 - **Split questions**: a question cut where a listener clearly hears that it is unfinished
   ("What is the largest city in" + "Canada?"), each half spoken separately and joined with a
   silence of 0.8, 1.0, 1.2 or 1.5 s (``PAUSES_S``, in turn), sent as one utterance. The turn
-  **answered the first half** when any ``ai_response`` event or loud agent audio reached the
-  client before the end of the second half was sent, or when the server's first final
-  ``transcript`` of the turn lacks the second half's key words (fewer than half of them: one
-  misheard word of several is not a cut). A turn that failed (timeout, broken session) is
+  **answered the first half** when any ``ai_response`` event, loud agent audio or a final
+  ``transcript`` reached the client before the end of the second half was sent (the turn
+  ended at the pause). A final after it that lacks the second half's key words (fewer than
+  half of them) is counted as misheard, not as a first-half answer. A turn that failed (timeout, broken session) is
   not a first-half answer but is not a pass either: the pass rate is over every turn asked.
 - **Complete questions**: the short questions of bench/accuracy_set.py (no lead-in sentence);
   the server's ``end_of_turn_delay_ms`` (its VAD's end of speech → end of turn), the
@@ -98,6 +98,8 @@ class SplitTurn:
     reply: str = ""
     reasons: list[str] = field(default_factory=list)
     """Why it counts as an answer to the first half (empty: it does not)."""
+    misheard: bool = False
+    """The final came after the whole question but lacks most of its second half's words."""
     eot_ms: float | None = None
     v2v_ms: float | None = None
 
@@ -131,8 +133,15 @@ def judge_split(turn: SplitTurn, events: list[dict[str, Any]], speech_end_at: fl
     if early_audio_at is not None and speech_end_at:
         reasons.append(f"agent audio {(speech_end_at - early_audio_at) * 1000:.0f} ms before "
                        "the end")
-    if finals and not has_second_half(turn.transcript, turn.first, turn.second):
-        reasons.append("first transcript lacks the second half")
+    # A final before the end of the speech: the turn ended at the pause. One after it that
+    # lacks the second half's words is a mishearing (flite: 'How doll mount ever stays'),
+    # counted apart: the turn did wait for the whole question.
+    ended_early = bool(finals) and bool(speech_end_at) and float(finals[0]["_at"]) < speech_end_at
+    if ended_early:
+        reasons.append(f"final transcript {(speech_end_at - float(finals[0]['_at'])) * 1000:.0f}"
+                       " ms before the end")
+    elif finals and not has_second_half(turn.transcript, turn.first, turn.second):
+        turn.misheard = True
     turn.reasons = reasons
     return turn
 

@@ -63,8 +63,14 @@ def test_a_first_final_transcript_of_the_first_half_fails() -> None:
                                _ev("transcript", END + 0.4, "What is the largest city in Canada?")],
                     END, None)
     assert t.first_half_answered and not t.passed
-    assert t.reasons == ["first transcript lacks the second half"]
+    assert t.reasons == ["final transcript 900 ms before the end"]
     assert t.transcript_after_ms == -900
+
+
+def test_a_final_after_the_question_that_lacks_its_words_is_misheard_not_cut() -> None:
+    t = judge_split(_split(), [_ev("transcript", END + 2.0, "What is the largest city in Gonad?")],
+                    END, None)
+    assert t.passed and not t.first_half_answered and t.misheard
 
 
 def test_reply_text_or_audio_before_the_end_fails() -> None:
