@@ -397,11 +397,14 @@ class ServerConfig(_Section):
     """Model work (Whisper, llama.cpp, Piper and their thread pools) runs this many nice steps
     below the event loop, which carries every session's audio: under load the loop then gets
     the CPU it needs at once (Linux; 0 turns this off)."""
-    take_turns_on_cores: bool = True
+    take_turns_on_cores: bool = False
     """Whisper's transcriptions, the LLM's end-of-turn scores and the start of each reply
-    (llama.cpp reading its prompt, up to its first token) take turns on the cores instead of
-    running at once: side by side on 2 cores each library's threads wait on the other's, and
-    a 0.1 s transcription and a 0.1 s score each took ~2 s (in-process, quiet machine)."""
+    (llama.cpp reading its prompt, up to its first token, at most 1.5 s) take turns on the
+    cores instead of running at once. Side by side on 2 cores each library's threads wait on
+    the other's: a 0.1 s transcription and a 0.1 s score each took ~2 s (in-process). Off by
+    default: with 4 sessions at once the finals then waited behind reply starts (bench
+    latency A/B, docs/latency.md: p50 7.2 s off / 7.7 s on, p95 18.0 / 12.4 s, one late turn
+    on); within one session the pause's transcript already waits for a score on its way."""
     trim_memory_after_session: bool = True
     """After each session ends, collect its reference cycles and hand free heap memory back to
     the kernel (gc.collect + glibc malloc_trim); objects from start-up are frozen out of the
