@@ -591,3 +591,16 @@ def test_the_built_in_provider_names_tell_their_kind() -> None:
             assert provider_kind(name) is ErrorType(kind), name
     assert provider_kind("LLM-fake") is ErrorType.LLM
     assert provider_kind("silero") is ErrorType.INTERNAL  # the VAD is not called through here
+
+
+def test_the_cloud_providers_tell_their_kind() -> None:
+    """The breakers and the recovery log name them by their service ``name``."""
+    from voice_agent.services.llm_groq import GroqLLM
+    from voice_agent.services.openai_audio import OpenAICompatibleSTT, OpenAICompatibleTTS
+    from voice_agent.services.stt_deepgram import DeepgramSTT
+    from voice_agent.services.tts_elevenlabs import ElevenLabsTTS
+
+    kinds = {DeepgramSTT: ErrorType.STT, OpenAICompatibleSTT: ErrorType.STT, GroqLLM: ErrorType.LLM,
+             ElevenLabsTTS: ErrorType.TTS, OpenAICompatibleTTS: ErrorType.TTS}
+    for service, kind in kinds.items():
+        assert provider_kind(service.name) is kind, service.name

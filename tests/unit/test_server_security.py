@@ -104,3 +104,17 @@ def test_origin_check() -> None:
     assert not origin_allowed("null", "127.0.0.1:8000", [])
     assert not origin_allowed("http://127.0.0.1.evil.example", "127.0.0.1:8000", [])
     assert origin_allowed("https://evil.example", "127.0.0.1:8000", ["*"])
+
+
+def test_every_configured_key_is_masked_in_the_server_logs() -> None:
+    """The cloud providers' keys (issue #16) as well as the token and the LLM's key."""
+    from voice_agent.server.app import _secrets
+
+    config = V3Config.model_validate({
+        "auth_token": "tok-1", "ai": {"api_key": "sk-llm"}, "stt": {"api_key": "dg-stt"},
+        "voice": {"api_key": "xi-tts"}})
+    flt = RedactSecrets(_secrets(config))
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1,
+                               "keys %s %s %s %s", ("tok-1", "sk-llm", "dg-stt", "xi-tts"), None)
+    flt.filter(record)
+    assert record.getMessage() == "keys *** *** *** ***"

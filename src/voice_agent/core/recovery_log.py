@@ -27,9 +27,13 @@ from .status import ErrorSeverity, ErrorType
 log = logging.getLogger("voice_agent.core.recovery")
 
 KIND_PREFIXES: tuple[tuple[str, ErrorType], ...] = (
-    ("whisper", ErrorType.STT), ("stt", ErrorType.STT),
-    ("llamacpp", ErrorType.LLM), ("openai", ErrorType.LLM), ("llm", ErrorType.LLM),
-    ("piper", ErrorType.TTS), ("espeak", ErrorType.TTS), ("tts", ErrorType.TTS),
+    ("whisper", ErrorType.STT), ("deepgram", ErrorType.STT), ("openai-stt", ErrorType.STT),
+    ("stt", ErrorType.STT),
+    ("openai-tts", ErrorType.TTS),  # before "openai", the LLM's
+    ("llamacpp", ErrorType.LLM), ("groq", ErrorType.LLM), ("openai", ErrorType.LLM),
+    ("llm", ErrorType.LLM),
+    ("piper", ErrorType.TTS), ("espeak", ErrorType.TTS), ("elevenlabs", ErrorType.TTS),
+    ("tts", ErrorType.TTS),
 )
 """Provider name prefix -> kind: the built-in providers' ``name`` (services/*.py) and the bare
 kind names. A provider named otherwise can say its kind with the ``kind=`` argument of

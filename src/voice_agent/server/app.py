@@ -99,7 +99,7 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
 
 
 def _secrets(config: V3Config) -> list[str]:
-    values = [config.auth_token, config.ai.api_key,
+    values = [config.auth_token, config.ai.api_key, config.stt.api_key, config.voice.api_key,
               *(s.credential for s in config.webrtc.ice_servers)]
     return [v.get_secret_value() for v in values if v is not None]
 
