@@ -275,7 +275,7 @@ def test_health_shows_the_fallback_and_config_hides_the_key(fake) -> None:
     assert body["status"] == "ok" and body["models"]["tts"]["name"] == "elevenlabs"
     assert body["models"]["tts"]["fallback"]["active"] is False
     assert "fallback" not in body["models"]["llm"]
-    tts.fallback._enter(ProviderError("elevenlabs", "the API key was rejected"))
+    tts.fallback.enter(ProviderError("elevenlabs", "the API key was rejected"))
     body = client.get("/v3/health").json()
     assert body["status"] == "degraded"
     assert body["models"]["tts"]["fallback"] | {"active_for_s": 0} == {

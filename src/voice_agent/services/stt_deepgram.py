@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -53,6 +52,7 @@ import numpy as np
 from voice_agent.core.config import ConfigError, V3Config
 from voice_agent.core.errors import ProviderError, ProviderTimeoutError
 from voice_agent.core.tasks import TaskSet
+from voice_agent.services.fallback import FallbackSwitch
 from voice_agent.services.base import STT_SAMPLE_RATE, STTService, Transcript
 from voice_agent.services.stt_stream import (FinalCall, ResultSink, SpeechFailure, SpeechResult,
                                              STTStream)
@@ -490,40 +490,18 @@ class DeepgramStream(STTStream):
             self.on_result(result)
 
 
-class LocalFallback:
+class LocalFallback(FallbackSwitch):
     """``stt.fallback = "local"``: Whisper transcribes while Deepgram fails.
 
     Entered when a final fails whatever the retries; for the next ``hold_s`` every new
     utterance goes to Whisper from its start; the first Deepgram final that succeeds after
-    that leaves it. Entering and leaving are logged; :meth:`status` is for /v3/health."""
-
-    local_name = "whisper"
+    that leaves it."""
 
     def __init__(self, config: V3Config, remote_name: str) -> None:
         from voice_agent.services.stt_whisper import WhisperSTT  # loaded only when configured
 
-        self.remote_name = remote_name
+        super().__init__(config, remote_name, "whisper", "stt", "transcribing")
         self.local: STTService = WhisperSTT(config)
-        self.hold_s = max(5.0, config.recovery.reset_timeout_s)
-        self.active_until = 0.0
-        self.since: float | None = None
-        self.reason = ""
-        self.calls = 0
-        """Utterances and transcriptions Whisper took over, in all."""
-
-    @property
-    def active(self) -> bool:
-        return self.since is not None
-
-    @property
-    def holding(self) -> bool:
-        """Within the hold: new utterances go straight to Whisper."""
-        return self.active and time.monotonic() < self.active_until
-
-    def status(self) -> dict[str, Any]:
-        return {"provider": self.local_name, "active": self.active, "reason": self.reason,
-                "active_for_s": round(time.monotonic() - self.since, 3) if self.since else 0.0,
-                "local_calls": self.calls}
 
     def stream(self, on_result: ResultSink) -> STTStream:
         self.calls += 1
@@ -537,20 +515,6 @@ class LocalFallback:
             raise
         except Exception as exc:  # the fallback failing too: the pipeline's apology
             raise ProviderError(self.local_name, f"fallback failed: {exc!r}") from exc
-
-    def enter(self, exc: ProviderError) -> None:
-        self.active_until = time.monotonic() + self.hold_s
-        self.reason = str(exc)[:300]
-        if not self.active:
-            self.since = time.monotonic()
-            log.warning("stt: %s failed (%s): transcribing with the local %s for at least "
-                        "%.0f s", self.remote_name, self.reason, self.local_name, self.hold_s)
-
-    def leave(self) -> None:
-        if self.active:
-            log.warning("stt: %s is back; the local fallback (%s) stops after %.1f s",
-                        self.remote_name, self.local_name, time.monotonic() - (self.since or 0))
-            self.since, self.reason = None, ""
 
 
 def _closed_errors() -> tuple[type[BaseException], ...]:

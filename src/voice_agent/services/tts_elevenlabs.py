@@ -34,7 +34,6 @@ import asyncio
 import base64
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -45,6 +44,7 @@ import numpy as np
 
 from voice_agent.core.config import ConfigError, V3Config
 from voice_agent.core.errors import ProviderError, ProviderTimeoutError
+from voice_agent.services.fallback import FallbackSwitch
 from voice_agent.services.base import AudioChunk, TTSService
 from voice_agent.services.tts_espeak import split_sentences
 
@@ -321,7 +321,7 @@ class ElevenLabsTTS(TTSService):
         return self._client
 
 
-class LocalFallback:
+class LocalFallback(FallbackSwitch):
     """``voice.fallback = "local"``: Piper speaks while the cloud TTS fails.
 
     A call whose cloud stream fails before its first audio (down, slow past the timeouts, a
@@ -330,19 +330,11 @@ class LocalFallback:
     failure after audio went out is raised as it is (the pipeline's apology). Entering and
     leaving the fallback are logged; :meth:`status` is what /v3/health shows."""
 
-    local_name = "piper"
-
     def __init__(self, config: V3Config, remote_name: str) -> None:
         from voice_agent.services.tts_piper import PiperTTS
 
-        self.remote_name = remote_name
+        super().__init__(config, remote_name, "piper", "tts", "speaking")
         self.local: TTSService = PiperTTS(config)
-        self.hold_s = max(5.0, config.recovery.reset_timeout_s)
-        self.active_until = 0.0
-        self.since: float | None = None
-        self.reason = ""
-        self.calls = 0
-        """Calls spoken locally, in all."""
 
     def load(self) -> None:
         self.local.load()
@@ -353,17 +345,8 @@ class LocalFallback:
     def close(self) -> None:
         self.local.close()
 
-    @property
-    def active(self) -> bool:
-        return self.since is not None
-
-    def status(self) -> dict[str, Any]:
-        return {"provider": self.local_name, "active": self.active, "reason": self.reason,
-                "active_for_s": round(time.monotonic() - self.since, 3) if self.since else 0.0,
-                "local_calls": self.calls}
-
     async def speak(self, text: str, remote: Any) -> AsyncIterator[AudioChunk]:
-        if self.active and time.monotonic() < self.active_until:
+        if self.holding:
             async with aclosing(self._local(text)) as local:
                 async for chunk in local:
                     yield chunk
@@ -377,23 +360,12 @@ class LocalFallback:
         except ProviderError as exc:
             if started:
                 raise
-            self._enter(exc)
+            self.enter(exc)
             async with aclosing(self._local(text)) as local:
                 async for chunk in local:
                     yield chunk
             return
-        if self.active:
-            log.warning("tts: %s is back; the local fallback (%s) stops after %.1f s",
-                        self.remote_name, self.local_name, time.monotonic() - (self.since or 0))
-            self.since, self.reason = None, ""
-
-    def _enter(self, exc: ProviderError) -> None:
-        self.active_until = time.monotonic() + self.hold_s
-        self.reason = str(exc)[:300]
-        if not self.active:
-            self.since = time.monotonic()
-            log.warning("tts: %s failed (%s): speaking with the local %s for at least %.0f s",
-                        self.remote_name, self.reason, self.local_name, self.hold_s)
+        self.leave()
 
     async def _local(self, text: str) -> AsyncIterator[AudioChunk]:
         self.calls += 1
