@@ -386,6 +386,32 @@ async def test_a_spoken_question_is_heard_by_deepgram_and_answered(fake: FakeDee
         assert conn.audio_bytes >= 2 * len(speech("what is the capital of france"))
 
 
+async def test_with_provider_endpointing_deepgram_ends_the_turn(fake: FakeDeepgram) -> None:
+    """The VAD would wait 5 s of silence here: Deepgram's speech_final ends the turn."""
+    from tests.helpers.fakes import silence, speech
+    from tests.helpers.turns import Harness, config as turn_config
+    from voice_agent.pipeline.turn import TurnState
+    audio = speech("what is the capital of france")
+    fake.reset(key=KEY, speech_ends_s=len(audio) / 16000)
+    cfg = turn_config(end_of_turn_silence_ms=5000, end_of_turn_by_meaning=False,
+                      provider_endpointing=True)
+    async with Harness(cfg, services=pipeline_services(fake, provider_endpointing=True)) as h:
+        for piece in np.array_split(audio, 20):
+            await h.push(piece)
+            await asyncio.sleep(0.01)
+        for _ in range(30):  # up to ~1 s of silence, frame by frame, as a microphone sends it
+            await h.push(silence(32))
+            await asyncio.sleep(0.01)
+            if h.replies():
+                break
+        replies = await h.answered(1)
+        assert replies[0].text == f"You asked: {WORDS}."
+        assert h.metrics()[0]["end_of_turn_delay_ms"] < 1500  # not the VAD's 5 s
+        await h.say("and of spain")  # the next speech is a new turn, not a resume
+        await h.until(lambda: len(h.finals()) == 2 or h.state is TurnState.TRANSCRIBING,
+                      "the second turn")
+
+
 async def test_a_stream_that_drops_is_apologised_for_and_the_next_turn_works(
         fake: FakeDeepgram) -> None:
     from tests.helpers.turns import Harness, config as turn_config

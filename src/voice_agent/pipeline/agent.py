@@ -332,6 +332,16 @@ class VoicePipeline:
                                           speech_s, reused=result.reused))
 
         stream = self.services.stt.create_stream(on_result, final_call=self._final_call)
+        if self.config.stt.provider_endpointing and hasattr(stream, "on_end_of_speech"):
+            def on_end_of_speech(end_s: float) -> None:
+                """The provider heard the speech end (Deepgram's speech_final, UtteranceEnd):
+                the turn ends as if the VAD's silence had run out."""
+                if self._open is None or self._open[0] != sid:
+                    return  # the VAD ended it first, or the stream was dropped
+                self._detector.reset()  # the next speech starts a turn, not a resume
+                self._post(SpeechEnded(speech_end_s=end_s, speech_end_at=time.monotonic()
+                                       - max(0.0, stream.duration_s - end_s)))
+            stream.on_end_of_speech = on_end_of_speech  # type: ignore[attr-defined]
         frames = [*(self._untranscribed if command.hear_again else []), *self._preroll]
         self._untranscribed, self._utterance = [], list(frames)
         self._preroll.clear()
