@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from voice_agent.core.messages import ToolCall
@@ -98,3 +99,41 @@ def _as_call(value: Any) -> ToolCall | None:
     else:
         text = json.dumps(arguments if arguments is not None else {}, ensure_ascii=False)
     return ToolCall(f"call_{secrets.token_hex(4)}", value["name"], text)
+
+
+# -- llama.cpp's side of a call (services/llm_llamacpp.py) ----------------------------------
+
+_CALL_START = '{"name": "'
+_CALL_STARTS = ("{", "{{", '{"', " {", "<tool_call>")
+"""The texts a tool call starts with: kept out of a reply that may not call one."""
+_TOP_LOGPROBS = 10
+
+
+def _call_chance(choice: Mapping[str, Any]) -> float:
+    """The probability that a reply's first token starts a tool call (``{``, ``{{``, ``{"``,
+    ``<`` for ``<tool_call>``), from its ``top_logprobs``, whichever token was drawn: the
+    reply draws its own first token again (temperature), so a call drawn here is no call
+    drawn there."""
+    content = (choice.get("logprobs") or {}).get("content") or [{}]
+    top = content[0].get("top_logprobs") or []
+    return sum(math.exp(float(e.get("logprob", -math.inf))) for e in top
+               if str(e.get("token", "")).lstrip().startswith(("{", "<")))
+
+
+def _tool_names(tools: Sequence[Mapping[str, Any]] | None) -> list[str]:
+    names = []
+    for tool in tools or ():
+        function = tool.get("function")
+        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            names.append(function["name"])
+    return names
+
+
+def _parsed_calls(fragments: list[dict[str, Any]], provider: str) -> list[ToolCall]:
+    """The calls llama.cpp parsed, from their streamed fragments (OpenAI's format)."""
+    if not fragments:
+        return []
+    from voice_agent.services.llm_openai import _ToolCalls  # the same assembly, one place
+    calls = _ToolCalls()
+    calls.add(fragments)
+    return calls.complete(provider)

@@ -1,0 +1,96 @@
+"""ChatML by hand, for llama.cpp's raw completions: the prompt prefix a prefill or an end-of-turn
+score reads (the same tokens the model's chat template renders, so they stay cached for the
+reply), and the probability that the user's sentence ends, read from one token's
+``top_logprobs`` (docs/end_of_turn.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import urllib.request
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from voice_agent.core.messages import ChatMessage
+
+if TYPE_CHECKING:
+    import xllamacpp
+
+log = logging.getLogger(__name__)
+
+_CHATML_END = "<|im_end|>\n"
+
+
+def chatml_prefix(messages: list[ChatMessage]) -> str:
+    """``messages`` in ChatML, the last one left open (no end marker, no assistant header).
+    Plain messages only (see :func:`_plain`): tool calls and results are the template's to
+    render, in its own way."""
+    text = "".join(f"<|im_start|>{m.role}\n{m.content}{_CHATML_END}" for m in messages)
+    return text[: -len(_CHATML_END)] if messages else text
+
+
+def _plain(messages: list[ChatMessage]) -> bool:
+    """True when no message carries tool calls or answers one (nor names a participant), so
+    that role and content are all a template renders of them."""
+    return all(not m.tool_calls and m.tool_call_id is None and m.name is None for m in messages)
+
+
+IM_END_QWEN = 151645
+"""``<|im_end|>`` in the Qwen2/2.5 vocabulary: the id used when llama.cpp cannot be asked."""
+
+
+def _token_id(server: xllamacpp.Server, text: str, key: str = "") -> int | None:
+    """The id of ``text`` if the model reads it as one token (special tokens parsed), asked
+    of the in-process server's own /tokenize on loopback (xllamacpp has no Python call for
+    it); None if it cannot say."""
+    try:
+        request = urllib.request.Request(
+            f"{server.listening_address}/tokenize",
+            data=json.dumps({"content": text, "add_special": False,
+                             "parse_special": True}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 (loopback)
+            tokens = json.loads(response.read()).get("tokens") or []
+    except Exception as exc:
+        log.debug("cannot tokenize %r: %r", text, exc)
+        return None
+    if len(tokens) != 1:
+        return None
+    token = tokens[0]
+    return int(token["id"] if isinstance(token, dict) else token)
+
+
+_SENTENCE_END = re.compile(r"[.?!]{1,2}[\s\"')\]]*")
+"""A token that ends a sentence: ``?``, ``.``, ``!``, ``?!`` and the like, maybe with a newline
+or closing quote; not ``...`` (trailing off) and not ``,``."""
+_TRAILING_PUNCTUATION = ".?!…。？！ \t\n"
+
+
+def _end_probability(response: Mapping[str, Any], end_id: int, *,
+                     punctuation_ends: bool) -> float:
+    """The probability of token ``end_id`` (and, if ``punctuation_ends``, of the tokens that
+    end a sentence) among a raw completion's ``top_logprobs`` for its one generated token;
+    0.0 for any not among them. llama.cpp renders special tokens as empty text,
+    ``<|im_start|>`` as well as ``<|im_end|>``: the id tells them apart; without ids, the
+    text ``<|im_end|>``, else the most likely empty one."""
+    choices = response.get("choices") or [{}]
+    content = (choices[0].get("logprobs") or {}).get("content") or [{}]
+    top = content[0].get("top_logprobs") or content[0].get("top_probs") or []
+
+    def prob(entry: Mapping[str, Any]) -> float:
+        if "logprob" in entry:
+            return math.exp(float(entry["logprob"]))
+        return float(entry.get("prob", 0.0))
+
+    total = 0.0
+    if punctuation_ends:
+        total = sum(prob(e) for e in top if _SENTENCE_END.fullmatch(str(e.get("token", ""))))
+    if any("id" in entry for entry in top):
+        return min(1.0, total + next((prob(e) for e in top if e.get("id") == end_id), 0.0))
+    for text in ("<|im_end|>", ""):
+        found = next((prob(e) for e in top if e.get("token") == text), None)
+        if found is not None:
+            return min(1.0, total + found)
+    return total
