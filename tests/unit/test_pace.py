@@ -49,3 +49,29 @@ async def test_it_writes_again_once_the_other_has_audio_or_its_own_runs_low() ->
         async with asyncio.timeout(1.0):
             await task
     assert ahead.yields == 2
+
+
+def test_a_reply_never_waits_for_another_of_its_own_session() -> None:
+    """A session hears one reply at a time: its other replies are held or being cut."""
+    activity = Activity()
+    playing, held_same, other = Pace(activity, "a"), Pace(activity, "a"), Pace(activity, "b")
+    with playing.silent_until() as audible, held_same.silent_until():
+        audible()
+        assert not playing.should_yield(has_audio=True, held=False, queued_s=AHEAD_S * 2)
+        with other.silent_until():
+            assert playing.should_yield(has_audio=True, held=False, queued_s=AHEAD_S * 2)
+
+
+def test_a_reply_silent_for_too_long_holds_nobody_back(monkeypatch) -> None:  # noqa: ANN001
+    """A reply abandoned after a cut (its task would not stop) stays registered as silent."""
+    import voice_agent.core.activity as activity_module
+
+    activity = Activity()
+    playing, stuck = Pace(activity, "a"), Pace(activity, "b")
+    clock = [100.0]
+    monkeypatch.setattr(activity_module.time, "monotonic", lambda: clock[0])
+    with playing.silent_until() as audible, stuck.silent_until():
+        audible()
+        assert playing.should_yield(has_audio=True, held=False, queued_s=AHEAD_S)
+        clock[0] += activity_module.STALE_S + 1
+        assert not playing.should_yield(has_audio=True, held=False, queued_s=AHEAD_S)

@@ -28,8 +28,10 @@ POLL_S = 0.05
 class Pace:
     """One reply's courtesy towards the others on the same models."""
 
-    def __init__(self, activity: Activity | None) -> None:
+    def __init__(self, activity: Activity | None, session: str = "") -> None:
         self.activity = activity
+        self.session = session
+        """Replies of the same session never wait for each other ("" : no session known)."""
         self.yields = 0
         """Times this reply stopped writing for others."""
         self.audible: Callable[[], None] = lambda: None
@@ -43,7 +45,7 @@ class Pace:
             yield lambda: None
             return
         activity = self.activity
-        activity.reply_silent(self, True)
+        activity.reply_silent(self, True, self.session)
         try:
             yield lambda: activity.reply_silent(self, False)
         finally:
@@ -52,7 +54,9 @@ class Pace:
     def should_yield(self, *, has_audio: bool, held: bool, queued_s: float) -> bool:
         """Stop writing now: others wait in silence, and this reply's listener does not need
         more soon (a held reply is not heard yet; a released one has ``queued_s`` ahead)."""
-        if self.activity is None or not has_audio or not self.activity.silent_replies(self):
+        if self.activity is None or not has_audio:
+            return False
+        if not self.activity.silent_replies(self, self.session):
             return False
         return held or queued_s >= AHEAD_S
 
@@ -60,5 +64,5 @@ class Pace:
         """Until nobody else waits in silence, or this reply's own audio runs low."""
         assert self.activity is not None
         self.yields += 1
-        while self.activity.silent_replies(self) and (held() or queued_s() > RESUME_S):
+        while self.activity.silent_replies(self, self.session) and (held() or queued_s() > RESUME_S):
             await asyncio.sleep(POLL_S)

@@ -120,7 +120,7 @@ class ReplySpeaker:
         sink = sink if sink is not None else self.sink
         emit = emit if emit is not None else self.emit
         pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        state.pace = Pace(self.activity)
+        state.pace = Pace(self.activity, self._conversation.get("conversation") or "")
         with state.pace.silent_until() as audible:
             state.pace.audible = audible
             await self._run(messages, pieces, state, metrics, on_first_audio, gate, sink, emit)
