@@ -47,7 +47,8 @@ async def test_a_reply_ahead_pauses_for_a_silent_one_then_goes_on_with_its_words
     llm = ContinuingLLM()
     speaker = ReplySpeaker(llm, FakeTTS(), AheadSink(), _nothing,
                            recovery_from_config(V3Config().recovery), max_tokens=100,
-                           timeout_s=2.0, first_piece_max_words=3, activity=activity)
+                           timeout_s=2.0, first_piece_max_words=3, activity=activity,
+                           make_way=True)
     other = Pace(activity)
     state, gate = ReplyState(), asyncio.Event()
     gate.set()
@@ -75,7 +76,8 @@ async def test_alone_a_reply_never_pauses() -> None:
     llm = ContinuingLLM()
     speaker = ReplySpeaker(llm, FakeTTS(), AheadSink(), _nothing,
                            recovery_from_config(V3Config().recovery), max_tokens=100,
-                           timeout_s=2.0, first_piece_max_words=3, activity=activity)
+                           timeout_s=2.0, first_piece_max_words=3, activity=activity,
+                           make_way=True)
     state, gate = ReplyState(), asyncio.Event()
     gate.set()
     async with asyncio.timeout(5):
@@ -91,3 +93,19 @@ async def _nothing(_event: object) -> None:
 
 async def _first() -> None:
     pass
+
+
+async def test_by_default_a_reply_never_pauses_for_others() -> None:
+    """pipeline.make_way is off by default: nothing changes for a reply ahead."""
+    activity = Activity()
+    llm = ContinuingLLM()
+    speaker = ReplySpeaker(llm, FakeTTS(), AheadSink(), _nothing,
+                           recovery_from_config(V3Config().recovery), max_tokens=100,
+                           timeout_s=2.0, first_piece_max_words=3, activity=activity)
+    state, gate = ReplyState(), asyncio.Event()
+    gate.set()
+    with Pace(activity, "other").silent_until():
+        async with asyncio.timeout(5):
+            await speaker.run([ChatMessage("user", "count")], state, TurnMetrics(turn=1),
+                              on_first_audio=_first, gate=gate)
+    assert state.text == REPLY and len(llm.calls) == 1 and state.pace.yields == 0

@@ -305,6 +305,12 @@ class PipelineConfig(_Section):
     held; the pause's transcript keeps it when it has the same words (its first audio is then
     ready at the end of the turn), else it is dropped unheard. Off by default: on 2 cores the
     early reply's generation slowed the pause's transcript 5-20x (docs/end_of_turn.md)."""
+    make_way: bool = False
+    """A reply with its first audio made and 2 s of audio queued stops writing while another
+    session's reply waits in silence for its first audio, and goes on with its own words later
+    (pipeline/pace.py; local LLM only). Off by default: 4 sessions at once p50 6.5 -> 6.0 s
+    (one run each, within the noise), and the test of several barge-ins in one session failed
+    twice in the full suite with it on (a story ended mid-sentence), not when run alone."""
     light_at_sessions: int = Field(2, ge=0, le=1000)
     """When this many sessions (this one included) are in a turn at once, each keeps to what
     its reply needs: no interim transcripts on a timer, no prefill, no end-of-turn scores or

@@ -83,6 +83,7 @@ class VoicePipeline:
                                      conversation=session_id or None,
                                      tools=ToolRegistry.from_config(config.tools),
                                      activity=services.activity,
+                                     make_way=config.pipeline.make_way,
                                      take_turns=(config.server.take_turns_on_cores
                                                  and config.ai.provider == "llamacpp"))
         self.coordinator = TurnCoordinator(

@@ -90,7 +90,7 @@ class ReplySpeaker:
                  streaming: bool = True, first_piece_max_words: int = 0,
                  low_water_s: float = LOW_WATER_S, conversation: str | None = None,
                  tools: ToolRegistry | None = None, activity: Activity | None = None,
-                 take_turns: bool = False) -> None:
+                 take_turns: bool = False, make_way: bool = False) -> None:
         self.llm, self.tts, self.sink, self.emit = llm, tts, sink, emit
         # Passed on only when set: wrappers around an LLM (tests) may not take the keyword.
         self._conversation: dict[str, Any] = {"conversation": conversation} if conversation else {}
@@ -107,6 +107,8 @@ class ReplySpeaker:
         """The tools offered to the model (None or empty: none is sent)."""
         self.activity = activity
         """The replies of every session on these models (pipeline/pace.py); None: alone."""
+        self.make_way = make_way
+        """Stop writing while another session's reply waits in silence (pipeline/pace.py)."""
         self.take_turns = take_turns
         """The LLM runs on this machine's cores: each call's prompt read (up to its first
         token) takes its turn on them, not beside Whisper (services/priority_lock.py)."""
@@ -215,7 +217,8 @@ class ReplySpeaker:
         start, tokens = len(state.text), 0
         # Only a plain reply pauses for others: a continuation after tool calls would need
         # the exchange re-read, and a provider that cannot continue its own words never does.
-        pausable = self.streaming and not tools and getattr(self.llm, "continues_replies", False)
+        pausable = (self.make_way and self.streaming and not tools
+                    and getattr(self.llm, "continues_replies", False))
         while True:
             yielded = False
             turn = CoreTurn()
