@@ -2,7 +2,10 @@
 
 Interrupted replies: when the user barges in, the history keeps only the part of the reply the
 user actually heard (``spoken_text``), flagged ``interrupted``. If the user heard nothing, the
-reply is dropped altogether: the model must not believe it said something nobody heard. The
+reply is dropped altogether. Of a reply heard in part, the LLM's context holds the whole reply
+it wrote: with the heard part cut mid-sentence in
+its context the 1.5B model imitated it, and after three barge-ins its stories were 5-12 words
+long, stopping mid-sentence (the whole replies: 69-76 words; docs/latency.md). The
 context then merges consecutive messages of the same role, so chat templates that require
 user/assistant alternation still get it.
 """
@@ -28,6 +31,9 @@ class _Record:
     text: str
     timestamp: float
     interrupted: bool = False
+    written: str = ""
+    """The whole reply the model wrote, for its context (an interrupted one's ``text`` is the
+    part heard); empty: ``text``."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -91,14 +97,14 @@ class ConversationManager:
         kept; when it is empty or None the reply is not recorded at all.
         """
         if interrupted:
-            return self._add(ASSISTANT, spoken_text or "", interrupted=True)
+            return self._add(ASSISTANT, spoken_text or "", interrupted=True, written=text)
         return self._add(ASSISTANT, text, interrupted=False)
 
-    def _add(self, role: str, text: str, *, interrupted: bool) -> bool:
+    def _add(self, role: str, text: str, *, interrupted: bool, written: str = "") -> bool:
         text = text.strip()
         if not text:
             return False
-        self._records.append(_Record(role, text, self._clock(), interrupted))
+        self._records.append(_Record(role, text, self._clock(), interrupted, written.strip()))
         self._messages_processed += 1
         return True
 
@@ -110,7 +116,7 @@ class ConversationManager:
         answered but not yet recorded; it is appended (merged into a trailing user message).
         """
         messages: list[ChatMessage] = [ChatMessage(SYSTEM, self._system_prompt)]
-        turns = [(r.role, r.text) for r in self._records]
+        turns = [(r.role, r.written or r.text) for r in self._records]
         if pending_user_text and pending_user_text.strip():
             turns.append((USER, pending_user_text.strip()))
         while turns and turns[0][0] == ASSISTANT:
