@@ -42,13 +42,17 @@ class AheadSink(BufferSink):
         return 10.0 if self.audio()[0].size else 0.0
 
 
+def ahead_speaker(llm: ContinuingLLM, activity: Activity, **how: bool) -> ReplySpeaker:
+    """A speaker whose listener has lots of audio queued, on ``activity``'s shared models."""
+    return ReplySpeaker(llm, FakeTTS(), AheadSink(), _nothing,
+                        recovery_from_config(V3Config().recovery), max_tokens=100,
+                        timeout_s=2.0, first_piece_max_words=3, activity=activity, **how)
+
+
 async def test_a_reply_ahead_pauses_for_a_silent_one_then_goes_on_with_its_words() -> None:
     activity = Activity()
     llm = ContinuingLLM()
-    speaker = ReplySpeaker(llm, FakeTTS(), AheadSink(), _nothing,
-                           recovery_from_config(V3Config().recovery), max_tokens=100,
-                           timeout_s=2.0, first_piece_max_words=3, activity=activity,
-                           make_way=True)
+    speaker = ahead_speaker(llm, activity, make_way=True)
     other = Pace(activity)
     state, gate = ReplyState(), asyncio.Event()
     gate.set()
@@ -74,10 +78,7 @@ async def test_a_reply_ahead_pauses_for_a_silent_one_then_goes_on_with_its_words
 async def test_alone_a_reply_never_pauses() -> None:
     activity = Activity()
     llm = ContinuingLLM()
-    speaker = ReplySpeaker(llm, FakeTTS(), AheadSink(), _nothing,
-                           recovery_from_config(V3Config().recovery), max_tokens=100,
-                           timeout_s=2.0, first_piece_max_words=3, activity=activity,
-                           make_way=True)
+    speaker = ahead_speaker(llm, activity, make_way=True)
     state, gate = ReplyState(), asyncio.Event()
     gate.set()
     async with asyncio.timeout(5):
@@ -99,9 +100,7 @@ async def test_by_default_a_reply_never_pauses_for_others() -> None:
     """pipeline.make_way is off by default: nothing changes for a reply ahead."""
     activity = Activity()
     llm = ContinuingLLM()
-    speaker = ReplySpeaker(llm, FakeTTS(), AheadSink(), _nothing,
-                           recovery_from_config(V3Config().recovery), max_tokens=100,
-                           timeout_s=2.0, first_piece_max_words=3, activity=activity)
+    speaker = ahead_speaker(llm, activity)
     state, gate = ReplyState(), asyncio.Event()
     gate.set()
     with Pace(activity, "other").silent_until():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -208,10 +208,13 @@ class ReplySpeaker:
         kwargs: dict[str, Any] = dict(self._conversation)
         if tools:  # only then: wrappers around an LLM (tests) may not take the keyword
             kwargs["tools"] = tools
-        stream = self.recovery.guard_stream(
-            self.llm.name, lambda: self.llm.stream(messages, max_tokens=self.max_tokens,
-                                                   **kwargs),
-            first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
+
+        def model(prompt: list[ChatMessage], limit: int) -> AsyncIterator[object]:
+            return self.recovery.guard_stream(
+                self.llm.name, lambda: self.llm.stream(prompt, max_tokens=limit, **kwargs),
+                first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
+
+        stream = model(messages, self.max_tokens)
         calls: list[ToolCall] = []
         first = True
         start, tokens = len(state.text), 0
@@ -244,11 +247,7 @@ class ReplySpeaker:
             # The model goes on with its own words: llama.cpp reads an assistant message last
             # in the prompt as the start of the reply (its prefix is still in the slot's cache).
             so_far = ChatMessage(ASSISTANT, state.text[start:])
-            left = self.max_tokens - tokens
-            stream = self.recovery.guard_stream(
-                self.llm.name, lambda: self.llm.stream([*messages, so_far], max_tokens=left,
-                                                       **kwargs),
-                first_item_timeout_s=self.timeout_s, item_timeout_s=self.timeout_s)
+            stream = model([*messages, so_far], self.max_tokens - tokens)
 
     async def _take(self, token: object, first: bool, calls: list[ToolCall],
                     chunker: SentenceChunker, pieces: asyncio.Queue[str | None],
