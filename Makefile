@@ -34,7 +34,7 @@ test-web: web
 	cd web && npm test
 
 test: install test-web
-	bash scripts/install-system.sh --browser
+	bash scripts/install-system.sh --test
 	$(BIN)/voice-agent models
 	mkdir -p test-artifacts
 	$(BIN)/pytest

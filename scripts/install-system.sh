@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs the system packages the agent and its tests need (Debian/Ubuntu).
 # espeak-ng: TTS fallback and test speech; flite: more test voices (bench accuracy);
-# sox: test audio; chromium: browser tests.
+# sox: test audio. --test adds what only the tests need: chromium (browser tests), redis-server
+# and haproxy (several workers sharing one registry behind a load balancer, docs/deploy.md).
 set -euo pipefail
 need=()
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
 command -v flite >/dev/null || need+=(flite)
 command -v sox >/dev/null || need+=(sox)
-if [[ "${1:-}" == "--browser" ]]; then
+if [[ "${1:-}" == "--test" || "${1:-}" == "--browser" ]]; then
   command -v chromium >/dev/null || need+=(chromium chromium-driver)
+  command -v redis-server >/dev/null || need+=(redis-server)
+  command -v haproxy >/dev/null || need+=(haproxy)
 fi
 if ((${#need[@]})); then
   SUDO=""

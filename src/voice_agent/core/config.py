@@ -8,6 +8,7 @@ to :func:`load_config`.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any, Literal
 
@@ -345,6 +346,10 @@ class WebRTCConfig(_Section):
     """Audio frames (20 ms each) that must follow one before the server hears it. aiortc
     holds 4 (80 ms) to smooth playout; the server only listens, so 1 is enough to put
     reordered packets back in order, and the end of the user's speech is heard 60 ms sooner."""
+    advertised_address: str | None = None
+    """The address this worker's ICE host candidates carry instead of its local one: a
+    container's or a NAT's public address (as mediasoup's ``announcedIp``). The port is kept,
+    so the media ports must be forwarded as they are (docs/deploy.md). None: the local ones."""
 
 
 class ServerConfig(_Section):
@@ -415,6 +420,22 @@ class ServerConfig(_Section):
     """After each session ends, collect its reference cycles and hand free heap memory back to
     the kernel (gc.collect + glibc malloc_trim); objects from start-up are frozen out of the
     collector so this takes milliseconds."""
+    # -- beyond one machine (docs/deploy.md) ---------------------------------------------------
+    redis_url: str | None = None
+    """Shared state for several workers, e.g. ``redis://127.0.0.1:6379/0``: every session's
+    SessionInfo with its worker (under a heartbeat TTL), max_sessions across all workers,
+    transcripts and resumable conversations readable from any worker. None: one process, as
+    without Redis."""
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}",
+                           min_length=1, max_length=200, pattern=r"^[^\s]+$")
+    """This worker's name in the shared registry and in /v3/sessions' ``worker`` field;
+    default host:pid."""
+    registry_ttl_s: float = Field(6.0, ge=1.0, le=300.0)
+    """A worker's sessions leave the shared registry this long after its last heartbeat
+    (heartbeats every third of it): a killed worker's sessions are gone within this."""
+    lb_agent_port: int | None = Field(None, ge=1, le=65535)
+    """TCP port of the HAProxy agent-check responder (server/lb_agent.py): it answers this
+    worker's weight from its ``load``. None: not started."""
 
 
 def _default_cache_dir() -> Path:

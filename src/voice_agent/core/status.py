@@ -56,6 +56,8 @@ class SessionInfo:
     messages_processed: int = 0
     errors: int = 0
     last_activity: float = field(default_factory=time.monotonic)
+    worker: str | None = None
+    """The worker holding the session's connection (server.worker_id)."""
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
@@ -74,4 +76,5 @@ class SessionInfo:
             "processing_status": self.processing_status.value,
             "messages_processed": self.messages_processed,
             "errors": self.errors,
+            "worker": self.worker,
         }
