@@ -6,6 +6,10 @@ said "client disconnected". :class:`GracefulServer` stops accepting connections,
 session (close 1001 "server shutdown", a ``session_end`` record in each transcript), then lets
 uvicorn finish; and a stop by signal exits with status 0 instead of re-raising the signal.
 
+With ``server.lb_agent_port`` set, the server also runs HAProxy's agent check (lb_agent.py) for
+as long as it serves: started before the models load (it answers ``down`` until they are
+ready), ``drain`` from the first moment of the shutdown, closed last.
+
 ``python -m voice_agent.server.runner`` serves the configuration from the environment (the same
 as ``voice-agent serve`` once the CLI uses :func:`serve`).
 """
@@ -23,6 +27,7 @@ import uvicorn
 
 from ..core.config import V3Config
 from .connection_limits import ConnectionLimits, limited_http_protocol
+from .lb_agent import LoadBalancerAgent, registry_state
 from .registry import get_registry
 from .sessions import CLOSE_GOING_AWAY
 
@@ -36,11 +41,28 @@ GRACEFUL_SHUTDOWN_TIMEOUT_S = 5.0
 class GracefulServer(uvicorn.Server):
     """uvicorn.Server that closes the app's sessions before the connections are dropped."""
 
-    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+    def __init__(self, config: uvicorn.Config, app: Any, *,
+                 lb_agent_port: int | None = None) -> None:
         super().__init__(config)
         self._app = app
+        self.lb_agent: LoadBalancerAgent | None = None
+        if lb_agent_port is not None:
+            self.lb_agent = LoadBalancerAgent(registry_state(get_registry(app)),
+                                              config.host, lb_agent_port)
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.lb_agent is None:
+            await super().serve(sockets)
+            return
+        await self.lb_agent.start()
+        try:
+            await super().serve(sockets)
+        finally:  # also when the start-up failed (uvicorn then raises SystemExit)
+            await self.lb_agent.stop()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.lb_agent is not None:
+            self.lb_agent.stopping = True  # the balancer sends nobody new from now on
         for server in self.servers:
             server.close()  # no new sessions while the old ones close
         registry = get_registry(self._app)
@@ -77,7 +99,8 @@ def serve(config: V3Config, *, log_level: str = "info") -> int:
     from .app import create_app
 
     app = create_app(config)
-    GracefulServer(uvicorn_config(app, config, log_level=log_level), app).run()
+    GracefulServer(uvicorn_config(app, config, log_level=log_level), app,
+                   lb_agent_port=config.server.lb_agent_port).run()
     return 0
 
 

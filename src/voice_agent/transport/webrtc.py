@@ -29,6 +29,7 @@ from ..core.config import V3Config
 from . import audio_level
 from .audio_in import InboundStats, PushAudio, consume_audio_track, drain_track
 from .audio_out import FrameQueue, OutgoingAudioTrack
+from .ice import advertise_host_candidates
 from .protocol import ErrorCode, IceCandidateInit
 from .receive_buffer import audio_receive_buffer_frames, set_audio_receive_buffer
 
@@ -117,7 +118,9 @@ class WebRTCSession:
             raise TransportError(ErrorCode.INVALID_SDP,
                                  f"cannot use this offer: {exc or type(exc).__name__}{hint}") from None
         self._answered = True
-        return pc.localDescription.sdp
+        # A container's or NAT's public address in place of the local one (ice.py).
+        return advertise_host_candidates(pc.localDescription.sdp,
+                                         self.config.webrtc.advertised_address)
 
     async def add_candidate(self, init: IceCandidateInit | None) -> None:
         pc = self._pc
