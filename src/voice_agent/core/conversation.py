@@ -130,6 +130,38 @@ class ConversationManager:
                 messages.append(ChatMessage(role, text))
         return messages
 
+    def export(self) -> list[dict[str, Any]]:
+        """The kept messages as plain data, to carry the conversation to another session
+        (server/resume.py): :attr:`history`'s fields, plus ``written`` (the whole reply the
+        model wrote) for a reply the user cut, whose ``text`` is only the part heard."""
+        out = []
+        for r in self._records:
+            item = r.as_dict()
+            if r.written and r.written != r.text:
+                item["written"] = r.written
+            out.append(item)
+        return out
+
+    def restore(self, records: list[dict[str, Any]]) -> int:
+        """Append messages from :meth:`export` (another session's conversation), oldest first;
+        the window (``max_messages``) keeps the newest. A record whose role is not user or
+        assistant, or whose text is blank, is skipped. Restored messages do not count in
+        :attr:`messages_processed` (they were processed elsewhere). Returns how many were kept."""
+        kept = 0
+        for item in records:
+            role, text = item.get("role"), item.get("text")
+            if role not in (USER, ASSISTANT) or not isinstance(text, str) or not text.strip():
+                continue
+            written = item.get("written")
+            timestamp = item.get("timestamp")
+            self._records.append(_Record(
+                role, text.strip(),
+                float(timestamp) if isinstance(timestamp, (int, float)) else self._clock(),
+                item.get("interrupted") is True,
+                written.strip() if isinstance(written, str) else ""))
+            kept += 1
+        return min(kept, len(self._records))
+
     def clear(self) -> None:
         """Forget the dialogue (the system prompt and the processed counter stay)."""
         self._records.clear()

@@ -1,6 +1,7 @@
 """WebSocket endpoints: ``/ws/v3`` (WebRTC signaling + events) and ``/ws/v3/audio`` (raw PCM).
 
-Both build the same Session + VoicePipeline + SessionController; only the media path differs.
+Both build the same Session + VoicePipeline + SessionController (with ``resume``: resume.py);
+only the media path differs. Every session gets a resume token in ``connection_established``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from ..core.conversation import ConversationManager
 from ..core.status import ConnectionStatus, ErrorType
 from ..transport import protocol
 from ..transport.protocol import ErrorCode
@@ -22,6 +24,7 @@ from .capacity import busy_error, loading_error
 from .controller import SessionController
 from .outbox import Outbox
 from .registry import AppRegistry, get_registry
+from .resume import ResumingController, SessionResume, conversation_store
 from .transcript_log import TranscriptLog
 from .sessions import (CLOSE_IDLE, CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN,
                        ServerBusyError, Session)
@@ -84,7 +87,8 @@ async def _open_session(ws: WebSocket, transport: str, *, mode: dict[str, str],
     return registry, session
 
 
-def _make_pipeline(registry: AppRegistry, session: Session, sink: Any) -> Any:
+def _make_pipeline(registry: AppRegistry, session: Session, sink: Any,
+                   resume: SessionResume) -> Any:
     from ..pipeline.agent import VoicePipeline  # the heavy import only when a session starts
 
     async def emit(event: Any) -> None:
@@ -93,16 +97,24 @@ def _make_pipeline(registry: AppRegistry, session: Session, sink: Any) -> Any:
         elif event.type == "error":
             registry.prometheus.observe_error(event.code)
         await session.emit(event)
+        resume.changed()  # a finished turn: its history saved for a later resume
 
     return VoicePipeline(registry.services, registry.config, emit=emit, sink=sink,
-                         session_id=session.id, recovery=registry.recovery)
+                         session_id=session.id, recovery=registry.recovery,
+                         conversation=resume.conversation)
 
 
 async def _start_pipeline(registry: AppRegistry, session: Session, sink: Any,
-                          webrtc: WebRTCSession | None) -> tuple[Any, SessionController] | None:
+                          webrtc: WebRTCSession | None,
+                          app: Any) -> tuple[Any, ResumingController] | None:
     """The session's pipeline and message controller; None (session closed) if it cannot start."""
+    config = registry.config
+    resume = SessionResume(
+        conversation_store(app),
+        ConversationManager(config.ai.system_prompt, max_messages=config.ai.history_messages),
+        session.id)
     try:
-        pipeline = _make_pipeline(registry, session, sink)
+        pipeline = _make_pipeline(registry, session, sink, resume)
     except Exception as exc:
         log.exception("session %s: cannot start the pipeline", session.id,
                       extra={"error_type": ErrorType.INTERNAL})
@@ -114,9 +126,10 @@ async def _start_pipeline(registry: AppRegistry, session: Session, sink: Any,
     pipeline.on_end = lambda reason: registry.sessions.request_close(session.id, CLOSE_NORMAL,
                                                                      reason)
     server = registry.config.server
-    return pipeline, SessionController(session, registry.sessions, pipeline, webrtc=webrtc,
-                                       max_message_bytes=server.max_message_bytes,
-                                       messages_per_second=server.messages_per_second)
+    return pipeline, ResumingController(session, registry.sessions, pipeline, webrtc=webrtc,
+                                        max_message_bytes=server.max_message_bytes,
+                                        messages_per_second=server.messages_per_second,
+                                        resume=resume)
 
 
 async def _receive_loop(ws: WebSocket, session: Session, controller: SessionController,
@@ -147,6 +160,8 @@ async def _run_session(ws: WebSocket, registry: AppRegistry, session: Session, o
         code, reason = CLOSE_INTERNAL, "internal error"
     finally:
         await registry.sessions.close(session.id, code, reason)
+        if isinstance(controller, ResumingController):
+            controller.resume.changed()  # a reply cut by the close is in the history too
 
 
 @router.websocket("/ws/v3")
@@ -192,11 +207,12 @@ async def signaling_socket(ws: WebSocket) -> None:
                            on_state=on_pc_state)
     session.transport = webrtc
     session.senders.append(webrtc.send_data)  # the data channel mirrors every server message
-    started = await _start_pipeline(registry, session, webrtc.sink, webrtc=webrtc)
+    started = await _start_pipeline(registry, session, webrtc.sink, webrtc=webrtc, app=ws.app)
     if started is None:
         return
     pipeline, controller = started
-    established = protocol.connection_established(session.id, mode=config.webrtc.mode)
+    established = protocol.connection_established(session.id, mode=config.webrtc.mode,
+                                                  resume_token=controller.resume.token)
     session.reply(outbox.send, established)  # seq 1: the session's first message
     await pipeline.start()
 
@@ -241,11 +257,12 @@ async def audio_socket(ws: WebSocket) -> None:
         session.id, rate, outbox.send, push_audio, on_paced=on_paced,
         pacer=RealTimePacer(server.audio_burst_s, speed=server.audio_speed))
     session.transport = transport
-    started = await _start_pipeline(registry, session, transport.sink, webrtc=None)
+    started = await _start_pipeline(registry, session, transport.sink, webrtc=None, app=ws.app)
     if started is None:
         return
     pipeline, controller = started
-    established = protocol.connection_established(session.id, transport="websocket_audio")
+    established = protocol.connection_established(session.id, transport="websocket_audio",
+                                                  resume_token=controller.resume.token)
     established["audio"] = transport.audio_format()
     session.reply(outbox.send, established)
     transport.start()

@@ -19,6 +19,8 @@ MAX_TEXT_CHARS = 4000
 MAX_SDP_CHARS = 64 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
 MAX_JSON_DEPTH = 32
+MAX_RESUME_TOKEN_CHARS = 256
+"""Longest ``resume`` token accepted as a string; the server's own are 43 characters."""
 """Deepest nesting of objects and arrays in a client message; ours nest three levels. Python's
 JSON parser raises RecursionError near 1000 levels (2 KB of brackets), which is no ValueError."""
 
@@ -43,6 +45,9 @@ class ErrorCode:
     UNAUTHORIZED = "unauthorized"
     SESSION_TIMEOUT = "session_timeout"
     INTERNAL = "internal_error"
+    RESUME_FAILED = "resume_failed"
+    """Not fatal: the ``resume`` token is unknown, expired or malformed, the conversation had
+    already begun, or the store is unreachable; the session goes on as a new conversation."""
 
 
 class ProtocolError(Exception):
@@ -111,11 +116,22 @@ class EndMessage(_Message):
     type: Literal["end"]
 
 
+class ResumeMessage(_Message):
+    """Carry on an earlier conversation: ``token`` is the ``resume_token`` an earlier session's
+    ``connection_established`` (or ``resumed``) gave. Answered with ``resumed`` or a non-fatal
+    ``resume_failed``; the token is checked by the server (server/resume.py), not here, so a
+    malformed one gets ``resume_failed`` too."""
+
+    type: Literal["resume"]
+    token: str = Field(min_length=1, max_length=MAX_RESUME_TOKEN_CHARS)
+
+
 ClientMessage = Annotated[
-    Union[OfferMessage, IceCandidateMessage, TextMessage, InterruptMessage, PingMessage, EndMessage],
+    Union[OfferMessage, IceCandidateMessage, TextMessage, InterruptMessage, PingMessage, EndMessage,
+          ResumeMessage],
     Field(discriminator="type"),
 ]
-CLIENT_MESSAGE_TYPES = ("offer", "ice-candidate", "text", "interrupt", "ping", "end")
+CLIENT_MESSAGE_TYPES = ("offer", "ice-candidate", "text", "interrupt", "ping", "end", "resume")
 _ADAPTER: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 
 
@@ -204,12 +220,21 @@ def parse_client_message(
 # --- server -> client -------------------------------------------------------------------------
 
 def connection_established(session_id: str, *, transport: str = "webrtc",
-                           mode: str | None = None) -> dict[str, Any]:
+                           mode: str | None = None,
+                           resume_token: str | None = None) -> dict[str, Any]:
     msg: dict[str, Any] = {"type": "connection_established", "session_id": session_id,
                            "status": "connected", "version": __version__, "transport": transport}
     if mode is not None:
         msg["mode"] = mode
+    if resume_token is not None:
+        msg["resume_token"] = resume_token
     return msg
+
+
+def resumed(resume_token: str, history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The answer to ``resume``: the conversation carried over (oldest first), and the token
+    that resumes it from now on."""
+    return {"type": "resumed", "resume_token": resume_token, "history": history}
 
 
 def answer(sdp: str) -> dict[str, Any]:
