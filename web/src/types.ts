@@ -57,6 +57,16 @@ export interface AgentError {
   retryAfterS?: number;
 }
 
+/** One message of a resumed conversation, as the server's `resumed` lists it. */
+export interface ResumedEntry {
+  role: "user" | "assistant";
+  /** Of a reply the user cut: the part heard. */
+  text: string;
+  interrupted?: boolean;
+  /** Of a reply the user cut: the whole reply. */
+  full_text?: string;
+}
+
 // ---- Client -> server ----
 export type ClientMessage =
   | { type: "offer"; sdp: string }
@@ -64,11 +74,21 @@ export type ClientMessage =
   | { type: "text"; text: string }
   | { type: "interrupt" }
   | { type: "ping" }
-  | { type: "end" };
+  | { type: "end" }
+  /** Carry on the conversation of an earlier session (docs/protocol.md, *Resuming*). */
+  | { type: "resume"; token: string };
 
 // ---- Server -> client (extra fields may appear) ----
 export type ServerMessage =
-  | { type: "connection_established"; session_id: string; status?: string; version?: string }
+  | {
+      type: "connection_established";
+      session_id: string;
+      status?: string;
+      version?: string;
+      /** The secret that resumes this session's conversation later (servers with resume). */
+      resume_token?: string;
+    }
+  | { type: "resumed"; resume_token: string; history: ResumedEntry[] }
   | { type: "answer"; sdp: string }
   | { type: "ice-candidate"; candidate: RTCIceCandidateInit | null }
   | { type: "transcript"; text: string; final: boolean }

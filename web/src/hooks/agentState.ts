@@ -62,7 +62,9 @@ export type AgentAction =
   | { kind: "tool"; tool: ToolCallInfo }
   | { kind: "error"; error: AgentError }
   | { kind: "clearError" }
-  | { kind: "userText"; text: string };
+  | { kind: "userText"; text: string }
+  /** The server resumed an earlier conversation (`resumed`): its messages. */
+  | { kind: "restored"; history: HistoryEntry[] };
 
 function onTranscript(s: AgentState, a: Extract<AgentAction, { kind: "transcript" }>): AgentState {
   const text = a.text.trim();
@@ -150,6 +152,10 @@ export function agentReducer(s: AgentState, a: AgentAction): AgentState {
       return { ...s, error: a.error };
     case "clearError":
       return { ...s, error: null };
+    case "restored":
+      // A page that reloaded shows the conversation it carries on. One that only reconnected
+      // already shows it, tool calls included (the server keeps none): that stays.
+      return s.history.length === 0 && a.history.length > 0 ? { ...s, history: a.history } : s;
     case "userText": {
       // Typed text shows up at once; the server's echo of it (a final transcript) is expected.
       const text = a.text.trim();

@@ -21,6 +21,7 @@ import {
 } from "./connectionUtils";
 import { parseServerMessage, type AgentError, type ClientMessage } from "../types";
 import { busyFromClose, CLOSE_TRY_AGAIN, fatalError } from "./busy";
+import { defaultTokenStorage, historyFromResumed, ResumeTokens, type TokenStorage } from "./resume";
 
 export interface VoiceAgentOptions {
   /** Full signaling URL; default ws(s)://<location.host>/ws/v3. */
@@ -35,6 +36,9 @@ export interface VoiceAgentOptions {
   /** Keep-alive ping over the WebSocket; 0 disables (default 15000 ms). */
   pingIntervalMs?: number;
   reconnect?: ReconnectOptions | false;
+  /** Where the conversation's resume token is kept (default: the tab's sessionStorage; null:
+   * never resume). Read when the hook mounts. */
+  resumeStorage?: TokenStorage | null;
   // Injectable browser APIs.
   WebSocketImpl?: WebSocketCtor;
   RTCPeerConnectionImpl?: PeerConnectionCtor;
@@ -59,6 +63,11 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
   const attempts = useRef(0);
   const retryTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
   const microphoneIdRef = useRef(microphoneId);
+  const tokens = useRef<ResumeTokens | null>(null);
+  if (tokens.current === null) {
+    const storage = hookOptions.resumeStorage;
+    tokens.current = new ResumeTokens(storage === undefined ? defaultTokenStorage() : storage);
+  }
 
   const send = useCallback((msg: ClientMessage): boolean => sendOn(conn.current, msg), []);
 
@@ -137,11 +146,19 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
       const c = conn.current;
       if (!c.seqs.accept(msg.seq)) return; // a copy of one already used (the other channel)
       switch (msg.type) {
-        case "connection_established":
+        case "connection_established": {
           attempts.current = 0;
           setReconnectAttempt(0);
           dispatch({ kind: "session", sessionId: String(msg.session_id ?? ""), version: msg.version ?? null });
           dispatch({ kind: "connected" });
+          // The conversation this tab had (a drop, a worker gone, a reload) goes on here.
+          const held = tokens.current?.established(msg.resume_token);
+          if (held) send({ type: "resume", token: held });
+          break;
+        }
+        case "resumed":
+          tokens.current?.resumed(msg.resume_token);
+          dispatch({ kind: "restored", history: historyFromResumed(msg.history) });
           break;
         case "answer": {
           const pc = c.pc;
@@ -173,6 +190,7 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
             fail(fatalError(msg));
             break;
           }
+          if (msg.code === "resume_failed") tokens.current?.failed(); // a new conversation
           dispatch(eventToAction(msg)!);
           // The server lost our media (ICE consent expired, DTLS closed); this peer connection
           // may not notice for ~30 s. The session cannot hear us again: start a fresh one.
@@ -184,7 +202,7 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
         }
       }
     },
-    [fail, onDrop],
+    [fail, onDrop, send],
   );
 
   const attachChannel = useCallback(
@@ -303,6 +321,7 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
 
   const disconnect = useCallback(() => {
     stopped.current = true;
+    tokens.current?.forget(); // ended on purpose: the next conversation starts fresh
     clearRetry();
     send({ type: "end" });
     closeTransport();
