@@ -299,6 +299,23 @@ async def test_a_session_saves_each_finished_turn_and_another_resumes_it() -> No
         await second.resume(first.token)  # once only
 
 
+async def test_a_pipeline_keeps_the_empty_conversation_it_is_given() -> None:
+    """The session's conversation is the pipeline's: its turns are the ones saved."""
+    from tests.helpers.fakes import FakeSink, fake_services
+    from voice_agent.core.config import V3Config
+    from voice_agent.pipeline.agent import VoicePipeline
+
+    async def ignore(event: Any) -> None:
+        pass
+
+    conv = conversation()
+    assert len(conv) == 0 and bool(conv)
+    pipeline = VoicePipeline(fake_services(), V3Config(), emit=ignore, sink=FakeSink(),
+                             conversation=conv)
+    assert pipeline.conversation is conv and pipeline.coordinator.conversation is conv
+    await pipeline.close()
+
+
 async def test_a_conversation_under_way_is_not_replaced() -> None:
     store = MemoryConversationStore()
     old = SessionResume(store, conversation())

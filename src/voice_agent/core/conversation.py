@@ -84,6 +84,11 @@ class ConversationManager:
     def __len__(self) -> int:
         return len(self._records)
 
+    def __bool__(self) -> bool:
+        """Always true: an empty conversation is still one (``__len__`` alone made it false,
+        and ``conversation or ConversationManager(...)`` dropped a given empty one)."""
+        return True
+
     def add_user(self, text: str) -> bool:
         """Record what the user said. Blank text is ignored; returns whether it was recorded."""
         return self._add(USER, text, interrupted=False)
