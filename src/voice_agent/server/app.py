@@ -22,6 +22,7 @@ from .. import __version__
 from ..core.config import V3Config
 from ..transport.ice import restrict_host_addresses
 from . import routes_http, signaling
+from .cluster_admission import ClusterAdmission, url_password
 from .hosts import HostCheck, allowed_hosts
 from .memory import after_session, freeze_startup_objects, limit_arenas
 from .registry import AppRegistry
@@ -43,10 +44,17 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
         config=config,
         sessions=SessionManager(
             server.max_sessions, server.idle_timeout_s, server.max_session_s,
-            after_close=after_session if server.trim_memory_after_session else None),
+            after_close=after_session if server.trim_memory_after_session else None,
+            worker=server.worker_id),
         services=services,
         web_dist=routes_http.find_web_dist(),
     )
+    if server.redis_url:
+        from .cluster import ClusterRegistry  # redis-py only when there is a Redis
+
+        registry.cluster = ClusterRegistry(
+            server.redis_url, worker=server.worker_id, max_sessions=server.max_sessions,
+            ttl_s=server.registry_ttl_s, transcripts_dir=server.transcripts_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,6 +72,9 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
                 raise
         if server.trim_memory_after_session:
             freeze_startup_objects()
+        if registry.cluster is not None:
+            # Registered (or the outage noted) before the first session is admitted.
+            await registry.cluster.start(registry.sessions)
         registry.services_ready = True
         registry.sessions.start()
         registry.loop_lag.start()
@@ -77,6 +88,8 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
         finally:
             await registry.loop_lag.stop()
             await registry.sessions.stop()  # closes every session
+            if registry.cluster is not None:
+                await registry.cluster.stop()  # after the sessions: their last records too
             registry.services_ready = False
             if owned and registry.services is not None:
                 _close_services(registry.services)
@@ -89,6 +102,9 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
     if server.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=server.cors_origins,
                            allow_methods=["GET"], allow_headers=["Authorization"])
+    if registry.cluster is not None:
+        # A slot across every worker, asked before the session sockets' routes run.
+        app.add_middleware(ClusterAdmission, registry=registry)
     # Outermost, so that nothing (CORS answers included) reaches a request with a foreign Host.
     app.add_middleware(HostCheck, hosts=allowed_hosts(server.host, server.allowed_hosts))
     app.include_router(routes_http.router)
@@ -101,7 +117,9 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
 def _secrets(config: V3Config) -> list[str]:
     values = [config.auth_token, config.ai.api_key, config.stt.api_key, config.voice.api_key,
               *(s.credential for s in config.webrtc.ice_servers)]
-    return [v.get_secret_value() for v in values if v is not None]
+    secrets = [v.get_secret_value() for v in values if v is not None]
+    redis_password = url_password(config.server.redis_url)
+    return secrets + ([redis_password] if redis_password else [])
 
 
 def _close_services(services: object) -> None:

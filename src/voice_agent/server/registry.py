@@ -16,6 +16,7 @@ from .sessions import SessionManager
 
 if TYPE_CHECKING:
     from ..services.factory import Services
+    from .cluster import ClusterRegistry
 
 
 @dataclass
@@ -34,6 +35,9 @@ class AppRegistry:
     prometheus: TurnMetricsExporter = field(default_factory=TurnMetricsExporter)
     loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     """The event loop's lag over the last minute (shown by /v3/health)."""
+    cluster: ClusterRegistry | None = None
+    """The registry shared with other workers in Redis (``server.redis_url``); None: this
+    process alone, as without Redis."""
 
     def __post_init__(self) -> None:
         if self.recovery is None:

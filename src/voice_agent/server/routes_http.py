@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from .. import __version__
 from .auth import protected_router
 from .capacity import server_load
+from .cluster_admission import redact_url
 from .memory import memory_report
 from .prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from .registry import AppRegistry, get_registry
@@ -86,31 +88,44 @@ async def health(request: Request) -> JSONResponse:
     registry = get_registry(request.app)
     models = _models(registry)
     stalled = _stalled_sessions(registry)
+    cluster = registry.cluster
     if registry.load_error:
         status = "error"
     elif not registry.services_ready:
         status = "loading"
     elif (all(m["loaded"] for m in models.values()) and not stalled
-          and not any(m.get("fallback", {}).get("active") for m in models.values())):
+          and not any(m.get("fallback", {}).get("active") for m in models.values())
+          and not (cluster is not None and cluster.state != "ok")):
         status = "ok"
     else:
+        # Redis unreachable included: this worker serves its own sessions, admission is by its
+        # own max_sessions and the listings show its own sessions only (cluster.py).
         status = "degraded"
     body = {
         "status": status,
         "version": __version__,
+        "worker": registry.config.server.worker_id,
         "models": models,
         "uptime_s": round(registry.uptime_s, 3),
         "active_sessions": len(registry.sessions),
         "stalled_sessions": len(stalled),
         "max_sessions": registry.sessions.max_sessions,
         # Admission control (capacity.py): the capacity is max_sessions; load 1 = full or not
-        # accepting sessions (the next one is refused), for a load balancer to read.
+        # accepting sessions (the next one is refused), for a load balancer to read. With
+        # several workers it stays this worker's own figure (lb_agent.py answers the same): a
+        # balancer weighs workers against each other, and a figure for the whole cluster is the
+        # same on every worker. When the cluster is full, each worker refuses with ``busy`` and
+        # its retry_after_s, a better answer than the balancer's own error once every worker
+        # reads full; the cluster's figures are in ``cluster``.
         "capacity": registry.sessions.max_sessions,
         "load": server_load(len(registry.sessions), registry.sessions.max_sessions,
                             accepting=registry.services_ready and not registry.load_error),
         "providers": registry.recovery.status() if registry.recovery else {},
         "memory": memory_report(),
         "event_loop_lag": registry.loop_lag.snapshot().as_dict(),
+        # Several workers (server.redis_url): Redis ok / down, workers, sessions and load
+        # across them, as of the last heartbeat (no Redis call here); null without Redis.
+        "cluster": cluster.health() if cluster is not None else None,
     }
     if registry.load_error:
         body["error"] = registry.load_error
@@ -136,8 +151,13 @@ async def metrics(request: Request) -> Response:
 
 @protected.get("/v3/sessions")
 async def sessions(request: Request) -> list[dict[str, Any]]:
+    """This worker's sessions, then (several workers) every other live worker's as last pushed
+    by its heartbeat; each with its ``worker``."""
     registry = get_registry(request.app)
-    return [s.info.as_dict() for s in registry.sessions.list()]
+    out = [s.info.as_dict() for s in registry.sessions.list()]
+    if registry.cluster is not None:
+        out += await registry.cluster.remote_sessions() or []
+    return out
 
 
 @protected.get("/v3/sessions/{session_id}/transcript")
@@ -149,15 +169,26 @@ async def transcript(session_id: str, request: Request) -> dict[str, Any]:
         raise HTTPException(status_code=404, detail="unknown session")
     records = await asyncio.to_thread(read_transcript, registry.config.server.transcripts_dir,
                                       session_id)
+    cluster = registry.cluster
+    active = registry.sessions.get(session_id) is not None
+    if records is None and cluster is not None:
+        # Held (or once held) by another worker: its copy in Redis (cluster_transcripts.py).
+        records = await cluster.read_transcript(session_id)
+        if records is not None:
+            remote = await cluster.remote_sessions() or []
+            active = any(e.get("session_id") == session_id for e in remote)
     if records is None:
         raise HTTPException(status_code=404, detail="unknown session")
-    return {"session_id": session_id, "active": registry.sessions.get(session_id) is not None,
-            "records": records}
+    return {"session_id": session_id, "active": active, "records": records}
 
 
 @protected.get("/v3/webrtc/stats")
 async def webrtc_stats(request: Request) -> dict[str, Any]:
+    """This worker's sessions with live stats (``live``: true); with several workers, every
+    other worker's sessions too, with the stats their worker pushed at its last heartbeat
+    (``live``: false, ``stats_age_s``): live ones come from that worker's own endpoint."""
     registry = get_registry(request.app)
+    worker = registry.config.server.worker_id
     out: dict[str, Any] = {}
     for session in registry.sessions.list():
         transport = session.transport
@@ -167,14 +198,28 @@ async def webrtc_stats(request: Request) -> dict[str, Any]:
                 stats.update(await transport.stats())
             except Exception as exc:  # a connection closing under us
                 stats["error"] = repr(exc)
-        out[session.id] = stats
-    return {"sessions": out, "active_sessions": len(out)}
+        out[session.id] = {**stats, "worker": worker, "live": True}
+    if registry.cluster is not None:
+        now = time.time()
+        for entry in await registry.cluster.remote_sessions() or []:
+            pushed = entry.get("pushed_at")
+            pushed_stats = entry.get("stats")
+            out[entry["session_id"]] = {
+                "transport": entry.get("transport"),
+                **(pushed_stats if isinstance(pushed_stats, dict) else {}),
+                "worker": entry.get("worker"), "live": False,
+                "stats_age_s": round(now - pushed, 3) if isinstance(pushed, (int, float))
+                else None}
+    return {"sessions": out, "active_sessions": len(out), "worker": worker}
 
 
 @protected.get("/v3/config")
 async def config(request: Request) -> dict[str, Any]:
     registry = get_registry(request.app)
-    return registry.config.redacted()
+    body = registry.config.redacted()
+    if body["server"].get("redis_url"):
+        body["server"]["redis_url"] = redact_url(body["server"]["redis_url"])
+    return body
 
 
 router.include_router(protected)  # here: before the catch-all below, as the routes always were

@@ -19,7 +19,8 @@ from ..core.status import ConnectionStatus, SessionInfo
 from ..core.tasks import TaskSet
 from ..transport import protocol
 from .capacity import server_load
-from .transcript_log import TranscriptLog
+from .cluster_admission import current_admission
+from .transcript_log import RecordMirror, TranscriptLog
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,17 @@ class Pipeline(Protocol):
     def in_turn(self) -> bool: ...
 
 
+class ClusterHooks(Protocol):
+    """The shared registry (cluster.py), as the manager sees it: told of every session that
+    opens or closes, and the mirror each session's transcript copies its records to."""
+
+    mirror: RecordMirror
+
+    def session_opened(self, session: Session) -> None: ...
+
+    def session_closed(self, session_id: str) -> None: ...
+
+
 Sender = Callable[[dict[str, Any]], None]
 Closer = Callable[[int, str], Awaitable[None]]
 
@@ -75,8 +87,9 @@ class Session:
         """The ``seq`` of the last message sent to the client (see :meth:`_stamp`)."""
         self.closer: Closer | None = None
         """Closes the client connection (set by the route that accepted it)."""
-        self.transcript: TranscriptLog | None = None
-        """The conversation on disk (set by the route that accepted it)."""
+        self._transcript: TranscriptLog | None = None
+        self.mirror: RecordMirror | None = None
+        """Where the transcript's records are copied (the shared registry's mirror, or none)."""
         self.closed = asyncio.Event()
         self._tasks = TaskSet(info.session_id)
         self._closing = False
@@ -88,6 +101,18 @@ class Session:
     @property
     def closing(self) -> bool:
         return self._closing
+
+    @property
+    def transcript(self) -> TranscriptLog | None:
+        """The conversation on disk (set by the route that accepted it)."""
+        return self._transcript
+
+    @transcript.setter
+    def transcript(self, log_: TranscriptLog | None) -> None:
+        # Set before its first record: with several workers each record is also mirrored.
+        if log_ is not None and self.mirror is not None:
+            log_.mirror = self.mirror
+        self._transcript = log_
 
     # -- output -------------------------------------------------------------------------------
     # Every JSON message to the client goes out through send() or reply(), so that it carries
@@ -196,8 +221,13 @@ class Session:
 class SessionManager:
     def __init__(self, max_sessions: int, idle_timeout_s: float, max_session_s: float,
                  reap_interval_s: float | None = None,
-                 after_close: Callable[[], object] | None = None) -> None:
+                 after_close: Callable[[], object] | None = None,
+                 worker: str | None = None) -> None:
         self.max_sessions = max_sessions
+        self.worker = worker
+        """This worker's id (server.worker_id), in every SessionInfo it makes."""
+        self.cluster: ClusterHooks | None = None
+        """The shared registry when there is one (set by cluster.py at start)."""
         self.after_close = after_close
         """Blocking clean-up run in a worker thread once a session is gone (memory release)."""
         self.idle_timeout_s = idle_timeout_s
@@ -211,11 +241,24 @@ class SessionManager:
         return len(self._sessions)
 
     def create(self, transport: str = "webrtc") -> Session:
+        """A new session, or ServerBusyError: this worker is full, or (with several workers)
+        the shared registry refused the slot (cluster_admission.py reserved it, or not,
+        before this socket's route ran)."""
         if len(self._sessions) >= self.max_sessions:
             raise ServerBusyError(self.max_sessions, len(self._sessions))
-        session = Session(SessionInfo(transport=transport,
-                                      connection_status=ConnectionStatus.CONNECTED))
+        admission = current_admission()
+        if admission is not None and not admission.taken and not admission.admitted:
+            raise ServerBusyError(admission.capacity, admission.active)
+        info = SessionInfo(transport=transport, connection_status=ConnectionStatus.CONNECTED,
+                           worker=self.worker)
+        if admission is not None and not admission.taken:
+            admission.taken = True
+            info.session_id = admission.session_id  # the slot was reserved under this id
+        session = Session(info)
         self._sessions[session.id] = session
+        if self.cluster is not None:
+            session.mirror = self.cluster.mirror
+            self.cluster.session_opened(session)
         log.info("session %s: created (%s, %d active)", session.id, transport, len(self._sessions))
         return session
 
@@ -237,7 +280,8 @@ class SessionManager:
         try:
             await session.close(code, reason)
         finally:
-            self._sessions.pop(session_id, None)
+            if self._sessions.pop(session_id, None) is not None and self.cluster is not None:
+                self.cluster.session_closed(session_id)
         if self.after_close is not None:
             try:
                 await asyncio.to_thread(self.after_close)

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +31,9 @@ MAX_ERROR_RECORDS = 200
 """Errors written per session; a client flooding bad messages must not flood the disk."""
 MAX_READ_BYTES = 16 * 1024 * 1024
 """The transcript endpoint reads at most this much of a file."""
+
+RecordMirror = Callable[[str, int, str], None]
+"""Takes (session id, the record's line number in the file, the JSON line); must not block."""
 
 
 def valid_session_id(session_id: str) -> bool:
@@ -52,6 +56,10 @@ class TranscriptLog:
         self._errors = 0
         self._turns = 0
         self._ended = False
+        self._finished = False
+        self._records = 0
+        self.mirror: RecordMirror | None = None
+        """Called with each record after it is on disk (several workers: a copy in Redis)."""
         self._fsyncs: set[asyncio.Future[None]] = set()
         try:
             # Conversations are private: the folder and files are for this user only.
@@ -98,6 +106,7 @@ class TranscriptLog:
         self._ended = True
         self._write({"type": "session_end", "code": code, "reason": reason,
                      "turns": self._turns, "errors": self._errors})
+        self._finished = True
         file, self._file = self._file, None
         if file is None:
             return
@@ -111,16 +120,24 @@ class TranscriptLog:
 
     # -- plumbing -----------------------------------------------------------------------------
     def _write(self, record: dict[str, Any]) -> None:
-        if self._file is None:
+        if self._finished or (self._file is None and self.mirror is None):
             return
         line = json.dumps({"time": round(time.time(), 3), **record}, ensure_ascii=False,
                           default=str)
-        try:
-            self._file.write(line + "\n")
-            self._file.flush()  # in the OS now: survives a crash of this process
-        except OSError as exc:
-            log.error("session %s: writing the transcript failed: %r", self.session_id, exc)
-            self._file = None
+        if self._file is not None:
+            try:
+                self._file.write(line + "\n")
+                self._file.flush()  # in the OS now: survives a crash of this process
+            except OSError as exc:
+                log.error("session %s: writing the transcript failed: %r", self.session_id, exc)
+                self._file = None
+        index, self._records = self._records, self._records + 1
+        if self.mirror is not None:
+            try:
+                self.mirror(self.session_id, index, line)
+            except Exception as exc:  # a copy must never cost the record or the session
+                log.error("session %s: mirroring the transcript failed: %r", self.session_id,
+                          exc)
 
     def _fsync_soon(self) -> None:
         """fsync in a worker thread: a slow disk must not stall the audio loop."""
