@@ -1,4 +1,4 @@
-"""`voice-agent` command line: talk, models, serve, bench."""
+"""`voice-agent` command line: talk, models, serve, model-server, bench."""
 
 from __future__ import annotations
 
@@ -36,6 +36,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="start the web server (WebRTC + WebSocket + HTTP API)")
     s.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default 8000)")
+
+    ms = sub.add_parser("model-server", help="serve the packaged LLM over the OpenAI-compatible "
+                                             "API for workers with ai.provider=openai")
+    ms.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    ms.add_argument("--port", type=int, default=8080, help="port (default 8080, ai.base_url's)")
+    ms.add_argument("--model", choices=LLM_MODELS, help="the LLM to serve (default ai.model)")
+    ms.add_argument("--parallel", type=int, metavar="N",
+                    help="replies written at once, llama.cpp slots (default ai.parallel_slots)")
+    ms.add_argument("--threads", type=int, metavar="N", help="CPU threads (default ai.threads)")
+    ms.add_argument("--no-warmup", action="store_true",
+                    help="skip reading the system prompt into every slot at start")
 
     b = sub.add_parser("bench", help="benchmarks")
     bsub = b.add_subparsers(dest="bench", metavar="BENCH")
@@ -131,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from .serve import run_serve
         return run_serve(config, host=args.host, port=args.port, verbose=args.verbose)
+    if args.command == "model-server":
+        from .model_server import run_model_server
+        return run_model_server(config, host=args.host, port=args.port, model=args.model,
+                                parallel=args.parallel, threads=args.threads,
+                                warmup=not args.no_warmup)
     if args.command == "bench" and args.bench == "latency":
         from bench.latency import run_latency
         return run_latency(config, args)
