@@ -269,6 +269,7 @@ class ClusterRegistry:
                     log.info("worker %s registered in Redis %s (%d workers, %d sessions)",
                              self.worker, redact_url(self.url), workers, count)
                 self.state, self.down_since = "ok", None
+                self.mirror.wake()
         return True
 
     async def _stats(self, session: Session) -> dict[str, Any]:
@@ -359,6 +360,7 @@ class ClusterRegistry:
                         "(admission by its max_sessions) until it is back", redact_url(self.url),
                         exc, self.worker)
             self.state, self.down_since = "down", time.monotonic()
+            self.mirror.outage()
 
     def wake(self) -> None:
         """Heartbeat now (tests, and whoever sees Redis come back)."""

@@ -71,6 +71,15 @@ class TranscriptMirror:
         self._queue.append((session_id, index, line))
         self._ready.set()
 
+    def outage(self) -> None:
+        """Redis was lost (cluster.py): once it is back, the open sessions' lists are written
+        again from their files (a restarted Redis may have lost them)."""
+        self._was_down = True
+
+    def wake(self) -> None:
+        """Flush now (Redis is back: the copies from disk should not wait for a record)."""
+        self._ready.set()
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._flush_forever(),
                                                             name="transcript-mirror")
@@ -98,7 +107,6 @@ class TranscriptMirror:
     async def flush(self) -> None:
         if self.cluster.state != "ok":
             # The records are on disk: copied from there once Redis is back.
-            self._was_down = self._was_down or self.cluster.state == "down"
             while self._queue:
                 self._mark(self._queue.popleft()[0])
             return
