@@ -44,10 +44,12 @@ async function establish(ws: FakeWebSocket, sessionId: string, token?: string) {
 const resumes = (ws: FakeWebSocket) => ws.messages().filter((m) => m.type === "resume");
 
 describe("ResumeTokens", () => {
-  it("keeps the held token until the server answered, then the one it gave", () => {
+  it("keeps a session's token once it has a turn, the held one until the server answered", () => {
     const storage = new MemoryStorage();
     const tokens = new ResumeTokens(storage);
-    expect(tokens.established("t1")).toBeNull(); // nothing held: this session's is kept
+    expect(tokens.established("t1")).toBeNull(); // nothing held
+    expect(storage.token).toBeNull(); // nothing said yet: nothing to resume
+    tokens.turnFinished();
     expect(storage.token).toBe("t1");
     expect(tokens.established("t2")).toBe("t1"); // a new session: resume t1
     expect(storage.token).toBe("t1"); // until the answer (a drop now resumes t1 again)
@@ -55,6 +57,8 @@ describe("ResumeTokens", () => {
     expect(storage.token).toBe("t2");
     expect(tokens.established("t3")).toBe("t2");
     tokens.failed(); // expired: the new session is a new conversation
+    expect(storage.token).toBeNull();
+    tokens.turnFinished();
     expect(storage.token).toBe("t3");
     tokens.forget();
     expect(storage.token).toBeNull();
@@ -112,7 +116,6 @@ describe("useVoiceAgentWebRTC resumes its conversation", () => {
     act(() => s.result.current.connect());
     const ws = FakeWebSocket.last();
     await establish(ws, "s-1", "token-1");
-    expect(storage.token).toBe("token-1");
     expect(resumes(ws)).toEqual([]); // a first conversation: nothing to resume
     await act(async () => {
       FakePeerConnection.last().finishGathering();
@@ -120,7 +123,10 @@ describe("useVoiceAgentWebRTC resumes its conversation", () => {
     });
     act(() => s.result.current.sendText("My name is Ada."));
     server(ws, { type: "transcript", text: "My name is Ada.", final: true, seq: 2 });
-    server(ws, { type: "ai_response", text: "Hello Ada.", final: true, seq: 3 });
+    server(ws, { type: "ai_response", text: "Hello", final: false, seq: 3 });
+    expect(storage.token).toBeNull(); // the server saves a conversation once a turn ends
+    server(ws, { type: "ai_response", text: "Hello Ada.", final: true, seq: 4 });
+    expect(storage.token).toBe("token-1");
 
     act(() => ws.serverClose(1006)); // the worker died
     expect(s.result.current.connectionStatus).toBe("connecting");
@@ -180,7 +186,7 @@ describe("useVoiceAgentWebRTC resumes its conversation", () => {
     expect(storage.token).toBe("token-2");
   });
 
-  it("resume_failed: a new conversation under the new token, the session goes on", async () => {
+  it("resume_failed: a new conversation, kept once it has a turn; the session goes on", async () => {
     const storage = new MemoryStorage();
     storage.setItem(RESUME_TOKEN_KEY, "expired");
     const s = setup(storage);
@@ -194,17 +200,36 @@ describe("useVoiceAgentWebRTC resumes its conversation", () => {
       fatal: false,
       seq: 2,
     });
-    expect(storage.token).toBe("token-2");
+    expect(storage.token).toBeNull();
     expect(s.result.current.connectionStatus).toBe("connected");
     expect(s.result.current.error?.code).toBe("resume_failed");
     expect(s.result.current.history).toEqual([]);
+    server(ws, { type: "ai_response", text: "Hi.", final: true, seq: 3 });
+    expect(storage.token).toBe("token-2");
+  });
+
+  it("a drop before anything was said resumes nothing (and is told no failure)", async () => {
+    vi.useFakeTimers();
+    const storage = new MemoryStorage();
+    const s = setup(storage);
+    act(() => s.result.current.connect());
+    const ws = FakeWebSocket.last();
+    await establish(ws, "s-1", "token-1");
+    act(() => ws.serverClose(1006));
+    act(() => vi.advanceTimersByTime(100));
+    const ws2 = FakeWebSocket.last();
+    await establish(ws2, "s-2", "token-2");
+    expect(resumes(ws2)).toEqual([]);
+    expect(storage.token).toBeNull();
   });
 
   it("ending the conversation forgets the token; a server without resume gets no resume", async () => {
     const storage = new MemoryStorage();
     const s = setup(storage);
     act(() => s.result.current.connect());
-    await establish(FakeWebSocket.last(), "s-1", "token-1");
+    const first = FakeWebSocket.last();
+    await establish(first, "s-1", "token-1");
+    server(first, { type: "ai_response", text: "Hi.", final: true, seq: 2 });
     expect(storage.token).toBe("token-1");
     act(() => s.result.current.disconnect());
     expect(storage.token).toBeNull();

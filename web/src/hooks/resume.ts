@@ -3,8 +3,10 @@
 // conversation in sessionStorage (this tab only, gone with it) and, when it connects again
 // (an unexpected drop, a worker that died, a reload), sends `{type: "resume", token}` first.
 // The server answers `resumed` with the conversation and the token that resumes it from then
-// on, or a non-fatal `resume_failed` (the new session is a new conversation: its own token is
-// kept). Ending the conversation on purpose (disconnect) forgets the token.
+// on, or a non-fatal `resume_failed` (the new session is a new conversation). A session's own
+// token is kept once it has a finished turn (the server saves nothing before): a drop before
+// anything was said resumes nothing, and is not told it failed. Ending the conversation on
+// purpose (disconnect) forgets the token.
 import type { HistoryEntry } from "../types";
 
 export const RESUME_TOKEN_KEY = "voice-agent.resume-token";
@@ -53,9 +55,13 @@ export class ResumeTokens {
     }
     this.offered = token;
     const held = this.held();
-    if (held && held !== token) return held;
-    this.keep(token);
-    return null;
+    return held && held !== token ? held : null;
+  }
+
+  /** A turn of this session finished (a final `ai_response`): the server saved the
+   * conversation under the session's token, which resumes it from now on. */
+  turnFinished(): void {
+    if (this.offered && this.held() !== this.offered) this.keep(this.offered);
   }
 
   /** `resumed`: the conversation goes on under this token (the server's new one). */
@@ -64,9 +70,14 @@ export class ResumeTokens {
     if (next) this.keep(next);
   }
 
-  /** `resume_failed`: the session is a new conversation, under the token it was given. */
+  /** `resume_failed`: the held token resumes nothing; this session is a new conversation,
+   * whose token is kept once it has a turn. */
   failed(): void {
-    if (this.offered) this.keep(this.offered);
+    try {
+      this.storage?.removeItem(RESUME_TOKEN_KEY);
+    } catch {
+      /* nothing kept */
+    }
   }
 
   /** The user ended the conversation: the next one starts fresh. */

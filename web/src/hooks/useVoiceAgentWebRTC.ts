@@ -199,6 +199,8 @@ export function useVoiceAgentWebRTC(hookOptions: VoiceAgentOptions = {}) {
         default: {
           const action = eventToAction(msg); // transcript, ai_response, status, metrics
           if (action) dispatch(action);
+          // A finished turn is saved under this session's token: it resumes from now on.
+          if (msg.type === "ai_response" && msg.final === true) tokens.current?.turnFinished();
         }
       }
     },
