@@ -5,7 +5,8 @@ Two real ``voice-agent serve`` processes on loopback (Whisper tiny.en, espeak; t
 OpenAI-compatible stand-in on loopback, which records every prompt it is sent: what the model
 is told does not depend on a model's quality). A conversation of typed messages on worker 1,
 worker 1 killed with SIGKILL, the client on worker 2 with its token: ``resumed`` gives back
-the earlier turns, and worker 2's next prompt to the model holds them.
+the earlier turns, and worker 2's next prompt to the model holds them. Then Redis dies: resume
+fails, not the sessions.
 """
 
 from __future__ import annotations
@@ -143,11 +144,22 @@ async def test_a_conversation_goes_on_at_another_worker_after_kill_9(
             assert "unknown or expired" in error["message"]
             await say(third, "Hello?")
             assert prompt_texts(fake_llm) == [("user", "Hello?")]
+
+        # Redis down: resume is unavailable, said once in the log; the sessions go on.
+        redis.stop()
+        async with connect(f"ws://127.0.0.1:{two.port}/ws/v3") as fourth:
+            await fourth.wait_type("connection_established")
+            await fourth.send({"type": "resume", "token": hello2["resume_token"]})
+            error = await fourth.wait_type("error", 10)
+            assert error["code"] == "resume_failed" and "unreachable" in error["message"]
+            for question in ("Still there?", "And now?"):
+                assert (await say(fourth, question))["text"].strip() == SECOND_REPLY
         logs = [one.log_path.read_text(errors="replace"), two.log_path.read_text(errors="replace")]
     finally:
         one.stop()
         two.stop()
     assert "resumed a conversation of 2 messages" in logs[1]
+    assert logs[1].count("resume store: Redis is unreachable") == 1
     for log in logs:
         assert token not in log and hello2["resume_token"] not in log
 

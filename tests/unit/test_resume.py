@@ -316,6 +316,16 @@ async def test_a_pipeline_keeps_the_empty_conversation_it_is_given() -> None:
     await pipeline.close()
 
 
+async def test_the_last_save_is_written_when_the_session_finishes() -> None:
+    store = MemoryConversationStore()
+    session = SessionResume(store, conversation())
+    play_turn(session.conversation, "Tell me a story.", "Once upon a time there was a fox.",
+              heard="Once upon")  # cut by the session's close
+    await session.finish()
+    assert not store._writers
+    assert (await store.load(session.token))[-1]["text"] == "Once upon"
+
+
 async def test_a_conversation_under_way_is_not_replaced() -> None:
     store = MemoryConversationStore()
     old = SessionResume(store, conversation())

@@ -399,6 +399,17 @@ class SessionResume:
         self._saved = processed
         self.store.save_soon(self.token, self.conversation.export())
 
+    async def finish(self) -> None:
+        """The session is closed: save what its close added (a reply it cut) and wait for the
+        saves on their way, bounded, so that none is left behind at a shutdown."""
+        self.changed()
+        try:
+            async with asyncio.timeout(2 * REDIS_CALL_TIMEOUT_S):
+                await self.store.flush(self.token)
+        except TimeoutError:
+            log.warning("session %s: the last save of its conversation is still on its way",
+                        self.session_id)
+
     def _check_fresh(self) -> None:
         if self._resumed or self.conversation.messages_processed or len(self.conversation):
             raise ResumeError("started")

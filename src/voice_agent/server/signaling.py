@@ -161,7 +161,7 @@ async def _run_session(ws: WebSocket, registry: AppRegistry, session: Session, o
     finally:
         await registry.sessions.close(session.id, code, reason)
         if isinstance(controller, ResumingController):
-            controller.resume.changed()  # a reply cut by the close is in the history too
+            await controller.resume.finish()  # a reply cut by the close is saved too
 
 
 @router.websocket("/ws/v3")
