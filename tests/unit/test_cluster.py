@@ -275,3 +275,22 @@ def test_redis_passwords_are_redacted() -> None:
     assert redact_url("rediss://me:s3%40cret@host/1") == "rediss://me:***@host/1"
     assert url_password("rediss://me:s3%40cret@host/1") == "s3@cret"
     assert url_password(None) is None and url_password("redis://host") is None
+
+
+def test_the_app_redacts_the_redis_password_and_reports_its_worker() -> None:
+    from fastapi.testclient import TestClient
+
+    from voice_agent.core.config import V3Config
+    from voice_agent.server.app import _secrets, create_app
+
+    url = "redis://:s3cret-pw@127.0.0.1:1/0"  # never reached: no lifespan runs here
+    config = V3Config(server={"redis_url": url, "worker_id": "w-1"})
+    client = TestClient(create_app(config), base_url="http://localhost")
+    assert client.get("/v3/config").json()["server"]["redis_url"] == "redis://:***@127.0.0.1:1/0"
+    health = client.get("/v3/health").json()
+    assert health["worker"] == "w-1" and health["cluster"]["url"] == "redis://:***@127.0.0.1:1/0"
+    assert "s3cret-pw" not in client.get("/v3/health").text
+    assert "s3cret-pw" in _secrets(config)  # masked in uvicorn's log lines too
+    alone = TestClient(create_app(V3Config(server={"worker_id": "w-2"})),
+                       base_url="http://localhost").get("/v3/health").json()
+    assert alone["worker"] == "w-2" and alone["cluster"] is None

@@ -238,7 +238,10 @@ class ClusterRegistry:
                 async with asyncio.timeout(self.interval_s):
                     await self._wake.wait()
             self._wake.clear()
-            await self.heartbeat()
+            try:
+                await self.heartbeat()
+            except Exception:  # a bug here must not silently take the worker out of Redis
+                log.exception("cluster: heartbeat of worker %s failed", self.worker)
 
     async def heartbeat(self) -> bool:
         """Push this worker's sessions (the whole set) and read the cluster's figures."""
