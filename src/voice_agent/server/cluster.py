@@ -10,8 +10,9 @@ What is in Redis (one instance; the keys are built inside the scripts, so not Re
   as it does. A worker killed with SIGKILL stops renewing; every script first forgets workers
   whose heartbeat is older than the TTL (and their hashes), and the hash expires by itself if
   no worker is left to do it. Heartbeats come every third of the TTL: with the default 6 s a
-  killed worker's sessions leave every listing 6 s after its last heartbeat (8 s at worst after
-  the kill), within the 10 s the issue asks.
+  killed worker's sessions leave every listing 6 s after its last heartbeat (so within 6 s of
+  the kill) and their keys within the next heartbeat of another worker (8 s at worst), within
+  the 10 s the issue asks.
 - ``va:cluster:info:<worker>``: the worker's own figures (capacity, open sessions), same TTL.
 - ``va:transcript:<session>``: the transcript mirror (cluster_transcripts.py).
 
@@ -27,7 +28,10 @@ Redis down or slow: every call is bounded (:data:`CALL_TIMEOUT_S`), a failure ma
 (logged once, not per call), and while it lasts nothing waits on Redis: admission falls back to
 this worker's own ``max_sessions``, listings show this worker's sessions, /v3/health says
 ``degraded``, and only the heartbeat keeps trying; its first success re-registers every session.
-Nothing here runs on a session's audio path.
+Nothing here runs on a session's audio path. What an outage costs: while it lasts each worker
+admits up to its own ``max_sessions``, and once Redis is back (empty, if it restarted) a worker
+that has not yet heartbeaten is missing from the others' counts for up to one heartbeat (2 s);
+its own admissions count its sessions from memory, never from what Redis kept.
 """
 
 from __future__ import annotations
