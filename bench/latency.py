@@ -26,6 +26,7 @@ from voice_agent.transport.ice import restrict_host_addresses
 
 from .capacity_report import TURN_LIMIT_S
 from .client import STALL_S, BenchClient, SessionRefused, TurnResult, run_clients
+from .cluster import ClusterProcess
 from .report import _git, render_report, render_table
 from .server_proc import ServerProcess, machine_busy_s
 from .speech_set import QUESTIONS, SpeechItem, make_speech_set
@@ -131,7 +132,7 @@ async def _one_session(base_url: str, items: list[SpeechItem], turns: int, offse
     return results, ops
 
 
-async def _run_sessions(server: ServerProcess, items: list[SpeechItem], turns: int,
+async def _run_sessions(server: ServerProcess | ClusterProcess, items: list[SpeechItem], turns: int,
                         sessions: int) -> RunResult:
     run = RunResult(mode=server.mode, sessions=sessions)
     async with httpx.AsyncClient(base_url=server.base_url, timeout=5.0) as http:
@@ -263,8 +264,13 @@ async def _bench_mode(mode: str, args: argparse.Namespace, items: list[SpeechIte
     result = ModeResult(mode=mode)
     # The server's own capacity (its default, --config or VOICE_AGENT_SERVER__MAX_SESSIONS in
     # this environment), as in production: sessions beyond it are refused and counted so.
-    server = ServerProcess(mode, _env_overrides(args), config_file=getattr(args, "config", None),
-                           max_sessions=None)
+    server: ServerProcess | ClusterProcess
+    if mode == "cluster":
+        server = ClusterProcess(_env_overrides(args), config_file=getattr(args, "config", None))
+        mode = result.mode = server.mode
+    else:
+        server = ServerProcess(mode, _env_overrides(args),
+                               config_file=getattr(args, "config", None), max_sessions=None)
     if getattr(args, "wait_idle", 0):
         await _wait_quiet(args.wait_idle)
     print(f"[{mode}] starting the server on {server.base_url} ...", flush=True)
@@ -306,6 +312,10 @@ async def _bench(config: V3Config, args: argparse.Namespace) -> dict[str, Any]:
         print("transport probe (two aiortc peers on loopback) ...", flush=True)
         probe = await one_way_latency_ms(bursts=5 if quick else 20)
         modes = [await _bench_mode("streaming", args, items, args.sessions, 10 if quick else 50)]
+        if getattr(args, "cluster", False):
+            # The same sessions through HAProxy to two workers (bench/cluster.py).
+            modes.append(await _bench_mode("cluster", args, items, args.sessions,
+                                           10 if quick else 50))
         if not args.no_baseline:
             # The baseline runs one session: it is the reference, not a load test.
             modes.append(await _bench_mode("naive", args, items, [1], 0))

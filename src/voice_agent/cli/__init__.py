@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--server-src", metavar="DIR",
                      help="serve voice_agent from DIR (another checkout's src/, e.g. a git "
                           "worktree of an older commit): A/B with the same client")
+    lat.add_argument("--cluster", action="store_true",
+                     help="also run the sessions through HAProxy (deploy/haproxy.cfg) to two "
+                          "workers sharing redis and one model server, in the same run")
     fl = bsub.add_parser("flood", help="another session's reply times while one session floods "
                                        "typed messages or too-fast audio")
     fl.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
