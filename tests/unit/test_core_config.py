@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from voice_agent.core.config import DEFAULT_SYSTEM_PROMPT, ConfigError, V3Config, load_config
 
@@ -203,3 +204,11 @@ def test_config_objects_are_independent(tmp_path: Path) -> None:
     path = write_toml(tmp_path, '[stt]\nmodel = "tiny.en"\n')
     assert load_config(path).stt.model == "tiny.en"
     assert load_config().stt.model == "base"
+
+
+def test_advertised_address_must_be_an_ip_address(monkeypatch):
+    monkeypatch.setenv("VOICE_AGENT_WEBRTC__ADVERTISED_ADDRESS", " 203.0.113.7 ")
+    assert V3Config().webrtc.advertised_address == "203.0.113.7"
+    monkeypatch.setenv("VOICE_AGENT_WEBRTC__ADVERTISED_ADDRESS", "voice.example.com")
+    with pytest.raises(ValidationError, match="must be an IP address"):
+        V3Config()

@@ -7,6 +7,7 @@ to :func:`load_config`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -350,6 +351,19 @@ class WebRTCConfig(_Section):
     """The address this worker's ICE host candidates carry instead of its local one: a
     container's or a NAT's public address (as mediasoup's ``announcedIp``). The port is kept,
     so the media ports must be forwarded as they are (docs/deploy.md). None: the local ones."""
+
+    @field_validator("advertised_address")
+    @classmethod
+    def _an_ip_address(cls, value: str | None) -> str | None:
+        # ICE candidates carry addresses, not names: a host name would only fail at the first
+        # offer, inside a session; refused at start-up instead.
+        if value is None:
+            return None
+        try:
+            return str(ipaddress.ip_address(value.strip()))
+        except ValueError:
+            raise ValueError(f"webrtc.advertised_address must be an IP address, got {value!r}"
+                             ) from None
 
 
 class ServerConfig(_Section):

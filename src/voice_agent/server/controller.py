@@ -10,8 +10,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..transport import protocol
-from ..transport.protocol import (ErrorCode, IceCandidateMessage, InterruptMessage, OfferMessage,
-                                  PingMessage, ProtocolError, TextMessage)
+from ..transport.protocol import (EndMessage, ErrorCode, IceCandidateMessage, InterruptMessage,
+                                  OfferMessage, PingMessage, ProtocolError, TextMessage)
 from ..transport.webrtc import TransportError, WebRTCSession
 from .sessions import CLOSE_NORMAL, Sender, Session, SessionManager
 
@@ -110,9 +110,12 @@ class SessionController:
             await self.pipeline.interrupt()
         elif isinstance(message, PingMessage):
             session.reply(reply, protocol.pong(message.timestamp, time.time()))
-        else:  # EndMessage
+        elif isinstance(message, EndMessage):
             self.ended = True
             self.manager.request_close(session.id, CLOSE_NORMAL, "client ended the session")
+        else:  # a type a subclass handles (resume.py) must never fall through to "end"
+            raise ProtocolError(ErrorCode.UNSUPPORTED,
+                                f"'{message.type}' is not handled on this connection")
 
     def _signaling_only(self, via: str, kind: str) -> WebRTCSession:
         if self.webrtc is None or via != "signaling":
