@@ -294,3 +294,42 @@ def test_the_app_redacts_the_redis_password_and_reports_its_worker() -> None:
     alone = TestClient(create_app(V3Config(server={"worker_id": "w-2"})),
                        base_url="http://localhost").get("/v3/health").json()
     assert alone["worker"] == "w-2" and alone["cluster"] is None
+
+
+async def test_worker_capacity_and_the_clusters_are_counted_apart(flushed, tmp_path) -> None:
+    # Two workers of 2 sessions each, 3 across both: each worker's load is counted against its
+    # own 2 (the balancer's weight), the third session anywhere is the cluster's last.
+    a, b = (Worker(flushed.url, name, tmp_path, max_sessions=3) for name in ("a", "b"))
+    for w in (a, b):
+        w.sessions.max_sessions = 2
+        await w.cluster.start(w.sessions)
+    try:
+        await a.open(), await a.open()
+        assert a.sessions.load == 1.0  # full for the balancer, though the cluster has room
+        with pytest.raises(ServerBusyError):
+            a.sessions.create()  # this worker's own cap, without asking Redis
+        assert b.sessions.load == 0.0
+        await b.open()
+        refused = await _try_open(b)
+        assert isinstance(refused, ServerBusyError) and refused.capacity == 3
+    finally:
+        for w in (a, b):
+            await w.sessions.close_all()
+            await w.cluster.stop()
+
+
+def test_worker_max_sessions_is_this_workers_capacity_and_max_sessions_the_clusters() -> None:
+    from fastapi.testclient import TestClient
+
+    from voice_agent.core.config import V3Config
+    from voice_agent.server.app import create_app
+
+    config = V3Config(server={"redis_url": "redis://127.0.0.1:1/0", "max_sessions": 4,
+                              "worker_max_sessions": 2})
+    app = create_app(config)
+    registry = app.state.registry
+    assert (registry.sessions.max_sessions, registry.cluster.max_sessions) == (2, 4)
+    health = TestClient(app, base_url="http://localhost").get("/v3/health").json()
+    assert (health["capacity"], health["max_sessions"]) == (2, 2)
+    alone = create_app(V3Config(server={"max_sessions": 3})).state.registry
+    assert alone.sessions.max_sessions == 3 and alone.cluster is None

@@ -444,6 +444,11 @@ class ServerConfig(_Section):
                            min_length=1, max_length=200, pattern=r"^[^\s]+$")
     """This worker's name in the shared registry and in /v3/sessions' ``worker`` field;
     default host:pid."""
+    worker_max_sessions: int | None = Field(None, ge=1, le=1000)
+    """With several workers (redis_url): this worker's own capacity, what its ``load`` (and
+    so the balancer's weight) is counted against, while ``max_sessions`` caps the sessions of
+    every worker together. None: max_sessions (each worker may take the whole cluster's
+    sessions). E.g. two 2-core workers: max_sessions 4, worker_max_sessions 2."""
     registry_ttl_s: float = Field(6.0, ge=1.0, le=300.0)
     """A worker's sessions leave the shared registry this long after its last heartbeat
     (heartbeats every third of it): a killed worker's sessions are gone within this."""

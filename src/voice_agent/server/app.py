@@ -26,6 +26,7 @@ from .cluster_admission import ClusterAdmission, url_password
 from .hosts import HostCheck, allowed_hosts
 from .memory import after_session, freeze_startup_objects, limit_arenas
 from .registry import AppRegistry
+from .resume import close_conversation_store
 from .security import redacted_logs
 from .sessions import SessionManager
 
@@ -43,7 +44,9 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
     registry = AppRegistry(
         config=config,
         sessions=SessionManager(
-            server.max_sessions, server.idle_timeout_s, server.max_session_s,
+            # This worker's own capacity; with Redis, max_sessions is every worker's together.
+            server.worker_max_sessions or server.max_sessions,
+            server.idle_timeout_s, server.max_session_s,
             after_close=after_session if server.trim_memory_after_session else None,
             worker=server.worker_id),
         services=services,
@@ -88,6 +91,7 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
         finally:
             await registry.loop_lag.stop()
             await registry.sessions.stop()  # closes every session
+            await close_conversation_store(app)  # their last saves for a resume, then closed
             if registry.cluster is not None:
                 await registry.cluster.stop()  # after the sessions: their last records too
             registry.services_ready = False
