@@ -27,6 +27,8 @@ from pathlib import Path
 
 import httpx
 
+from voice_agent.core.config import ServerConfig
+
 from .redis_proc import RedisServer
 from .server_proc import ServerProcess, free_port, proc_cpu_s, proc_status_kb
 
@@ -81,8 +83,8 @@ class ClusterProcess:
     config_file: str | None = None
     workers: int = WORKERS
     max_sessions: int | None = None
-    """The cluster's capacity (server.max_sessions holds across the workers); None: the
-    workers' own setting."""
+    """The cluster's capacity (server.max_sessions across the workers); None: each worker's
+    capacity times the workers."""
     mode: str = "cluster"
     ready_s: float | None = None
     last_log: str = ""
@@ -122,8 +124,15 @@ class ClusterProcess:
                "VOICE_AGENT_SERVER__REDIS_URL": self.redis.url,
                "VOICE_AGENT_AI__PROVIDER": "openai",
                "VOICE_AGENT_AI__BASE_URL": f"http://127.0.0.1:{llm_port}/v1"}
-        if self.max_sessions is not None:
-            env["VOICE_AGENT_SERVER__MAX_SESSIONS"] = str(self.max_sessions)
+        # Each worker keeps its own capacity (its default or the environment's) and the cluster
+        # takes that many per worker in all (server.worker_max_sessions, max_sessions).
+        per_worker = (self.env_overrides.get("VOICE_AGENT_SERVER__WORKER_MAX_SESSIONS")
+                      or self.env_overrides.get("VOICE_AGENT_SERVER__MAX_SESSIONS")
+                      or os.environ.get("VOICE_AGENT_SERVER__MAX_SESSIONS")
+                      or str(ServerConfig().max_sessions))
+        env["VOICE_AGENT_SERVER__WORKER_MAX_SESSIONS"] = per_worker
+        env["VOICE_AGENT_SERVER__MAX_SESSIONS"] = str(
+            self.max_sessions or int(per_worker) * self.workers)
         lb_env = {"HAPROXY_BIND": f"127.0.0.1:{self.port}",
                   "HAPROXY_STATS_BIND": f"127.0.0.1:{free_port()}",
                   "HAPROXY_ADMIN_SOCKET": str(self.folder / "haproxy.sock")}
