@@ -174,7 +174,10 @@ def _start(config: V3Config, *, host: str, port: int, slots: int, threads: int,
     if not 1 <= slots <= 64 or not 1 <= threads <= 64:
         raise ModelServerError("--parallel and --threads must be 1-64")
     check_bind(host, port)  # before the load: a taken port is told in a second, not after it
-    path = model_path(config, "llm", prepare_missing=True)
+    try:  # split weights are joined into cache_dir the first time (as voice-agent models does)
+        path = model_path(config, "llm", prepare_missing=True)
+    except OSError as exc:  # a read-only or full cache folder
+        raise ModelServerError(f"cannot prepare {config.ai.model}: {exc}") from None
 
     import xllamacpp
 
