@@ -27,6 +27,7 @@ from aiortc import RTCSessionDescription
 
 from voice_agent.transport.ice import restrict_host_addresses
 from tests.helpers.rtc import PcmPlayerTrack, TrackRecorder, new_peer
+from tests.helpers.redis_server import RedisServer, running_redis
 from tests.helpers.speech import read_wav, speech_wav
 from voice_agent.core.audio_io import resample_to_16k
 from voice_agent.core.config import V3Config
@@ -300,3 +301,10 @@ def speech_only(pcm: np.ndarray, rate: int) -> np.ndarray:
     if not len(loud):
         return pcm[:0]
     return pcm[max(0, loud[0] - 5) * win:(loud[-1] + 5) * win]
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own (tests/helpers/redis_server.py)."""
+    with running_redis(tmp_path) as server:
+        yield server

@@ -18,8 +18,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -27,38 +26,14 @@ import pytest
 
 from bench.server_proc import ServerProcess
 from tests.helpers.fake_openai import FakeOpenAI
-from tests.helpers.redis_server import RedisServer, running_redis
+from tests.helpers.redis_server import RedisServer
+from tests.helpers.workers import fake_llm_fixture, worker
 from tests.integration.conftest import Client, connect
 
 pytestmark = pytest.mark.models
 
 REPLY = "Paris is the capital of France."
-
-
-@pytest.fixture
-def fake_llm() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI(reply=REPLY).start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path) as server:
-        yield server
-
-
-def worker(name: str, redis: RedisServer, fake: FakeOpenAI) -> ServerProcess:
-    # Each worker has its own transcripts folder (ServerProcess makes one per process), as
-    # workers on two machines would: a transcript read on the other worker comes from Redis.
-    return ServerProcess("streaming", {
-        "VOICE_AGENT_SERVER__REDIS_URL": redis.url,
-        "VOICE_AGENT_SERVER__WORKER_ID": name,
-        "VOICE_AGENT_AI__PROVIDER": "openai", "VOICE_AGENT_AI__BASE_URL": fake.base_url,
-        "VOICE_AGENT_AI__API_KEY": "sk-test-secret",
-        "VOICE_AGENT_STT__MODEL": "tiny.en", "VOICE_AGENT_STT__THREADS": "1",
-        "VOICE_AGENT_VOICE__PROVIDER": "espeak",
-    }, max_sessions=2, ready_timeout_s=90)
+fake_llm = fake_llm_fixture(REPLY)
 
 
 async def get(server: ServerProcess, path: str) -> Any:
@@ -121,7 +96,8 @@ async def refused_busy(server: ServerProcess) -> None:
 
 async def test_two_workers_share_one_registry_and_outlive_each_others_faults(
         redis: RedisServer, fake_llm: FakeOpenAI) -> None:
-    one, two = worker("worker1", redis, fake_llm), worker("worker2", redis, fake_llm)
+    one, two = (worker(name, redis, fake_llm, max_sessions=2)
+                                      for name in ("worker1", "worker2"))
     await asyncio.gather(asyncio.to_thread(one.start), asyncio.to_thread(two.start))
     try:
         async with connect(f"ws://127.0.0.1:{one.port}/ws/v3") as c1, \

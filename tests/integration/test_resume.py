@@ -16,15 +16,13 @@ import hashlib
 import json
 import os
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from bench.server_proc import ServerProcess
 from tests.helpers.fake_openai import FakeOpenAI
-from tests.helpers.redis_server import RedisServer, running_redis
+from tests.helpers.redis_server import RedisServer
+from tests.helpers.workers import fake_llm_fixture, worker
 from tests.integration.conftest import Client, connect
 
 pytestmark = pytest.mark.models
@@ -33,32 +31,7 @@ FIRST = "My name is Ada and my favourite colour is teal."
 FIRST_REPLY = "Nice to meet you, Ada."
 SECOND = "Which colour do I like?"
 SECOND_REPLY = "You like teal."
-
-
-@pytest.fixture
-def fake_llm() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI(reply=FIRST_REPLY).start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    with running_redis(tmp_path) as server:
-        yield server
-
-
-def worker(name: str, redis: RedisServer | None, fake: FakeOpenAI) -> ServerProcess:
-    shared = {"VOICE_AGENT_SERVER__REDIS_URL": redis.url} if redis is not None else {}
-    return ServerProcess("streaming", {
-        **shared,
-        "VOICE_AGENT_SERVER__WORKER_ID": name,
-        "VOICE_AGENT_AI__PROVIDER": "openai", "VOICE_AGENT_AI__BASE_URL": fake.base_url,
-        "VOICE_AGENT_AI__API_KEY": "sk-test-secret",
-        # The smallest local models: typed messages need neither, but the server loads them.
-        "VOICE_AGENT_STT__MODEL": "tiny.en", "VOICE_AGENT_STT__THREADS": "1",
-        "VOICE_AGENT_VOICE__PROVIDER": "espeak",
-    }, max_sessions=4, ready_timeout_s=90)
+fake_llm = fake_llm_fixture(FIRST_REPLY)
 
 
 async def say(client: Client, text: str) -> dict:
@@ -94,7 +67,8 @@ def prompt_texts(fake: FakeOpenAI) -> list[tuple[str, str]]:
 
 async def test_a_conversation_goes_on_at_another_worker_after_kill_9(
         redis: RedisServer, fake_llm: FakeOpenAI) -> None:
-    one, two = worker("worker1", redis, fake_llm), worker("worker2", redis, fake_llm)
+    one, two = (worker(name, redis, fake_llm, max_sessions=4)
+                                      for name in ("worker1", "worker2"))
     await asyncio.gather(asyncio.to_thread(one.start), asyncio.to_thread(two.start))
     logs: list[str] = []
     try:
@@ -167,7 +141,7 @@ async def test_a_conversation_goes_on_at_another_worker_after_kill_9(
 async def test_without_redis_a_client_that_lost_its_connection_resumes_on_the_same_worker(
         fake_llm: FakeOpenAI) -> None:
     """No ``server.redis_url``: the worker's memory keeps the conversation (a network drop)."""
-    alone = worker("alone", None, fake_llm)
+    alone = worker("alone", None, fake_llm, max_sessions=4)
     await asyncio.to_thread(alone.start)
     try:
         async with connect(f"ws://127.0.0.1:{alone.port}/ws/v3/audio") as first:
