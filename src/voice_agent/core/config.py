@@ -177,6 +177,9 @@ class STTConfig(_Section):
     """At each pause the LLM scores the words so far (pipeline/end_of_turn.py): a complete
     question ends after 250 ms of silence, half of one waits up to 2 s. A fixed 500 ms
     answered questions with a pause in the middle after their first half."""
+    end_of_turn_done_ms: int = Field(250, ge=32, le=5000)
+    """With end_of_turn_by_meaning: the silence that ends a turn whose words the LLM scored
+    complete (p >= 0.5); half a question waits 2 s."""
     pause_ms: int = Field(96, ge=32, le=2000)
     """Silence after which the reply is prepared early (held back until the turn ends, dropped
     if the user goes on). Shorter starts answering sooner but wastes more work on pauses."""
