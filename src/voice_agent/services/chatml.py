@@ -56,10 +56,19 @@ def _token_id(server: xllamacpp.Server, text: str, key: str = "") -> int | None:
     except Exception as exc:
         log.debug("cannot tokenize %r: %r", text, exc)
         return None
-    if len(tokens) != 1:
+    return single_token(tokens)
+
+
+def single_token(tokens: object) -> int | None:
+    """The id in a /tokenize answer's ``tokens`` (ids, or ``{id, piece}`` objects) when it
+    holds exactly one token; else None."""
+    if not isinstance(tokens, list) or len(tokens) != 1:
         return None
     token = tokens[0]
-    return int(token["id"] if isinstance(token, dict) else token)
+    try:
+        return int(token["id"] if isinstance(token, dict) else token)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 _SENTENCE_END = re.compile(r"[.?!]{1,2}[\s\"')\]]*")
@@ -74,10 +83,19 @@ def _end_probability(response: Mapping[str, Any], end_id: int, *,
     end a sentence) among a raw completion's ``top_logprobs`` for its one generated token;
     0.0 for any not among them. llama.cpp renders special tokens as empty text,
     ``<|im_start|>`` as well as ``<|im_end|>``: the id tells them apart; without ids, the
-    text ``<|im_end|>``, else the most likely empty one."""
-    choices = response.get("choices") or [{}]
-    content = (choices[0].get("logprobs") or {}).get("content") or [{}]
-    top = content[0].get("top_logprobs") or content[0].get("top_probs") or []
+    text ``<|im_end|>``, else the most likely empty one.
+
+    ``response``: the OpenAI-style answer of the in-process ``handle_completions``
+    (``choices[0].logprobs.content``), or that of llama.cpp's native HTTP ``/completion``
+    (``completion_probabilities``; older servers: ``probs`` of ``{tok_str, prob}``)."""
+    if "completion_probabilities" in response:
+        content = response.get("completion_probabilities") or [{}]
+    else:
+        choices = response.get("choices") or [{}]
+        content = (choices[0].get("logprobs") or {}).get("content") or [{}]
+    top = [e if "token" in e or "tok_str" not in e else {**e, "token": e["tok_str"]}
+           for e in (content[0].get("top_logprobs") or content[0].get("top_probs")
+                     or content[0].get("probs") or [])]
 
     def prob(entry: Mapping[str, Any]) -> float:
         if "logprob" in entry:

@@ -9,6 +9,10 @@ arguments?}}``; the first fragment of a call brings its ``id`` and ``name``, the
 pieces of its ``arguments`` JSON, and parallel calls are told apart by ``index``. They are
 assembled here and yielded as complete :class:`ToolCall` items once the stream ends, after the
 text: a half-written call is of no use to anyone.
+
+Against llama.cpp's own server with a ChatML model (``voice-agent model-server``), it also
+scores the end of the user's turn and prefills while they speak, as the in-process model does;
+elsewhere both stay off (services/llm_remote_turn.py).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ..core.config import V3Config
 from ..core.errors import ProviderError
 from ..core.messages import ChatMessage, LLMStreamItem, ToolCall
 from .base import LLMService
+from .llm_remote_turn import PREFILL_TIMEOUT_S, PROBE_TIMEOUT_S, RemoteTurns
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +40,35 @@ class OpenAICompatibleLLM(LLMService):
     def __init__(self, config: V3Config) -> None:
         self.config = config.ai
         self._client: httpx.AsyncClient | None = None
+        self.turns = RemoteTurns(self.name, self.config)
+        """End-of-turn scores and prefills, when the server is llama.cpp's with ChatML."""
 
     def load(self) -> None:
         """Nothing to load; the HTTP client is made on first use, in the event loop."""
+
+    def warmup(self) -> None:
+        """Ask the server whether it can score turns and prefill (asked at first use
+        instead when it cannot be reached now)."""
+        self.turns.detect(min(PROBE_TIMEOUT_S, self.config.timeout_s))
+
+    async def end_of_turn_probability(self, messages: list[ChatMessage], *,
+                                      keep_punctuation: bool = False, timeout: float = 2.0,
+                                      conversation: str | None = None) -> float | None:
+        """As :meth:`LlamaCppLLM.end_of_turn_probability`, over llama.cpp's ``/completion``;
+        None where the server cannot (OpenAI, Groq, vLLM, a model without ChatML)."""
+        return await self.turns.end_of_turn_probability(
+            messages, keep_punctuation=keep_punctuation, timeout=timeout,
+            conversation=conversation)
+
+    @property
+    def last_end_of_turn_timings(self) -> Mapping[str, Any]:
+        """llama.cpp's timings of the last end-of-turn score (prompt_n, cache_n, prompt_ms)."""
+        return self.turns.last_timings
+
+    def prefill(self, messages: list[ChatMessage], *, conversation: str | None = None) -> bool:
+        """Read ``messages`` into the server's prompt cache in the background, where it can
+        (see :meth:`RemoteTurns.prefill`); False elsewhere."""
+        return self.turns.prefill(messages, conversation=conversation)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -51,7 +82,12 @@ class OpenAICompatibleLLM(LLMService):
 
     async def stream(self, messages: list[ChatMessage], *, max_tokens: int | None = None,
                      tools: Sequence[Mapping[str, Any]] | None = None,
-                     ) -> AsyncIterator[LLMStreamItem]:
+                     conversation: str | None = None) -> AsyncIterator[LLMStreamItem]:
+        if tools:  # the template renders them into the system message: prefills must too
+            self.turns.tools = [dict(tool) for tool in tools]
+        # The conversation's prefill in flight reads this prompt's start in the slot this
+        # reply would get; sent beside it, the reply would read it all again in another.
+        await self.turns.prefilled(conversation, min(PREFILL_TIMEOUT_S, self.config.timeout_s))
         body: dict[str, Any] = {
             "model": self.config.remote_model,
             "messages": [m.as_dict() for m in messages],
@@ -92,6 +128,7 @@ class OpenAICompatibleLLM(LLMService):
 
     def close(self) -> None:
         self._client = None  # the AsyncClient is closed with its event loop
+        self.turns.close()
 
 
 def _delta(data: str) -> dict[str, Any]:
