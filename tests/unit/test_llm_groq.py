@@ -112,3 +112,10 @@ async def test_closing_the_stream_early_is_quick(fake) -> None:
         assert time.monotonic() - t0 < 0.5  # the interface asks 100 ms; slack for a busy CI
     finally:
         fake.reply = "The capital of France is Paris."
+
+
+async def test_groq_is_never_asked_for_llama_cpp_endpoints(fake) -> None:
+    llm = groq(fake)
+    assert await llm.end_of_turn_probability(ASK) is None
+    assert llm.prefill(ASK) is False
+    assert fake.requests == []  # no /props, /tokenize or /completion sent to the cloud API

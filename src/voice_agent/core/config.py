@@ -134,7 +134,8 @@ class AIConfig(_Section):
     llama.cpp's own default is 8 GiB, too much to take unasked on a laptop."""
     prefill_while_speaking: bool = True
     """Feed each interim transcript to the LLM's prompt cache while the user still speaks, so
-    that at the pause only the last words are left to read (local LLM only)."""
+    that at the pause only the last words are left to read (the local LLM, and
+    provider=openai against llama.cpp's own server, e.g. voice-agent model-server)."""
     base_url: str = "http://127.0.0.1:8080/v1"
     """OpenAI-compatible endpoint (provider=openai; provider=groq uses
     https://api.groq.com/openai/v1 unless this is set)."""

@@ -39,6 +39,7 @@ class GroqLLM(OpenAICompatibleLLM):
         if "remote_model" not in ai.model_fields_set:
             preset["remote_model"] = GROQ_DEFAULT_MODEL
         super().__init__(config.model_copy(update={"ai": ai.model_copy(update=preset)}))
+        self.turns.state = False  # a cloud API, never llama.cpp's server: nothing to ask
 
     def warmup(self) -> None:
         check_key(self.name, f"{self.config.base_url.rstrip('/')}/models",
