@@ -116,6 +116,7 @@ async def test_closing_the_stream_early_is_quick(fake) -> None:
 
 async def test_groq_is_never_asked_for_llama_cpp_endpoints(fake) -> None:
     llm = groq(fake)
+    assert llm.turns.state is False  # known up front: nothing to probe (the fake logs no 404s)
     assert await llm.end_of_turn_probability(ASK) is None
     assert llm.prefill(ASK) is False
-    assert fake.requests == []  # no /props, /tokenize or /completion sent to the cloud API
+    assert llm.turns.state is False and fake.requests == []
