@@ -58,3 +58,17 @@ async def test_without_a_verdict_the_fixed_silence_ends_the_turn() -> None:
         await h.quiet(300)
         await h.answered()
         assert h.answers() == [answer("what time is it")]
+
+
+async def test_words_the_model_is_unsure_of_outlast_a_long_pause() -> None:
+    # "What is 7 times" scored between the bands (0.1 <= p < 0.5): a 1.5 s pause inside the
+    # question must not get its first half answered (bench pauses answered it at 1000 ms).
+    async with Turns() as h:
+        h.llm.end_of_turn = lambda text: 0.3 if text.endswith("times") else 0.9
+        await h.say("what is 7 times", end=False)
+        await h.quiet(1500)
+        await h.settle()
+        assert h.replies() == [] and h.finals() == []
+        await h.say("8")
+        await h.answered()
+        assert h.finals() == ["what is 7 times 8"]

@@ -181,6 +181,11 @@ class STTConfig(_Section):
     end_of_turn_done_ms: int = Field(250, ge=32, le=5000)
     """With end_of_turn_by_meaning: the silence that ends a turn whose words the LLM scored
     complete (p >= 0.5); half a question waits 2 s."""
+    end_of_turn_unsure_ms: int = Field(1700, ge=32, le=5000)
+    """With end_of_turn_by_meaning: the silence that ends a turn whose words the LLM was
+    unsure of (0.1 <= p < 0.5): "What is 7 times" and "How do you say hello in" as Whisper
+    wrote them scored here, and 1000 ms answered them in the middle of a 1.5 s pause (bench
+    pauses, docs/end_of_turn.md). Complete questions seldom score here (about 1 in 10)."""
     pause_ms: int = Field(96, ge=32, le=2000)
     """Silence after which the reply is prepared early (held back until the turn ends, dropped
     if the user goes on). Shorter starts answering sooner but wastes more work on pauses."""

@@ -89,8 +89,9 @@ class VoicePipeline:
         self.coordinator = TurnCoordinator(
             self.conversation, session_id=session_id, prefill=config.ai.prefill_while_speaking,
             backchannels=Backchannels(config.pipeline.backchannels),
-            end_of_turn=(EndOfTurnRule(done_ms=stt.end_of_turn_done_ms)
-                         if stt.end_of_turn_by_meaning else None),
+            end_of_turn=(EndOfTurnRule(done_ms=stt.end_of_turn_done_ms,
+                                        unsure_ms=stt.end_of_turn_unsure_ms)
+                          if stt.end_of_turn_by_meaning else None),
             end_silence_ms=stt.end_of_turn_silence_ms,
             score_early=self._streaming and config.pipeline.score_while_speaking,
             preempt=self._streaming and config.pipeline.preemptive_reply)

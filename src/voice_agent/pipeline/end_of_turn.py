@@ -22,8 +22,9 @@ class EndOfTurnRule:
     unfinished_p: float = 0.1
     """Below this, the user is mid-sentence: the turn waits ``unfinished_ms`` of silence."""
     done_ms: float = 250.0
-    unsure_ms: float = 1000.0
-    """Between the two thresholds (a complete question said oddly, a fragment misheard)."""
+    unsure_ms: float = 1700.0
+    """Between the two thresholds (a complete question said oddly, a fragment misheard):
+    past a 1.5 s pause (stt.end_of_turn_unsure_ms says why)."""
     unfinished_ms: float = 2000.0
     """Long enough for a pause to find a word (1.2-1.5 s here), short enough not to look dead."""
     verdict_wait_ms: float = 1200.0
