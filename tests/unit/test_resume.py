@@ -9,18 +9,17 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.helpers.redis_server import RedisServer, running_redis
 from voice_agent.core.conversation import ConversationManager
-from voice_agent.server import resume
-from voice_agent.server.resume import (MAX_BYTES, MAX_MESSAGES, MAX_TEXT_CHARS,
-                                       ConversationStore, MemoryConversationStore,
-                                       RedisConversationStore, ResumeError, ResumingController,
-                                       SessionResume, new_token)
+from voice_agent.server import resume_store as resume
+from voice_agent.server.resume import ResumingController, SessionResume
+from voice_agent.server.resume_store import (MAX_BYTES, MAX_MESSAGES, MAX_TEXT_CHARS,
+                                             ConversationStore, MemoryConversationStore,
+                                             RedisConversationStore, ResumeError, new_token)
 from voice_agent.server.sessions import SessionManager
 from voice_agent.transport import protocol
 
@@ -211,7 +210,7 @@ async def test_redis_down_is_logged_once_saves_are_skipped_and_resume_is_unavail
     await redis_store.save(token, HISTORY[:2])
     redis_server.stop()
     try:
-        caplog.set_level(logging.INFO, logger="voice_agent.server.resume")
+        caplog.set_level(logging.INFO, logger="voice_agent.server.resume_store")
         loop = asyncio.get_running_loop()
         started = loop.time()
         for _ in range(3):

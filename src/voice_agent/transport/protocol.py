@@ -119,7 +119,7 @@ class EndMessage(_Message):
 class ResumeMessage(_Message):
     """Carry on an earlier conversation: ``token`` is the ``resume_token`` an earlier session's
     ``connection_established`` (or ``resumed``) gave. Answered with ``resumed`` or a non-fatal
-    ``resume_failed``; the token is checked by the server (server/resume.py), not here, so a
+    ``resume_failed``; the token is checked by the server (server/resume_store.py), not here, so a
     malformed one gets ``resume_failed`` too."""
 
     type: Literal["resume"]
