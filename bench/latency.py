@@ -181,8 +181,10 @@ async def _wait_no_sessions(http: httpx.AsyncClient, timeout_s: float = 15.0) ->
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
             body = (await http.get("/v3/health")).json()
-            capacity = body.get("capacity", body.get("max_sessions"))
-            if body["active_sessions"] == 0:
+            # Several workers behind a balancer: the figures of all of them (their heartbeats').
+            whole = body.get("cluster") or {}
+            capacity = whole.get("capacity", body.get("capacity", body.get("max_sessions")))
+            if whole.get("sessions", body["active_sessions"]) == 0:
                 break
         await asyncio.sleep(0.1)
     return int(capacity) if isinstance(capacity, int) else None
@@ -192,7 +194,8 @@ async def _load_max(http: httpx.AsyncClient, run: RunResult, every_s: float = 0.
     """The highest load the server reports during the run (a balancer's view of it)."""
     while True:
         with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
-            load = float((await http.get("/v3/health")).json()["load"])
+            body = (await http.get("/v3/health")).json()
+            load = float((body.get("cluster") or {}).get("load", body["load"]))
             run.load_max = max(run.load_max or 0.0, load)
         await asyncio.sleep(every_s)
 

@@ -278,6 +278,16 @@ def _turn_rows(modes: list[ModeResult]) -> list[str]:
     return rows
 
 
+CLUSTER_NOTE = (
+    "**cluster** (`--cluster`, bench/cluster.py): the deployment of docs/deploy.md on the same "
+    "machine: HAProxy 2.6 (deploy/haproxy.cfg) in front of two `voice-agent serve` workers "
+    "sharing a real redis-server (each worker's capacity its own `server.max_sessions`, the "
+    "cluster's twice that) and one `voice-agent model-server` (the LLM over HTTP, "
+    "`ai.provider=openai`). The clients know only HAProxy's address; the media go to the "
+    "worker that answered the offer. CPU and memory are those of all its processes together; "
+    "capacity and load are the cluster's (`/v3/health`'s `cluster`).")
+
+
 def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[SpeechItem], *,
                   args: argparse.Namespace, started: float, config: V3Config) -> str:
     from .capacity_report import EXPLANATION, TURN_LIMIT_S, capacity_rows  # builds on fmt, pct
@@ -318,6 +328,7 @@ def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[Sp
         "first agent sample above −40 dBFS (frame arrival + its offset in the frame at 48 kHz). "
         "It includes both network legs and aiortc's receive jitter buffer, but no sound-card "
         "playout buffer. Sessions in a run speak at the same time (the worst case).", "",
+        *([CLUSTER_NOTE, ""] if any(m.mode.startswith("cluster") for m in modes) else []),
         "## Sessions at once: capacity and admission", *capacity_rows(modes), "", EXPLANATION,
         "",
         "## Voice-to-voice at the client", *v2v_rows(modes), "", ratio_line(modes), "",
