@@ -205,9 +205,12 @@ def test_compose_has_the_services_and_builds_the_image_once() -> None:
 def test_compose_worker_env_loads_into_the_config(worker: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     env = {k: interpolate(str(v)) for k, v in compose()["services"][worker]["environment"].items()}
-    assert all(k.startswith("VOICE_AGENT_") for k in env)
+    # Our settings, and OpenMP's idle policy (several processes share the host's cores).
+    assert all(k.startswith("VOICE_AGENT_") or k == "OMP_WAIT_POLICY" for k in env)
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
     config = config_from_env(monkeypatch, env)
     assert config.server.worker_id == worker
+    assert (config.server.worker_max_sessions, config.server.max_sessions) == (2, 4)
     assert config.server.redis_url == "redis://redis:6379/0"
     assert (config.ai.provider, config.ai.base_url) == ("openai", "http://model-server:8080/v1")
     assert config.server.lb_agent_port == 8001
