@@ -167,6 +167,10 @@ class STTConfig(_Section):
     wrong (a number word, a common noun) on synthetic voices, for about +60 ms at the 10 s
     window on 2 cores; a misheard word gets the wrong question answered."""
     threads: int = Field(2, ge=1, le=64)
+    threads_sleep_when_idle: bool = False
+    """Whisper's OpenMP threads sleep when idle instead of spinning (OMP_WAIT_POLICY=PASSIVE
+    for CTranslate2's own libgomp only, not llama.cpp's): spinning threads hold the cores that
+    the LLM and the other sessions need (docs/latency.md, *OpenMP threads that spin*)."""
     vad_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     """Silero speech probability above which a frame counts as speech."""
     min_speech_ms: int = Field(160, ge=32, le=5000)

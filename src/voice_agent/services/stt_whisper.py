@@ -10,11 +10,14 @@ to ``transcribe()``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
+import os
 import threading
 import time
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,6 +84,8 @@ class WhisperSTT(STTService):
     # -- life cycle ---------------------------------------------------------------------------
 
     def load(self) -> None:
+        with _openmp_wait_policy("PASSIVE" if self._config.stt.threads_sleep_when_idle else None):
+            import ctranslate2  # noqa: F401  (its own libgomp reads the policy as it loads)
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
@@ -195,3 +200,20 @@ class WhisperSTT(STTService):
         """Blocking, always through ``WhisperModel.transcribe`` (for comparisons and tests)."""
         out = self._transcribe_sync(audio, force_full=True)
         return Transcript(text=out.text, final=True, no_speech_prob=out.no_speech_prob)
+
+
+@contextlib.contextmanager
+def _openmp_wait_policy(policy: str | None) -> Iterator[None]:
+    """``OMP_WAIT_POLICY`` while CTranslate2 loads. Its wheel bundles its own copy of libgomp,
+    which reads the environment once, when it is loaded: set here, the policy applies to
+    Whisper's threads alone, not to llama.cpp's (the system libgomp, loaded apart). Nothing
+    changes when the variable is already set (the user's choice covers every library) or when
+    CTranslate2 was loaded before."""
+    if policy is None or "OMP_WAIT_POLICY" in os.environ:
+        yield
+        return
+    os.environ["OMP_WAIT_POLICY"] = policy
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_WAIT_POLICY", None)
