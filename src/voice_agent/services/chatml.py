@@ -37,6 +37,24 @@ def _plain(messages: list[ChatMessage]) -> bool:
     return all(not m.tool_calls and m.tool_call_id is None and m.name is None for m in messages)
 
 
+def words_to_score(messages: list[ChatMessage], *,
+                   keep_punctuation: bool = False) -> list[ChatMessage] | None:
+    """The messages an end-of-turn score reads: up to the last user message, whose trailing
+    punctuation is dropped unless ``keep_punctuation`` (the providers' ``end_of_turn_probability``
+    says why). None when there is nothing to score: tool calls among them (the template renders
+    those its own way) or no words left. ValueError without a user message."""
+    if not _plain(messages):
+        return None
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+    if last_user is None:
+        raise ValueError("end_of_turn_probability needs a user message")
+    last = messages[last_user]
+    words = last.content if keep_punctuation else last.content.rstrip(_TRAILING_PUNCTUATION)
+    if not words.strip():
+        return None
+    return [*messages[:last_user], ChatMessage(last.role, words)]
+
+
 IM_END_QWEN = 151645
 """``<|im_end|>`` in the Qwen2/2.5 vocabulary: the id used when llama.cpp cannot be asked."""
 

@@ -39,8 +39,8 @@ from voice_agent.core.errors import ProviderError
 from voice_agent.core.messages import ChatMessage, LLMStreamItem
 from voice_agent.core.priority import lower_thread_priority
 from voice_agent.services.base import LLMService
-from voice_agent.services.chatml import (_TRAILING_PUNCTUATION, IM_END_QWEN,
-                                         _end_probability, _plain, _token_id, chatml_prefix)
+from voice_agent.services.chatml import (IM_END_QWEN, _end_probability, _plain, _token_id,
+                                         chatml_prefix, words_to_score)
 from voice_agent.services.llm_slots import SlotHold, SlotTable
 from voice_agent.services.models import model_path
 from voice_agent.services.tool_text import (_CALL_START, _CALL_STARTS, _TOP_LOGPROBS,
@@ -435,19 +435,15 @@ class LlamaCppLLM(LLMService):
         makes another session's reply wait for more than its own prompt read), or no slot (its
         own, when the conversation has one) came free within ``timeout`` s.
         """
-        if not self.raw_prefill or not _plain(messages):
+        if not self.raw_prefill:
             return None
-        last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
-        if last_user is None:
-            raise ValueError("end_of_turn_probability needs a user message")
-        last = messages[last_user]
-        words = last.content if keep_punctuation else last.content.rstrip(_TRAILING_PUNCTUATION)
-        if not words.strip():
+        scored = words_to_score(messages, keep_punctuation=keep_punctuation)
+        if scored is None:
             return None
         server = self._server
         if server is None or self.slots.waiting:
             return None
-        prompt = self._chatml([*messages[:last_user], ChatMessage(last.role, words)])
+        prompt = self._chatml(scored)
         if prompt is None:
             return None
         if self._end_id is None:

@@ -39,8 +39,8 @@ import httpx
 from voice_agent.core.config import AIConfig
 from voice_agent.core.errors import ProviderError
 from voice_agent.core.messages import ChatMessage
-from voice_agent.services.chatml import (_TRAILING_PUNCTUATION, IM_END_QWEN, _end_probability,
-                                         _plain, chatml_prefix, single_token)
+from voice_agent.services.chatml import (IM_END_QWEN, _end_probability, _plain, chatml_prefix,
+                                         single_token, words_to_score)
 
 log = logging.getLogger(__name__)
 
@@ -199,21 +199,14 @@ class RemoteTurns:
         the server cannot score, the messages carry tool calls, no words are left, or no
         answer within ``timeout`` s (a busy server, like the local model's busy slot);
         ProviderError when the server fails."""
-        if not _plain(messages):
-            return None
-        last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
-        if last_user is None:
-            raise ValueError("end_of_turn_probability needs a user message")
-        last = messages[last_user]
-        words = last.content if keep_punctuation else last.content.rstrip(_TRAILING_PUNCTUATION)
-        if not words.strip() or not await self.ready():
+        scored = words_to_score(messages, keep_punctuation=keep_punctuation)
+        if scored is None or not await self.ready():
             return None
         body: dict[str, Any] = {"n_predict": 1, "n_probs": 20, "temperature": 0.0,
                                 "stream": False, "cache_prompt": True}
         try:
             async with asyncio.timeout(timeout):
-                body["prompt"] = await self._prompt([*messages[:last_user],
-                                                     ChatMessage(last.role, words)])
+                body["prompt"] = await self._prompt(scored)
                 if body["prompt"] is None:
                     return None
                 # Its prefill reads this prompt's start, in the slot this would get.
