@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,8 @@ import httpx
 from voice_agent.core.config import ServerConfig
 
 from .redis_proc import RedisServer
-from .server_proc import ServerProcess, free_port, proc_cpu_s, proc_status_kb
+from .server_proc import (ServerProcess, free_port, log_tail, proc_cpu_s, proc_status_kb,
+                          stop_process)
 
 READY_TIMEOUT_S = 300.0
 HAPROXY_CFG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy.cfg"
@@ -50,29 +50,12 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], what: str, log: Path,
     with httpx.Client(timeout=2.0) as http:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
+                raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log_tail(log)}")
             with contextlib.suppress(httpx.HTTPError):
                 if http.get(url).status_code in ok:
                     return
             time.sleep(0.2)
-    raise RuntimeError(f"{what} not ready after {READY_TIMEOUT_S:.0f} s:\n{_tail(log)}")
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
-
-
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(wait)
-            return
+    raise RuntimeError(f"{what} not ready after {READY_TIMEOUT_S:.0f} s:\n{log_tail(log)}")
 
 
 @dataclass
@@ -174,15 +157,15 @@ class ClusterProcess:
         # The balancer first (no new sessions), then the workers (their sessions close), then
         # the model server they use.
         for proc in self._procs[1:]:
-            _stop(proc)
+            stop_process(proc)
         for worker in self._workers:
             worker.stop()
         for proc in self._procs[:1]:
-            _stop(proc)
+            stop_process(proc)
             logs.append(f"--- {worker.env_overrides.get('VOICE_AGENT_SERVER__WORKER_ID')}\n"
                         f"{worker.last_log}")
         for log in sorted(self.folder.glob("*.log")):
-            logs.append(f"--- {log.stem}\n{_tail(log, 60)}")
+            logs.append(f"--- {log.stem}\n{log_tail(log, 60)}")
         self.redis.stop()
         self.last_log = "\n".join(logs)
         self._tmp.cleanup()

@@ -55,6 +55,27 @@ def machine_busy_s() -> float:
     return 0.0
 
 
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a process's log file ("" when it is gone)."""
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15.0) -> None:
+    """SIGINT (a graceful shutdown), then SIGTERM, then SIGKILL; each bounded."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGINT, timeout_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 @dataclass
 class ServerProcess:
     mode: str
@@ -131,9 +152,7 @@ class ServerProcess:
         raise RuntimeError(f"server not ready after {self.ready_timeout_s:.0f} s:\n{tail}")
 
     def log_tail(self, lines: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
+        return log_tail(self.log_path, lines)
 
     def memory_kb(self) -> dict[str, int]:
         return proc_status_kb(self.pid) if self.proc is not None else {}
@@ -143,16 +162,7 @@ class ServerProcess:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGINT (uvicorn's graceful shutdown), then SIGTERM, then SIGKILL; each bounded."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            for sig, wait in ((signal.SIGINT, timeout_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(sig)
-                try:
-                    proc.wait(wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+        stop_process(self.proc, timeout_s)
         self.last_log = self.log_tail(200)
         if self.keep_log is not None and self.log_path.is_file():
             shutil.copyfile(self.log_path, self.keep_log)
