@@ -1,5 +1,6 @@
 """The shared registry (server/cluster.py) against a real redis-server: two workers in one
-process, each with its own SessionManager and Redis client, as two processes would be."""
+process, each with its own SessionManager and Redis link (redis_link.py), as two processes
+would be."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.helpers.redis_server import RedisServer, running_redis
 from voice_agent.server import cluster_admission
 from voice_agent.server.cluster import PREFIX, ClusterRegistry
 from voice_agent.server.cluster_admission import (ClusterAdmission, redact_url, url_password)
+from voice_agent.server.redis_link import RedisLink
 from voice_agent.server.sessions import ServerBusyError, Session, SessionManager
 
 TTL_S = 1.5
@@ -38,13 +40,20 @@ async def flushed(redis_server: RedisServer) -> AsyncIterator[RedisServer]:
 
 
 class Worker:
-    """One worker's registry side: its sessions and its ClusterRegistry."""
+    """One worker's registry side: its sessions, its Redis link and its ClusterRegistry."""
 
     def __init__(self, url: str, name: str, folder: Path, max_sessions: int = 2) -> None:
         self.name = name
         self.sessions = SessionManager(max_sessions, 60, 600, worker=name)
-        self.cluster = ClusterRegistry(url, worker=name, max_sessions=max_sessions, ttl_s=TTL_S,
-                                       transcripts_dir=folder / name)
+        self.link = RedisLink(url)
+        self.cluster = ClusterRegistry(self.link, worker=name, max_sessions=max_sessions,
+                                       ttl_s=TTL_S, transcripts_dir=folder / name)
+
+    async def stop(self) -> None:
+        """As app.py's shutdown: the sessions, the registry, then the link."""
+        await self.sessions.close_all()
+        await self.cluster.stop()
+        await self.link.aclose()
 
     async def open(self) -> Session:
         """As a session socket is handled: the middleware's reservation, then create()."""
@@ -69,8 +78,7 @@ async def workers(flushed: RedisServer, tmp_path: Path) -> AsyncIterator[list[Wo
         await w.cluster.start(w.sessions)
     yield made
     for w in made:
-        await w.sessions.close_all()
-        await w.cluster.stop()
+        await w.stop()
 
 
 async def until(check: Any, timeout_s: float = 5.0) -> Any:
@@ -314,8 +322,7 @@ async def test_worker_capacity_and_the_clusters_are_counted_apart(flushed, tmp_p
         assert isinstance(refused, ServerBusyError) and refused.capacity == 3
     finally:
         for w in (a, b):
-            await w.sessions.close_all()
-            await w.cluster.stop()
+            await w.stop()
 
 
 def test_worker_max_sessions_is_this_workers_capacity_and_max_sessions_the_clusters() -> None:

@@ -54,9 +54,12 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
     )
     if server.redis_url:
         from .cluster import ClusterRegistry  # redis-py only when there is a Redis
+        from .redis_link import RedisLink
 
+        # One client (one pool, one outage state) for the registry and the resume store.
+        registry.redis = RedisLink(server.redis_url)
         registry.cluster = ClusterRegistry(
-            server.redis_url, worker=server.worker_id, max_sessions=server.max_sessions,
+            registry.redis, worker=server.worker_id, max_sessions=server.max_sessions,
             ttl_s=server.registry_ttl_s, transcripts_dir=server.transcripts_dir)
 
     @asynccontextmanager
@@ -91,9 +94,11 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
         finally:
             await registry.loop_lag.stop()
             await registry.sessions.stop()  # closes every session
-            await close_conversation_store(app)  # their last saves for a resume, then closed
+            await close_conversation_store(app)  # their last saves for a resume
             if registry.cluster is not None:
                 await registry.cluster.stop()  # after the sessions: their last records too
+            if registry.redis is not None:
+                await registry.redis.aclose()  # once, after both of its users
             registry.services_ready = False
             if owned and registry.services is not None:
                 _close_services(registry.services)

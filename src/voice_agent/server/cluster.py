@@ -24,10 +24,12 @@ and a session whose removal failed is dropped by it). Admission is one script to
 worker's writes go one at a time (one lock), so a heartbeat's snapshot can never overwrite a
 slot reserved after it was taken.
 
-Redis down or slow: every call is bounded (:data:`CALL_TIMEOUT_S`), a failure marks an outage
-(logged once, not per call), and while it lasts nothing waits on Redis: admission falls back to
-this worker's own ``max_sessions``, listings show this worker's sessions, /v3/health says
-``degraded``, and only the heartbeat keeps trying; its first success re-registers every session.
+Redis down or slow: every call goes through the worker's one client (redis_link.py: bounded,
+and one outage state shared with the resume store, logged once), and while the outage lasts
+nothing here waits on Redis: admission falls back to this worker's own ``max_sessions``, listings
+show this worker's sessions, /v3/health says ``degraded``, and only the heartbeat keeps trying.
+Whichever call reaches Redis again (the heartbeat's, or a resume store's) ends the outage, and
+the heartbeat then runs at once and re-registers every session.
 Nothing here runs on a session's audio path. What an outage costs: while it lasts each worker
 admits up to its own ``max_sessions``, and once Redis is back (empty, if it restarted) a worker
 that has not yet heartbeaten is missing from the others' counts for up to one heartbeat (2 s);
@@ -44,29 +46,21 @@ import time
 import uuid
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from typing import TYPE_CHECKING, Any
 
 from ..core.tasks import TaskSet, within
 from .cluster_admission import Admission, redact_url
 from .cluster_transcripts import TranscriptMirror, transcript_key
+from .redis_link import RedisLink, RedisUnavailable
 
 if TYPE_CHECKING:
     from .sessions import Session, SessionManager
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
+# Unchanged key names: during a rolling upgrade every worker must keep finding the others' keys.
 PREFIX = "va:cluster:"
 WORKERS_KEY = PREFIX + "workers"
-CALL_TIMEOUT_S = 1.0
-"""Longest any one Redis call may take (socket timeouts inside it are shorter)."""
-SOCKET_TIMEOUT_S = 0.8
-CONNECT_TIMEOUT_S = 0.5
 STATS_TIMEOUT_S = 0.5
 """A session's transport stats for the heartbeat; a slow one is pushed without them."""
 
@@ -119,30 +113,23 @@ return out
 """
 
 
-class RedisUnavailable(Exception):
-    """A Redis call failed or took too long (already logged as the outage)."""
-
-
 class ClusterRegistry:
     """This worker's side of the shared registry (``app.state.registry.cluster``)."""
 
-    def __init__(self, url: str, *, worker: str, max_sessions: int, ttl_s: float,
+    def __init__(self, link: RedisLink, *, worker: str, max_sessions: int, ttl_s: float,
                  transcripts_dir: Path) -> None:
-        self.url = url
+        self.link = link
+        self.url = link.url
         self.worker = worker
         self.max_sessions = max_sessions
         self.ttl_ms = int(ttl_s * 1000)
         self.interval_s = ttl_s / 3
-        # One retry at once: the pool's connection may be stale after Redis restarted.
-        self.redis = aioredis.Redis.from_url(
-            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S,
-            retry=Retry(NoBackoff(), 1), decode_responses=True, health_check_interval=0)
+        self.redis = link.redis
         self._admit = self.redis.register_script(ADMIT)
         self._sync = self.redis.register_script(SYNC)
         self._list = self.redis.register_script(LIST)
-        self.state = "starting"
-        """``ok``, ``down`` (an outage: nothing but the heartbeat calls Redis) or ``starting``."""
-        self.down_since: float | None = None
+        self._registered = False
+        """Synced since the start or the last outage (its first sync is logged)."""
         self.cluster_sessions: int | None = None
         self.cluster_workers: int | None = None
         """As of the last heartbeat (/v3/health reads these, never Redis)."""
@@ -154,6 +141,17 @@ class ClusterRegistry:
         self._wake = asyncio.Event()
         self._tasks = TaskSet(f"cluster {worker}")
         self._heartbeat: asyncio.Task[None] | None = None
+        link.watch(self._redis_changed)
+
+    @property
+    def state(self) -> str:
+        """The worker's Redis link's: ``ok``, ``down`` (an outage: nothing here but the
+        heartbeat calls Redis) or ``starting``."""
+        return self.link.state
+
+    @property
+    def down_since(self) -> float | None:
+        return self.link.down_since
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self, sessions: SessionManager) -> None:
@@ -166,17 +164,15 @@ class ClusterRegistry:
         self.mirror.start()
 
     async def stop(self) -> None:
-        """Leave the registry (the sessions are closed by now) and close the client."""
+        """Leave the registry (the sessions are closed by now); app.py closes the link."""
         await self.mirror.stop()
         await self._tasks.stop()
         if self.state == "ok":
             with contextlib.suppress(RedisUnavailable):
                 async with self._lock:
-                    await self.call(self.redis.delete(f"{PREFIX}sessions:{self.worker}",
-                                                       f"{PREFIX}info:{self.worker}"))
-                    await self.call(self.redis.zrem(WORKERS_KEY, self.worker))
-        with contextlib.suppress(Exception):
-            await within(self.redis.aclose(), CALL_TIMEOUT_S)
+                    await self.link.call(self.redis.delete(f"{PREFIX}sessions:{self.worker}",
+                                                           f"{PREFIX}info:{self.worker}"))
+                    await self.link.call(self.redis.zrem(WORKERS_KEY, self.worker))
 
     # -- admission ----------------------------------------------------------------------------
     async def reserve(self) -> Admission | None:
@@ -190,7 +186,7 @@ class ClusterRegistry:
                 return None
             own = len(self.sessions or ()) + len(self._reserved)
             try:
-                admitted, active = await self.call(self._admit(
+                admitted, active = await self.link.call(self._admit(
                     keys=[WORKERS_KEY], args=[PREFIX, self.worker, self.ttl_ms, sid,
                                               placeholder, self.max_sessions, own]))
             except RedisUnavailable:
@@ -214,7 +210,7 @@ class ClusterRegistry:
         self._spawn_write(self._remove(session_id), "unregister")
 
     def _spawn_write(self, coro: Awaitable[None], name: str) -> None:
-        if self.state != "ok":  # the heartbeat that ends the outage writes the whole truth
+        if self.state != "ok":  # the heartbeat woken when the outage ends writes it all
             coro.close()  # type: ignore[attr-defined]
             return
         self._tasks.spawn(coro, name)  # type: ignore[arg-type]
@@ -228,12 +224,13 @@ class ClusterRegistry:
                 async with self.redis.pipeline(transaction=True) as pipe:
                     pipe.hset(own, session.id, self._entry(session, {}))
                     pipe.pexpire(own, self.ttl_ms)
-                    await self.call(pipe.execute())
+                    await self.link.call(pipe.execute())
 
     async def _remove(self, session_id: str) -> None:
         async with self._lock:
             with contextlib.suppress(RedisUnavailable):
-                await self.call(self.redis.hdel(f"{PREFIX}sessions:{self.worker}", session_id))
+                await self.link.call(self.redis.hdel(f"{PREFIX}sessions:{self.worker}",
+                                                     session_id))
 
     # -- heartbeat ----------------------------------------------------------------------------
     async def _heartbeat_forever(self) -> None:
@@ -262,21 +259,16 @@ class ClusterRegistry:
             info = json.dumps({"worker": self.worker, "max_sessions": self.max_sessions,
                                "active_sessions": len(live), "pushed_at": time.time()})
             try:
-                count, workers = await self.call(self._sync(
+                count, workers = await self.link.call(self._sync(
                     keys=[WORKERS_KEY], args=[PREFIX, self.worker, self.ttl_ms, info, *pairs]))
             except RedisUnavailable:
                 return False
             self.cluster_sessions, self.cluster_workers = int(count), int(workers)
-            if self.state != "ok":
-                if self.state == "down":
-                    log.warning("Redis is back after %.1f s: %d sessions of worker %s "
-                                "registered again", time.monotonic() - (self.down_since or 0),
-                                len(live), self.worker)
-                else:
-                    log.info("worker %s registered in Redis %s (%d workers, %d sessions)",
-                             self.worker, redact_url(self.url), workers, count)
-                self.state, self.down_since = "ok", None
-                self.mirror.wake()
+            if not self._registered:
+                self._registered = True
+                log.info("worker %s registered in Redis %s with its %d sessions (%d workers, "
+                         "%d sessions)", self.worker, redact_url(self.url), len(live), workers,
+                         count)
         return True
 
     async def _stats(self, session: Session) -> dict[str, Any]:
@@ -299,8 +291,8 @@ class ClusterRegistry:
         if self.state != "ok":
             return None
         try:
-            rows = await self.call(self._list(keys=[WORKERS_KEY],
-                                               args=[PREFIX, self.worker, self.ttl_ms]))
+            rows = await self.link.call(self._list(keys=[WORKERS_KEY],
+                                                   args=[PREFIX, self.worker, self.ttl_ms]))
         except RedisUnavailable:
             return None
         out = []
@@ -334,7 +326,7 @@ class ClusterRegistry:
         if self.state != "ok":
             return None
         try:
-            lines = await self.call(self.redis.lrange(transcript_key(session_id), 0, -1))
+            lines = await self.link.call(self.redis.lrange(transcript_key(session_id), 0, -1))
         except RedisUnavailable:
             return None
         records = [r for r in (_loads(line) for line in lines) if r]
@@ -353,20 +345,13 @@ class ClusterRegistry:
         return body
 
     # -- plumbing -----------------------------------------------------------------------------
-    async def call(self, awaitable: Awaitable[T]) -> T:
-        """One bounded Redis call; a failure starts the outage (logged once)."""
-        try:
-            return await within(awaitable, CALL_TIMEOUT_S)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self.lost(exc)
-            raise RedisUnavailable(repr(exc)) from exc
-
-    def lost(self, exc: BaseException) -> None:
-        if self.state != "down":
-            log.warning("Redis %s unreachable (%r): worker %s serves its own sessions alone "
-                        "(admission by its max_sessions) until it is back", redact_url(self.url),
-                        exc, self.worker)
-            self.state, self.down_since = "down", time.monotonic()
+    def _redis_changed(self, up: bool) -> None:
+        """The link's outage began (``up`` False) or ended; it logged that already."""
+        if up:
+            self.wake()  # register every session again now (a restarted Redis lost them)
+            self.mirror.wake()
+        else:
+            self._registered = False
             self.mirror.outage()
 
     def wake(self) -> None:

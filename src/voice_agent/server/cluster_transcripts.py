@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.tasks import stop_within
+from .redis_link import RedisUnavailable
 
 if TYPE_CHECKING:
     from .cluster import ClusterRegistry
 
 log = logging.getLogger(__name__)
 
+# Unchanged key name: during a rolling upgrade every worker must keep finding the others' lists.
 TRANSCRIPT_PREFIX = "va:transcript:"
 TRANSCRIPT_TTL_S = 24 * 3600
 """An ended conversation stays readable from other workers this long (its file stays)."""
@@ -72,8 +74,9 @@ class TranscriptMirror:
         self._ready.set()
 
     def outage(self) -> None:
-        """Redis was lost (cluster.py): once it is back, the open sessions' lists are written
-        again from their files (a restarted Redis may have lost them)."""
+        """Redis was lost (redis_link.py, through cluster.py): once it is back, the open
+        sessions' lists are written again from their files (a restarted Redis may have lost
+        them)."""
         self._was_down = True
 
     def wake(self) -> None:
@@ -126,8 +129,6 @@ class TranscriptMirror:
         self._copied.clear()
 
     async def _push(self, batch: list[tuple[str, int, str]]) -> bool:
-        from .cluster import RedisUnavailable
-
         groups: dict[str, list[str]] = {}
         for session_id, index, line in batch:
             if session_id in self._marked or index < self._copied.get(session_id, 0):
@@ -142,7 +143,7 @@ class TranscriptMirror:
                     pipe.rpush(key, *lines)
                     pipe.ltrim(key, -MAX_RECORDS, -1)
                     pipe.expire(key, TRANSCRIPT_TTL_S)
-                await self.cluster.call(pipe.execute())
+                await self.cluster.link.call(pipe.execute())
         except RedisUnavailable:
             for session_id in groups:
                 self._mark(session_id)
@@ -150,8 +151,6 @@ class TranscriptMirror:
         return True
 
     async def _copy_file(self, session_id: str) -> bool:
-        from .cluster import RedisUnavailable
-
         lines = await asyncio.to_thread(_complete_lines, self.directory / f"{session_id}.jsonl")
         if lines is None:  # no file (it could not be written): nothing better to copy
             self._marked.discard(session_id)
@@ -163,7 +162,7 @@ class TranscriptMirror:
                 if lines:
                     pipe.rpush(key, *lines[-MAX_RECORDS:])
                     pipe.expire(key, TRANSCRIPT_TTL_S)
-                await self.cluster.call(pipe.execute())
+                await self.cluster.link.call(pipe.execute())
         except RedisUnavailable:
             return False
         self._marked.discard(session_id)

@@ -17,6 +17,7 @@ from .sessions import SessionManager
 if TYPE_CHECKING:
     from ..services.factory import Services
     from .cluster import ClusterRegistry
+    from .redis_link import RedisLink
 
 
 @dataclass
@@ -38,6 +39,9 @@ class AppRegistry:
     cluster: ClusterRegistry | None = None
     """The registry shared with other workers in Redis (``server.redis_url``); None: this
     process alone, as without Redis."""
+    redis: RedisLink | None = None
+    """The worker's one Redis client (``server.redis_url``), shared by ``cluster`` and the
+    resume store; its outage state makes /v3/health ``degraded``. None without Redis."""
 
     def __post_init__(self) -> None:
         if self.recovery is None:

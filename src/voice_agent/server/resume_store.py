@@ -19,10 +19,11 @@ a new session, on this worker or any other.
 
 Where: Redis when ``server.redis_url`` is set (every worker reads what any other saved), else
 this process's memory (a client reconnecting to the same process after a network drop still
-resumes; nothing survives the process). Redis down: logged once (and once when it is back),
-sessions go on, saves are skipped (the next one writes the whole history again) and resumes
-fail with ``resume_failed``. Every Redis call is bounded (short socket timeouts, one retry, an
-overall deadline), so a dead Redis never holds a turn or a session up.
+resumes; nothing survives the process). Redis is the worker's one client (redis_link.py, shared
+with cluster.py). Redis down: logged once for the worker (and once when it is back), sessions
+go on, saves are skipped (the next one writes the whole history again) and resumes fail with
+``resume_failed``. Every Redis call is bounded (short socket timeouts, one retry, an overall
+deadline: :data:`REDIS_CALL_TIMEOUT_S`), so a dead Redis never holds a turn or a session up.
 
 Time to live: :data:`RESUME_TTL_S`, one hour from the last save, the default
 ``server.max_session_s``: a conversation a session could still be holding is never expired
@@ -48,8 +49,8 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.conversation import ASSISTANT, USER
 from .registry import get_registry
@@ -57,7 +58,10 @@ from .registry import get_registry
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from .redis_link import RedisLink
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RESUME_TTL_S = 3600.0
 """A saved conversation expires this long after its last save (see the module's docstring)."""
@@ -73,11 +77,11 @@ MAX_BYTES = 128 * 1024
 """Largest saved conversation (UTF-8 JSON); the oldest messages are left out to fit."""
 MEMORY_MAX_CONVERSATIONS = 128
 """Conversations the in-memory store keeps (without Redis); the least recently saved go."""
+# Unchanged key names: during a rolling upgrade, conversations the old version saved resume.
 KEY_PREFIX = "voice-agent:resume:"
-REDIS_SOCKET_TIMEOUT_S = 0.5
-"""Connecting to Redis, and each reply from it, waits no longer than this."""
 REDIS_CALL_TIMEOUT_S = 1.5
-"""One store call, its one retry included, takes no longer than this."""
+"""One store call, its one retry included, takes no longer than this (the socket timeouts
+are redis_link.py's)."""
 FORMAT_VERSION = 1
 
 
@@ -293,79 +297,49 @@ class RedisConversationStore(ConversationStore):
 
     backend = "redis"
 
-    def __init__(self, url: str, *, ttl_s: float = RESUME_TTL_S,
+    def __init__(self, link: RedisLink, *, ttl_s: float = RESUME_TTL_S,
                  grace_s: float = RETIRED_GRACE_S) -> None:
         super().__init__(ttl_s=ttl_s, grace_s=grace_s)
-        self._url = url  # may hold a password: never logged
-        self._redis: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._down = False
+        self.link = link  # the worker's one client: app.py closes it, not this store
 
-    def _client(self) -> Any:
-        """One client per event loop (its connections belong to the loop that made them)."""
-        loop = asyncio.get_running_loop()
-        if self._redis is None or self._loop is not loop:
-            from redis.asyncio import Redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            self._redis = Redis.from_url(
-                self._url, socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-                socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
-                retry=Retry(NoBackoff(), 1))  # one retry: a pooled connection Redis dropped
-            self._loop = loop
-        return self._redis
-
-    async def _call(self, call: Callable[[Any], Any]) -> Any:
-        from redis.exceptions import RedisError
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        from .redis_link import RedisUnavailable  # redis-py only when there is a Redis
 
         try:
-            async with asyncio.timeout(REDIS_CALL_TIMEOUT_S):
-                result = await call(self._client())
-        except (RedisError, OSError, TimeoutError, ValueError) as exc:
-            if not self._down:
-                self._down = True
-                log.warning("resume store: Redis is unreachable (%s); conversations cannot be "
-                            "saved or resumed until it is back", type(exc).__name__)
+            return await self.link.call(awaitable, REDIS_CALL_TIMEOUT_S)
+        except RedisUnavailable:  # the link logged the outage, once for the worker
             raise ResumeError("unavailable") from None
-        if self._down:
-            self._down = False
-            log.info("resume store: Redis is back")
-        return result
 
     async def _set(self, key: str, data: bytes, ttl_s: float) -> None:
-        await self._call(lambda r: r.set(KEY_PREFIX + key, data, px=max(1, int(ttl_s * 1000))))
+        await self._call(self.link.redis.set(KEY_PREFIX + key, data,
+                                             px=max(1, int(ttl_s * 1000))))
 
     async def _get(self, key: str) -> bytes | None:
-        raw = await self._call(lambda r: r.get(KEY_PREFIX + key))
+        from redis.client import NEVER_DECODE
+
+        # The bytes as saved: the shared client decodes replies, and a value that is not
+        # UTF-8 is a corrupt conversation, not an outage.
+        raw = await self._call(self.link.redis.execute_command(
+            "GET", KEY_PREFIX + key, **{NEVER_DECODE: True}))
         return raw if raw is None or isinstance(raw, bytes) else str(raw).encode("utf-8")
 
     async def _expire(self, key: str, ttl_s: float) -> None:
-        await self._call(lambda r: r.pexpire(KEY_PREFIX + key, max(1, int(ttl_s * 1000))))
-
-    async def aclose(self) -> None:
-        await super().aclose()
-        redis, self._redis = self._redis, None
-        if redis is not None and self._loop is asyncio.get_running_loop():
-            try:
-                await redis.aclose()
-            except Exception as exc:  # closing must not fail a shutdown
-                log.debug("resume store: closing the Redis client: %r", exc)
+        await self._call(self.link.redis.pexpire(KEY_PREFIX + key, max(1, int(ttl_s * 1000))))
 
 
 def conversation_store(app: FastAPI) -> ConversationStore:
-    """The app's store, made on first use: Redis when ``server.redis_url`` is set, else
-    memory."""
+    """The app's store, made on first use: Redis when ``server.redis_url`` is set (the worker's
+    one Redis link), else memory."""
     store = getattr(app.state, "conversation_store", None)
     if store is None:
-        url = get_registry(app).config.server.redis_url
-        store = RedisConversationStore(url) if url else MemoryConversationStore()
+        link = get_registry(app).redis
+        store = RedisConversationStore(link) if link is not None else MemoryConversationStore()
         app.state.conversation_store = store
     return store
 
 
 async def close_conversation_store(app: FastAPI) -> None:
-    """Finish the saves on their way and close the store's connections (at shutdown)."""
+    """Finish the saves on their way (at shutdown; app.py closes the Redis link after)."""
     store = getattr(app.state, "conversation_store", None)
     if store is not None:
         app.state.conversation_store = None

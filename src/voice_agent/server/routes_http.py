@@ -95,7 +95,7 @@ async def health(request: Request) -> JSONResponse:
         status = "loading"
     elif (all(m["loaded"] for m in models.values()) and not stalled
           and not any(m.get("fallback", {}).get("active") for m in models.values())
-          and not (cluster is not None and cluster.state != "ok")):
+          and (registry.redis is None or registry.redis.up)):
         status = "ok"
     else:
         # Redis unreachable included: this worker serves its own sessions, admission is by its
