@@ -16,6 +16,9 @@ only if the model's template is not ChatML: the chat template ends every prompt 
 assistant's header (5 tokens, ~150 ms of prompt reading here), which the next prefill throws
 away. With ChatML, checked once at warm-up, the prefill is the rendered prompt without that
 tail, sent as a raw completion: half the work, and the same cached tokens.
+
+The prompts and raw cache reads are in llm_llamacpp_prompt.py, the blocking reply itself in
+llm_llamacpp_generate.py (mixins of :class:`LlamaCppLLM`).
 """
 
 from __future__ import annotations
@@ -23,14 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import logging
 import secrets
 import threading
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,29 +40,18 @@ from voice_agent.core.priority import lower_thread_priority
 from voice_agent.services.base import LLMService
 from voice_agent.services.chatml import (IM_END_QWEN, _end_probability, _plain, _token_id,
                                          chatml_prefix, words_to_score)
+from voice_agent.services.llm_llamacpp_generate import (GenerationStats, LlamaCppGeneration,
+                                                        _StopEvent)
+from voice_agent.services.llm_llamacpp_prompt import LlamaCppPrompts
 from voice_agent.services.llm_slots import SlotHold, SlotTable
 from voice_agent.services.models import model_path
-from voice_agent.services.tool_text import (_CALL_START, _CALL_STARTS, _TOP_LOGPROBS,
-                                            ToolCallText, _call_chance, _parsed_calls,
+from voice_agent.services.tool_text import (_CALL_START, ToolCallText, _parsed_calls,
                                             _tool_names)
 
 if TYPE_CHECKING:
     import xllamacpp
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class GenerationStats:
-    """What the last reply cost; ``stop_latency_s`` is set when it was cancelled."""
-
-    first_token_s: float | None = None
-    tokens: int = 0
-    tokens_per_s: float | None = None
-    cached_prompt_tokens: int | None = None
-    slot: int | None = None
-    stop_latency_s: float | None = None
-    """From the stop request to llama.cpp returning (the model is free again)."""
 
 
 class _Done:
@@ -76,7 +64,7 @@ _held: contextvars.ContextVar[SlotHold | None] = contextvars.ContextVar("llm_slo
 """The slot :meth:`LlamaCppLLM.reserve` holds for the code inside it (its :meth:`stream`)."""
 
 
-class LlamaCppLLM(LLMService):
+class LlamaCppLLM(LlamaCppPrompts, LlamaCppGeneration, LLMService):
     name = "llamacpp"
     continues_replies = True  # llama.cpp reads a last assistant message as the reply's start
 
@@ -149,26 +137,6 @@ class LlamaCppLLM(LLMService):
             else:
                 self._generate(msgs, 1, _StopEvent(slot), lambda _piece: None)
 
-    def _read_raw(self, prompt: str, slot: int) -> int:
-        """Blocking: read ``prompt`` into ``slot``'s cache, generate nothing; returns the
-        prompt's length in tokens (0 if llama.cpp refused it)."""
-        timings: dict[str, Any] = {}
-
-        def on_chunk(chunk: dict[str, Any]) -> bool:
-            timings.update(chunk.get("timings") or {})
-            return False
-
-        server = self._server
-        if server is None:
-            raise ProviderError(self.name, "model not loaded", retryable=False)
-        request = {"prompt": prompt, "n_predict": 0, "stream": True, "cache_prompt": True,
-                   "id_slot": slot}
-        try:
-            server.handle_completions(request, on_chunk)
-        except Exception as exc:  # only a cache warm-up: the reply will say what is wrong
-            log.debug("raw prefill failed: %r", exc)
-        return int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0))
-
     def close(self) -> None:
         # A reply's thread keeps its own reference to the server: dropping ours does not pull
         # the model from under it, but a reply about to end should end first.
@@ -197,153 +165,6 @@ class LlamaCppLLM(LLMService):
         threading.Thread(target=run, name=name, daemon=True).start()
 
     # -- generation ---------------------------------------------------------------------------
-
-    def _request(self, messages: list[ChatMessage], max_tokens: int, slot: int,
-                 tools: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
-        request = {
-            "messages": [m.as_dict() for m in messages],
-            "stream": True,
-            "max_tokens": max_tokens,
-            "temperature": self._config.ai.temperature,
-            "cache_prompt": True,
-            "id_slot": slot,
-        }
-        if tools:  # the template renders them; llama.cpp parses the calls it recognises
-            request["tools"] = [dict(tool) for tool in tools]
-        elif self.tools and _plain(messages):
-            # A prefill (or any plain prompt) without them would differ from the replies'
-            # right after the system prompt, and the slot's cache would be read again from
-            # there each turn: they are rendered, and calls are ruled out. Not for the answer
-            # after tool results: with the tools rendered (calls ruled out) the 1.5B model
-            # answered 8 of 10 questions with the tool's fact, without them 10 of 10.
-            request["tools"] = self.tools
-            request["logit_bias"] = [[text, False] for text in _CALL_STARTS]
-        return request
-
-    def _chatml(self, messages: list[ChatMessage]) -> str | None:
-        """:func:`chatml_prefix`, with the tools' system block when replies have tools (as
-        the template renders it, asked of llama.cpp once); None when it cannot be had."""
-        if not self.tools:
-            return chatml_prefix(messages)
-        if not messages or messages[0].role != "system":
-            return None
-        block = self._system_block(messages[0].content)
-        if block is None:
-            return None
-        return block + chatml_prefix(messages[1:]) if len(messages) > 1 else block
-
-    def _system_block(self, system: str) -> str | None:
-        """The template's rendering of ``system`` with :attr:`tools`, up to the first user
-        message (the in-process server's /apply-template on loopback)."""
-        key = json.dumps([system, self.tools], sort_keys=True)
-        if key in self._system_blocks:
-            return self._system_blocks[key]
-        block = None
-        server = self._server
-        try:
-            if server is None:
-                raise RuntimeError("model not loaded")
-            request = urllib.request.Request(
-                f"{server.listening_address}/apply-template",
-                data=json.dumps({"messages": [{"role": "system", "content": system},
-                                              {"role": "user", "content": "x"}],
-                                 "tools": self.tools}).encode(),
-                headers={"Content-Type": "application/json",
-                         "Authorization": f"Bearer {self.http_key}"})
-            with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
-                prompt = str(json.loads(response.read()).get("prompt") or "")
-            end = prompt.find("<|im_start|>user\n")
-            if prompt.startswith(f"<|im_start|>system\n{system}") and end > 0:
-                block = prompt[:end]
-        except Exception as exc:
-            log.debug("cannot render the tools' system block: %r", exc)
-            return None  # asked again next time
-        self._system_blocks[key] = block
-        return block
-
-    def _generate(self, messages: list[ChatMessage], max_tokens: int, stop: _StopEvent,
-                  emit: Callable[[str], None],
-                  tools: Sequence[Mapping[str, Any]] | None = None,
-                  tool_calls: list[dict[str, Any]] | None = None,
-                  call_threshold: float | None = None) -> bool:
-        """Blocking: run one reply in ``stop.slot``, calling ``emit(text)`` per piece, until
-        done or ``stop``. With ``tools``, the fragments of the calls llama.cpp parsed are
-        appended to ``tool_calls``. With ``call_threshold``: True, nothing emitted, when the
-        first token did not start a tool call but the tokens that would have were at least
-        that likely together (see ``ToolsConfig.local_call_threshold``)."""
-        slot = stop.slot
-        stats = GenerationStats(slot=slot)
-        errors: list[str] = []
-        t0 = time.perf_counter()
-
-        def on_chunk(chunk: dict[str, Any]) -> bool:
-            if stop.is_set():
-                return True
-            if "error" in chunk:
-                err = chunk["error"]
-                errors.append(err.get("message", str(err)) if isinstance(err, dict) else str(err))
-                return True
-            for choice in chunk.get("choices", ()):
-                delta = choice.get("delta") or {}
-                if tool_calls is not None and isinstance(delta.get("tool_calls"), list):
-                    tool_calls.extend(delta["tool_calls"])
-                    if stats.first_token_s is None:
-                        stats.first_token_s = time.perf_counter() - t0
-                        self.slots.started(slot)
-                piece = delta.get("content")
-                if piece:
-                    if stats.first_token_s is None:
-                        stats.first_token_s = time.perf_counter() - t0
-                        self.slots.started(slot)  # side jobs may run beside it now
-                    stats.tokens += 1
-                    emit(piece)
-            timings = chunk.get("timings")
-            if timings:
-                stats.tokens_per_s = timings.get("predicted_per_second")
-                stats.cached_prompt_tokens = timings.get("cache_n")
-            return stop.is_set()
-
-        if stop.is_set():  # cancelled before it started: never start
-            return
-        server = self._server
-        if server is None:
-            raise ProviderError(self.name, "model not loaded", retryable=False)
-        request = self._request(messages, max_tokens, slot, tools)
-        if call_threshold is not None and self._call_likely(server, request, call_threshold):
-            return True
-        try:
-            server.handle_chat_completions(request, on_chunk)
-        except Exception as exc:
-            raise ProviderError(self.name, f"generation failed: {exc}") from exc
-        finally:
-            if stop.is_set() and stats.stop_latency_s is None:
-                stop_at = getattr(stop, "at", None)
-                if stop_at is not None:
-                    stats.stop_latency_s = time.perf_counter() - stop_at
-            self.last_stats = stats
-        if errors:
-            raise ProviderError(self.name, errors[0], retryable=False)
-        return False
-
-    def _call_likely(self, server: xllamacpp.Server, request: dict[str, Any],
-                     threshold: float) -> bool:
-        """Blocking: the reply's first token alone (llama.cpp gives no logprobs for a
-        streamed reply with tools), with its alternatives: True when the tokens that start a
-        tool call are ``threshold`` likely together. The prompt it reads stays in the slot's
-        cache for the reply; the token costs ~70 ms on 2 cores."""
-        probe = {**request, "stream": False, "max_tokens": 1, "logprobs": True,
-                 "top_logprobs": _TOP_LOGPROBS}
-        try:
-            response = server.handle_chat_completions(probe)
-            choice = response["choices"][0]
-            first = (choice.get("message") or {}).get("content") or ""
-            chance = 1.0 if (choice.get("message") or {}).get("tool_calls") else \
-                _call_chance(choice)
-        except Exception as exc:  # only a hint: the reply itself says what is wrong
-            log.debug("tool-call probe failed: %r", exc)
-            return False
-        log.debug("tool call chance %.3f (first token %r)", chance, first)
-        return chance >= threshold
 
     @property
     def waiting(self) -> int:
@@ -540,19 +361,3 @@ class LlamaCppLLM(LLMService):
             # next token (~60 ms on 2 cores) and llama.cpp returns, freeing the slot.
             stop.set()
             hold.done()
-
-
-class _StopEvent(threading.Event):
-    """A reply's stop flag, which remembers when it was first set (for the stop-latency
-    measurement), and the slot the reply runs in."""
-
-    at: float | None = None
-
-    def __init__(self, slot: int) -> None:
-        super().__init__()
-        self.slot = slot
-
-    def set(self) -> None:
-        if self.at is None:
-            self.at = time.perf_counter()
-        super().set()
