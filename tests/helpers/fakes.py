@@ -94,6 +94,9 @@ class FakeSTT(STTService):
         self.fail: list[bool] = []
         """Per coming call: True raises ProviderError (popped from the front)."""
         self.running = 0
+        self.hearings: dict[str, tuple[str, ...]] = {}
+        """Other hearings of a text, returned with it by accurate (``final``) decodes only,
+        as Whisper's beam gives them."""
 
     def load(self) -> None:
         pass
@@ -112,7 +115,8 @@ class FakeSTT(STTService):
             self.calls.append((text, final))
             if self.fail and self.fail.pop(0):
                 raise ProviderError(self.name, "scripted failure")
-            return Transcript(text, final)
+            return Transcript(text, final,
+                              alternatives=self.hearings.get(text, ()) if final else ())
         finally:
             self.running -= 1
 

@@ -68,6 +68,19 @@ async def test_stt_hears_the_question(stt: WhisperSTT) -> None:
     assert result.final and result.no_speech_prob < 0.3
 
 
+async def test_final_transcript_brings_other_hearings_interims_none(stt: WhisperSTT) -> None:
+    """Issue #14: the beam's other hypotheses reach the LLM. Measured here: espeak's "home to
+    the kangaroo" was "foam to the kangaroo" in the best one, "home" in the next."""
+    audio = speech_16k("which country is home to the kangaroo")
+    final = await stt.transcribe(audio, final=True)
+    hearings = [final.text, *final.alternatives]
+    assert any("home" in words(h) for h in hearings), hearings
+    assert 1 <= len(final.alternatives) <= stt._config.stt.alternatives
+    assert len({tuple(words(h)) for h in hearings}) == len(hearings)  # each differs in words
+    interim = await stt.transcribe(audio, final=False)
+    assert interim.alternatives == ()
+
+
 async def test_a_final_transcript_goes_before_queued_interims(stt: WhisperSTT) -> None:
     """Whisper serves every session: a final (a turn waits for it) queued behind other
     sessions' interims goes first (issue #15 item 2); in arrival order it came last."""

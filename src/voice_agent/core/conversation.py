@@ -44,6 +44,15 @@ class _Record:
         }
 
 
+def with_hearings(text: str, heard_as: tuple[str, ...] = ()) -> str:
+    """The user's words as the LLM reads them: the transcript, then the speech recognizer's
+    other hearings of it, if any ("What do these make? (or: What do bees make?)"). The
+    default system prompt says what the brackets mean."""
+    text = text.strip()
+    others = [h.strip() for h in heard_as if h.strip()]
+    return f"{text} (or: {' / '.join(others)})" if text and others else text
+
+
 class ConversationManager:
     """One session's dialogue. Pure in-memory state, no I/O; not shared between sessions."""
 
@@ -89,9 +98,11 @@ class ConversationManager:
         and ``conversation or ConversationManager(...)`` dropped a given empty one)."""
         return True
 
-    def add_user(self, text: str) -> bool:
-        """Record what the user said. Blank text is ignored; returns whether it was recorded."""
-        return self._add(USER, text, interrupted=False)
+    def add_user(self, text: str, *, heard_as: tuple[str, ...] = ()) -> bool:
+        """Record what the user said. Blank text is ignored; returns whether it was recorded.
+        ``heard_as``: the STT's other hearings of it, kept for the LLM's context only (the
+        history shows ``text``)."""
+        return self._add(USER, text, interrupted=False, written=with_hearings(text, heard_as))
 
     def add_assistant(
         self, text: str, *, interrupted: bool = False, spoken_text: str | None = None
@@ -113,17 +124,19 @@ class ConversationManager:
         self._messages_processed += 1
         return True
 
-    def context(self, pending_user_text: str | None = None) -> list[ChatMessage]:
+    def context(self, pending_user_text: str | None = None, *,
+                heard_as: tuple[str, ...] = ()) -> list[ChatMessage]:
         """System prompt, then the kept messages, never starting with an assistant message.
 
         A leading assistant message would be a reply to a question that fell out of the window;
         models answer it oddly, so it is left out. ``pending_user_text`` is the turn being
-        answered but not yet recorded; it is appended (merged into a trailing user message).
+        answered but not yet recorded; it is appended (merged into a trailing user message),
+        with ``heard_as``, its other hearings (:func:`with_hearings`).
         """
         messages: list[ChatMessage] = [ChatMessage(SYSTEM, self._system_prompt)]
         turns = [(r.role, r.written or r.text) for r in self._records]
         if pending_user_text and pending_user_text.strip():
-            turns.append((USER, pending_user_text.strip()))
+            turns.append((USER, with_hearings(pending_user_text, heard_as)))
         while turns and turns[0][0] == ASSISTANT:
             turns.pop(0)
         for role, text in turns:

@@ -332,7 +332,8 @@ class VoicePipeline:
                 self._streams.pop(sid, None)
                 self._untranscribed = []
             self._post(TranscriptReceived(sid, result.text, result.final, result.end_s,
-                                          speech_s, reused=result.reused))
+                                          speech_s, reused=result.reused,
+                                          alternatives=result.alternatives))
 
         stream = self.services.stt.create_stream(on_result, final_call=self._final_call)
         if self.config.stt.provider_endpointing and hasattr(stream, "on_end_of_speech"):

@@ -263,7 +263,7 @@ class TurnCoordinator(ReplySide):
             self._drop_held(f"the pause's transcript is {text!r}")
         metrics = TurnMetrics(turn=0, source="voice", transcript_reused=True)
         metrics.mark("transcript_final", self.clock())
-        reply = self._new_reply(text, metrics, stream=event.stream)
+        reply = self._new_reply(text, metrics, stream=event.stream, heard_as=self._hearings(event))
         if self.end_of_turn is None:
             self._start_held(reply)
         elif self.verdicts.known(text):  # scored while the user spoke: no second score
@@ -358,6 +358,7 @@ class TurnCoordinator(ReplySide):
                 return
             self._cut_reply(self.overlap, by_speech=True)
         text = f"{self.carry_over} {event.text}".strip()
+        heard_as = self._hearings(event)
         self.carry_over = ""
         if not text:  # noise, a cough, or words the STT could not make out: no turn
             self.state = TurnState.LISTENING
@@ -365,7 +366,7 @@ class TurnCoordinator(ReplySide):
             return
         metrics.transcript_reused = event.reused
         metrics.mark("transcript_final", self.clock())
-        self._release(self._new_reply(text, metrics))
+        self._release(self._new_reply(text, metrics, heard_as=heard_as))
 
     def _on_transcript_failed(self, event: TranscriptFailed) -> None:
         if not event.final:

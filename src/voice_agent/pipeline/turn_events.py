@@ -60,6 +60,8 @@ class TranscriptReceived:
     speech_s: float
     """Audio of the utterance up to its last speech frame, when the result arrived."""
     reused: bool = False
+    alternatives: tuple[str, ...] = ()
+    """The STT's other hearings of ``text`` (a decisive or final decode's), best first."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from ..core.conversation import ConversationManager
 from ..core.errors import ProviderError
+from ..core.messages import ChatMessage
 from ..core.events import ErrorEvent, MetricsEvent, ResponseEvent, StatusEvent, TranscriptEvent
 from ..core.status import ProcessingStatus
 from .backchannel import Backchannels
@@ -20,7 +21,7 @@ from .metrics import TurnMetrics
 from .reply import ReplyState
 from .turn_events import (CancelReply, Command, DropTranscript, Emit, EndSession,
                           ReleaseReply, ReplyEnded, ResumeReply, SayLine, StartApology,
-                          StartReply, UserIdle)
+                          StartReply, TranscriptReceived, UserIdle)
 from .turn_state import TurnReply, TurnState
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class ReplySide:
 
     def _start_held(self, reply: TurnReply) -> None:
         self.reply = reply
-        self._do(StartReply(reply.id, self.conversation.context(reply.user_text), reply.metrics,
+        self._do(StartReply(reply.id, self._context(reply), reply.metrics,
                             reply.state, held=True))
         log.info("[%s] reply started early on %r", self.session_id, reply.user_text)
 
@@ -63,9 +64,18 @@ class ReplySide:
     def _released(self) -> bool:
         return self.state is TurnState.REPLYING
 
-    def _new_reply(self, user_text: str, metrics: TurnMetrics, *,
-                   stream: int | None = None) -> TurnReply:
-        return TurnReply(self._next_id(), user_text, metrics, ReplyState(), stream=stream)
+    def _context(self, reply: TurnReply) -> list[ChatMessage]:
+        """The LLM's messages for ``reply``: the history, then its user words and hearings."""
+        return self.conversation.context(reply.user_text, heard_as=reply.heard_as)
+
+    def _hearings(self, event: TranscriptReceived) -> tuple[str, ...]:
+        """The event's other hearings, after the words carried over, as its text is."""
+        return tuple(f"{self.carry_over} {h}".strip() for h in event.alternatives)
+
+    def _new_reply(self, user_text: str, metrics: TurnMetrics, *, stream: int | None = None,
+                   heard_as: tuple[str, ...] = ()) -> TurnReply:
+        return TurnReply(self._next_id(), user_text, metrics, ReplyState(), stream=stream,
+                         heard_as=heard_as)
 
     def _release(self, reply: TurnReply) -> None:
         """The reply is heard from now on: show what the user said, let the audio out."""
@@ -73,7 +83,7 @@ class ReplySide:
             self._do(ReleaseReply(reply.id))
         else:
             self.reply = reply
-            self._do(StartReply(reply.id, self.conversation.context(reply.user_text),
+            self._do(StartReply(reply.id, self._context(reply),
                                 reply.metrics, reply.state))
         self._do(Emit(TranscriptEvent(reply.user_text, final=True)))
         self.state = TurnState.REPLYING
@@ -88,7 +98,7 @@ class ReplySide:
             self.reply = None
             if reply.apology:
                 return
-            self.conversation.add_user(reply.user_text)
+            self.conversation.add_user(reply.user_text, heard_as=reply.heard_as)
             if event.error is None:
                 self.conversation.add_assistant(reply.state.text)
                 self._do(Emit(ResponseEvent(reply.state.text, final=True)))
@@ -107,7 +117,7 @@ class ReplySide:
             if reply.goodbye:
                 self._do(EndSession("the user said nothing after the goodbye prompt"))
             return
-        self.conversation.add_user(reply.user_text)
+        self.conversation.add_user(reply.user_text, heard_as=reply.heard_as)
         if event.error is not None:
             self._fail(event.error, reply.metrics)
             return
@@ -132,7 +142,7 @@ class ReplySide:
             # The user spoke again before hearing anything: their words join the next turn.
             self.carry_over = reply.user_text
         else:
-            self.conversation.add_user(reply.user_text)
+            self.conversation.add_user(reply.user_text, heard_as=reply.heard_as)
             self.conversation.add_assistant(state.text, interrupted=True, spoken_text=spoken)
         self._do(Emit(ResponseEvent(state.text, final=True, interrupted=True,
                                     spoken_text=spoken)))

@@ -31,6 +31,8 @@ class TurnReply:
     state: ReplyState
     stream: int | None = None
     """The transcript stream a held reply was made from."""
+    heard_as: tuple[str, ...] = ()
+    """The STT's other hearings of ``user_text``: the LLM reads them beside it."""
     apology: bool = False
     """A fixed line (the apology, an idle prompt), not an answer: no history, no metrics."""
     goodbye: bool = False

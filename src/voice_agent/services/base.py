@@ -40,6 +40,9 @@ class Transcript:
     final: bool
     no_speech_prob: float = 0.0
     """Whisper's probability that the audio held no speech (guards against hallucinations)."""
+    alternatives: tuple[str, ...] = ()
+    """Other hearings of the same audio, best first, each differing from ``text`` and from
+    each other in words (``stt.alternatives``); empty when the provider has none."""
 
 
 @dataclass(frozen=True, slots=True)

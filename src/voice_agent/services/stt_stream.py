@@ -44,6 +44,8 @@ class SpeechResult:
     """A final result that is an earlier interim, which already covered all the speech."""
     decisive: bool = False
     """Decoded for accuracy (a final, or an interim asked for as decisive)."""
+    alternatives: tuple[str, ...] = ()
+    """The provider's other hearings of the same audio (Transcript.alternatives)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +170,8 @@ class BufferedSTTStream(STTStream):
             self._push(SpeechFailure(exc, final=False))
         else:
             self._latest = SpeechResult(transcript.text, False, 0.0, covers / self.sample_rate,
-                                        decisive=decisive)
+                                        decisive=decisive,
+                                        alternatives=transcript.alternatives)
             self._push(self._latest)
         finally:
             if not decisive:  # a decisive one is asked for at a pause, not on a timer
@@ -198,11 +201,11 @@ class BufferedSTTStream(STTStream):
             latest = self._latest
             if latest is not None and latest.decisive and latest.end_s >= speech_end_s:
                 return SpeechResult(latest.text, True, 0.0, latest.end_s, reused=True,
-                                    decisive=True)
+                                    decisive=True, alternatives=latest.alternatives)
             audio = self._audio()
             transcript = await self._stt.transcribe(audio, final=True)
             return SpeechResult(transcript.text, True, 0.0, len(audio) / self.sample_rate,
-                                decisive=True)
+                                decisive=True, alternatives=transcript.alternatives)
 
         try:
             result = await (self._final_call(final) if self._final_call is not None else final())

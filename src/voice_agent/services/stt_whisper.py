@@ -46,6 +46,29 @@ class _Decoded:
     text: str
     no_speech_prob: float
     avg_logprob: float
+    alternatives: tuple[str, ...] = ()
+
+
+def _words(text: str) -> tuple[str, ...]:
+    """Lower-case words without punctuation: two hearings that differ only in case or
+    punctuation say the same to the LLM."""
+    return tuple("".join(c for c in w if c.isalnum() or c == "'")
+                 for w in text.lower().split() if any(c.isalnum() for c in w))
+
+
+def distinct_hearings(best: str, others: list[str], limit: int) -> tuple[str, ...]:
+    """Up to ``limit`` of ``others`` (best first) whose words differ from ``best``'s and from
+    each other's."""
+    seen = {_words(best)}
+    kept: list[str] = []
+    for text in others:
+        words = _words(text)
+        if len(kept) >= limit:
+            break
+        if words and words not in seen:
+            seen.add(words)
+            kept.append(text)
+    return tuple(kept)
 
 
 def _is_blank(text: str) -> bool:
@@ -122,7 +145,8 @@ class WhisperSTT(STTService):
         async with self._queue.hold(URGENT if final else LATER):
             result = await asyncio.get_running_loop().run_in_executor(
                 self._worker, functools.partial(self._transcribe_sync, audio, beam=beam))
-        return Transcript(text=result.text, final=final, no_speech_prob=result.no_speech_prob)
+        return Transcript(text=result.text, final=final, no_speech_prob=result.no_speech_prob,
+                          alternatives=result.alternatives)
 
     def fits_fast_path(self, samples: int) -> bool:
         return self._fast_frames > 0 and samples <= self._fast_frames * _HOP - STT_SAMPLE_RATE // 2
@@ -170,15 +194,20 @@ class WhisperSTT(STTService):
         prompt = [*tok.sot_sequence, tok.no_timestamps]
         # A cap on new tokens (~8 per second of audio) stops a hallucination loop early.
         new_tokens = 16 + int(8 * len(audio) / STT_SAMPLE_RATE)
+        # The beam's other hypotheses come free with it: the first few that differ in words
+        # from the best are its other hearings (stt.alternatives).
+        wanted = self._config.stt.alternatives
         result = model.model.generate(
-            encoded, [prompt], beam_size=beam,
+            encoded, [prompt], beam_size=beam, num_hypotheses=beam if wanted else 1,
             max_length=min(_MAX_TOKENS, len(prompt) + new_tokens),
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=self._suppress)[0]
         tokens = result.sequences_ids[0]
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else 0.0
         text = tok.decode(tokens).strip()
-        return _Decoded(text, float(result.no_speech_prob), float(avg_logprob))
+        others = [tok.decode(ids).strip() for ids in result.sequences_ids[1:]]
+        return _Decoded(text, float(result.no_speech_prob), float(avg_logprob),
+                        distinct_hearings(text, others, wanted))
 
     def _decode_full(self, audio: np.ndarray, beam: int) -> _Decoded:
         model = self._model

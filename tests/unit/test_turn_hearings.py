@@ -1,0 +1,65 @@
+"""The STT's other hearings of a question reach the LLM beside the transcript (issue #14,
+hearing): "What do these make? (or: What do bees make?)" got "Bees make honey." from the 1.5B
+model where the best hearing alone got "These make a spider." The user's transcript and the
+history show only the best hearing. Fake providers, no models."""
+
+from __future__ import annotations
+
+from tests.helpers.turn_suite import Turns
+from voice_agent.core.conversation import ConversationManager, with_hearings
+from voice_agent.services.stt_whisper import distinct_hearings
+
+
+def last_user(messages) -> str:
+    return [m.content for m in messages if m.role == "user"][-1]
+
+
+async def test_the_llm_reads_the_other_hearings_the_user_sees_the_best_one() -> None:
+    async with Turns() as h:
+        h.stt.hearings["what do these make"] = ("what do bees make", "what do we make")
+        await h.say("what do these make")
+        await h.answered()
+        assert last_user(h.llm.calls[-1]) == (
+            "what do these make (or: what do bees make / what do we make)")
+        assert h.finals() == ["what do these make"]
+        assert h.history()[0] == ("user", "what do these make")
+
+
+async def test_the_next_turn_still_reads_the_first_ones_hearings() -> None:
+    async with Turns() as h:
+        h.stt.hearings["what do these make"] = ("what do bees make",)
+        await h.say("what do these make")
+        await h.answered()
+        await h.settle()
+        await h.say("and ants")
+        await h.answered(2)
+        users = [m.content for m in h.llm.calls[-1] if m.role == "user"]
+        assert users == ["what do these make (or: what do bees make)", "and ants"]
+
+
+async def test_every_reply_started_reads_the_hearings() -> None:
+    async with Turns() as h:
+        h.stt.hearings["what do these make"] = ("what do bees make",)
+        await h.say("what do these make")
+        await h.answered()
+        # every call the LLM got saw the hearings: none came from a cheap interim alone
+        assert all("(or: what do bees make)" in last_user(c) for c in h.llm.calls)
+
+
+def test_hearings_that_differ_only_in_case_or_punctuation_are_one() -> None:
+    best = "What do these make?"
+    others = ["what do these make.", "What do bees make?", "What do bees make", "",
+              "What do we make?", "What do he make?"]
+    assert distinct_hearings(best, others, 2) == ("What do bees make?", "What do we make?")
+    assert distinct_hearings(best, others, 0) == ()
+
+
+def test_context_and_history_of_a_turn_with_hearings() -> None:
+    c = ConversationManager("sys")
+    assert with_hearings("hi", ()) == "hi"
+    assert with_hearings("  ", ("x",)) == ""
+    c.add_user("what is the capital and friends", heard_as=("what is the capital of france",))
+    assert c.history[0]["text"] == "what is the capital and friends"
+    assert c.context()[-1].content == (
+        "what is the capital and friends (or: what is the capital of france)")
+    assert c.context("more", heard_as=("mower",))[-1].content.endswith("more (or: mower)")
