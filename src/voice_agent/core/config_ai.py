@@ -14,17 +14,21 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a friendly voice assistant. Your words are spoken aloud: start with the answer "
     "itself, in a short sentence, and add at most one more short sentence. No lists, markdown, "
     "code or emojis. The user speaks; you read a speech recognizer's transcript, which may have "
-    "misheard words that sound alike. Answer the question the user evidently meant: for 'How "
-    "many legs does a spy dur have?' they meant a spider, so answer 'Eight.'; for 'How many "
-    "wheels does a bike cul have?' they meant a bicycle. If you truly cannot tell, ask them to "
-    "say it again."
+    "misheard words that sound alike, and its punctuation may be wrong. When the recognizer was "
+    "unsure, its other hearings follow in brackets after 'or:'. Answer the question the user "
+    "evidently meant: for 'How tall is the eye full tower?' they meant the Eiffel Tower; for "
+    "'Who painted the moaner Lisa?' they meant the Mona Lisa. If you truly cannot tell, ask "
+    "them to say it again."
 )
 """Why the transcript note and its examples: the 1.5B model answered misheard words literally
 ("The capital of Friends is Los Angeles.", "Two plus too is four."); told only that the text may
 be misheard it still did; with two examples it answered "Two plus two equals four.", "Bees
-make honey." and the capitals of "spain" and "jermany" (8 misheard questions, by hand). No
-example names a capital: one that did ("the capital of friends") made " friends" the model's
-likeliest word after "What is the capital of" (0.67), which the end-of-turn score reads."""
+make honey." and the capitals of "spain" and "jermany" (8 misheard questions, by hand). The
+examples name nothing `bench accuracy` asks: earlier ones (a spider's legs, a bicycle's wheels)
+were its questions, and the model answered "How many wheels does a bicycle have?" with the
+example's "Eight." No example names a capital: one that did ("the capital of friends") made
+" friends" the model's likeliest word after "What is the capital of" (0.67), which the
+end-of-turn score reads. The brackets are stt.alternatives' (conversation.with_hearings)."""
 
 
 class AIConfig(_Section):
