@@ -178,10 +178,46 @@ def with_slow_end_of_turn(config):
     return config.model_copy(update={"stt": config.stt.model_copy(update={"end_of_turn_silence_ms": 1500})})
 
 
+async def push_until_paused(pipeline, audio: np.ndarray, chunk_s: float = 0.02) -> None:
+    """Feed audio paced like a microphone and stop as soon as the user is heard pausing: the
+    rest of the silence (what ends the turn) comes when the test sends it."""
+    n = int(16000 * chunk_s)
+    t0 = time.monotonic()
+    for i in range(0, len(audio), n):
+        await pipeline.push_audio(audio[i:i + n])
+        if pipeline.state is TurnState.USER_PAUSED:
+            return
+        delay = t0 + (i + n) / 16000 - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+    raise AssertionError(f"no pause heard (state {pipeline.state})")
+
+
 async def test_reply_prepared_during_the_pause_is_released_at_end_of_turn(services, config):
-    p, rec = new_pipeline(services, with_slow_end_of_turn(config))
+    sink = BufferSink()
+    p, rec = new_pipeline(services, config, sink)
     await p.start()
-    await push_realtime(p, speech_16k("What is the capital of France?", pad_after=2.0))
+    # The user stops speaking; the silence that ends the turn is held back until the reply is
+    # prepared. The turn ends on the silence's audio, not on the clock, so however long the
+    # pause's transcript, its end-of-turn score and the reply take on a loaded machine, they
+    # happen during the pause. Sent in real time, the 1.5 s of silence this test had were a bet
+    # on the machine's speed: with other processes on the 2 cores (load 4-5) a Whisper interim
+    # of 0.8 s of speech took 4.5-8.5 s instead of ~0.26 s and a score ~5 s, the turn ended
+    # first and the reply was made after it (correctly), and the test failed: with no pause
+    # transcript (transcript_reused False), or with one but no reply yet (transcript_final
+    # 0.3 ms after end_of_turn).
+    await push_until_paused(p, speech_16k("What is the capital of France?", pad_after=1.0))
+    deadline = time.monotonic() + 120
+    while (held := p.coordinator.reply) is None or held.early \
+            or "tts_first_audio" not in held.metrics.marks:
+        assert p.state is TurnState.USER_PAUSED, f"the turn moved on to {p.state} in the pause"
+        assert time.monotonic() < deadline, "no reply was prepared during the pause"
+        await asyncio.sleep(0.05)
+    # Prepared, its first audio made, and held: nothing of it shown or heard in the pause.
+    assert p.state is TurnState.USER_PAUSED
+    assert rec.of(ResponseEvent) == [] and rec.of(TranscriptEvent, final=True) == []
+    assert sink.chunks == []
+    await push_realtime(p, silence_16k(2.0))
     await p.drain()
     replies = rec.of(ResponseEvent, final=True)
     assert len(replies) == 1 and "paris" in replies[0].text.lower()
@@ -189,6 +225,9 @@ async def test_reply_prepared_during_the_pause_is_released_at_end_of_turn(servic
     # The transcript made during the pause was the final one: no STT left at end of turn.
     assert m["transcript_reused"] is True
     assert m["at_transcript_final_ms"] < m["at_end_of_turn_ms"]
+    # Released at the end of the turn: its first audio went out then, not before (both marks
+    # are time.monotonic(), rounded to 0.1 ms: they may be equal).
+    assert m["at_end_of_turn_ms"] <= m["at_first_audio_sent_ms"]
     # Nothing of the reply was shown before the user's turn had ended.
     kinds = [type(e).__name__ for e in rec.events]
     assert kinds.index("TranscriptEvent") < kinds.index("ResponseEvent")
