@@ -11,8 +11,9 @@ the same voices and stays out of the decision until measured on real speech.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from ..core.words import words_key
 
 
 @dataclass(frozen=True)
@@ -40,19 +41,6 @@ class EndOfTurnRule:
         if probability < self.unfinished_p:
             return self.unfinished_ms
         return self.unsure_ms
-
-
-_NOT_A_WORD = re.compile(r"[^\w']+")
-
-
-def same_words(a: str, b: str) -> bool:
-    """Two transcripts say the same words (case and punctuation aside): Whisper's greedy
-    interim and its beam-decoded pause transcript often differ only in a comma or a '?'."""
-    return words_key(a) == words_key(b)
-
-
-def words_key(text: str) -> str:
-    return " ".join(_NOT_A_WORD.sub(" ", text.lower()).split())
 
 
 class Verdicts:

@@ -33,8 +33,9 @@ from collections.abc import Callable
 from ..core.conversation import ConversationManager
 from ..core.events import TranscriptEvent
 from ..core.status import ProcessingStatus
+from ..core.words import same_words
 from .backchannel import Backchannels
-from .end_of_turn import EndOfTurnRule, Verdicts, same_words
+from .end_of_turn import EndOfTurnRule, Verdicts
 from .metrics import TurnMetrics
 from .turn_events import (CloseRequested, Command, DropTranscript, Emit, EndOfTurnScored,
                           FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,

@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 from ..core.conversation import ConversationManager
 from ..core.errors import ProviderError
-from ..core.messages import ChatMessage
 from ..core.events import ErrorEvent, MetricsEvent, ResponseEvent, StatusEvent, TranscriptEvent
+from ..core.messages import ChatMessage
 from ..core.status import ProcessingStatus
 from .backchannel import Backchannels
 from .metrics import TurnMetrics

@@ -27,6 +27,7 @@ import numpy as np
 from voice_agent.core.config import V3Config
 from voice_agent.core.errors import ProviderError
 from voice_agent.core.priority import model_executor
+from voice_agent.core.words import words_key
 from voice_agent.services.base import STT_SAMPLE_RATE, STTService, Transcript
 from voice_agent.services.models import model_path
 from voice_agent.services.priority_lock import CORES, LATER, URGENT
@@ -49,24 +50,17 @@ class _Decoded:
     alternatives: tuple[str, ...] = ()
 
 
-def _words(text: str) -> tuple[str, ...]:
-    """Lower-case words without punctuation: two hearings that differ only in case or
-    punctuation say the same to the LLM."""
-    return tuple("".join(c for c in w if c.isalnum() or c == "'")
-                 for w in text.lower().split() if any(c.isalnum() for c in w))
-
-
 def distinct_hearings(best: str, others: list[str], limit: int) -> tuple[str, ...]:
     """Up to ``limit`` of ``others`` (best first) whose words differ from ``best``'s and from
     each other's."""
-    seen = {_words(best)}
+    seen = {words_key(best)}
     kept: list[str] = []
     for text in others:
-        words = _words(text)
+        key = words_key(text)
         if len(kept) >= limit:
             break
-        if words and words not in seen:
-            seen.add(words)
+        if key and key not in seen:
+            seen.add(key)
             kept.append(text)
     return tuple(kept)
 
