@@ -168,6 +168,7 @@ def run_model_server(config: V3Config, *, host: str, port: int, model: str | Non
 def _start(config: V3Config, *, host: str, port: int, slots: int, threads: int,
            warmup: bool) -> xllamacpp.Server:
     from ..services.models import model_path
+    from ..services.openmp import set_spin_count
 
     if not 1 <= port <= 65535:
         raise ModelServerError(f"--port must be 1-65535, not {port}")
@@ -179,6 +180,7 @@ def _start(config: V3Config, *, host: str, port: int, slots: int, threads: int,
     except OSError as exc:  # a read-only or full cache folder
         raise ModelServerError(f"cannot prepare {config.ai.model}: {exc}") from None
 
+    set_spin_count(config.server.openmp_spin_count)  # before llama.cpp's libgomp loads
     import xllamacpp
 
     params = server_params(config, path=str(path), host=host, port=port, slots=slots,

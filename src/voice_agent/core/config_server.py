@@ -108,6 +108,14 @@ class ServerConfig(_Section):
     """Model work (Whisper, llama.cpp, Piper and their thread pools) runs this many nice steps
     below the event loop, which carries every session's audio: under load the loop then gets
     the CPU it needs at once (Linux; 0 turns this off)."""
+    openmp_spin_count: int | None = Field(1000, ge=0, le=10**9)
+    """How many times an idle OpenMP thread of Whisper or llama.cpp spins before it sleeps
+    (``GOMP_SPINCOUNT``, set before the models load unless already in the environment; None:
+    libgomp's own ~300,000, some 15 ms here). With the libraries side by side on 2 cores a
+    thread spinning for a partner that another library's thread put off the core held that
+    core for nothing: in-process, a transcription while the LLM generated took 200-500 ms
+    and the LLM ran at 2-8 tokens/s at the default, 210 ms and 6.2-6.5 tokens/s at 1000; the
+    LLM alone 12.6 vs 12.1 tokens/s (docs/latency.md, *OpenMP threads that spin*)."""
     take_turns_on_cores: bool = False
     """Whisper's transcriptions, the LLM's end-of-turn scores and the start of each reply
     (llama.cpp reading its prompt, up to its first token, at most 1.5 s) take turns on the

@@ -18,6 +18,7 @@ from voice_agent.core.config import V3Config
 from voice_agent.core.priority import model_executor
 from voice_agent.services import registry
 from voice_agent.services.base import LLMService, STTService, TTSService, VADFactory
+from voice_agent.services.openmp import set_spin_count
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ class Services:
     vad: VADFactory
     nice: int = 0
     """Nice steps of the model threads below the event loop (``server.model_threads_nice``)."""
+    openmp_spin_count: int | None = None
+    """Spins of an idle OpenMP thread before it sleeps (``server.openmp_spin_count``)."""
     activity: Activity = field(default_factory=Activity)
     """The sessions in a turn now, across every pipeline these models serve."""
 
@@ -65,7 +68,8 @@ def build_services(config: V3Config) -> Services:
     llm: LLMService = _build("llm", config)
     tts: TTSService = _build("tts", config)
     vad: VADFactory = _build("vad", config)
-    return Services(stt=stt, llm=llm, tts=tts, vad=vad, nice=config.server.model_threads_nice)
+    return Services(stt=stt, llm=llm, tts=tts, vad=vad, nice=config.server.model_threads_nice,
+                    openmp_spin_count=config.server.openmp_spin_count)
 
 
 def _load_one(what: str, load: Callable[[], None], warmup: Callable[[], None] | None) -> None:
@@ -87,6 +91,7 @@ async def load_services(services: Services, *, warmup: bool = True) -> None:
     their libraries start inherit that. The VAD runs on the event loop itself: not lowered.
     """
     t0 = time.perf_counter()
+    set_spin_count(services.openmp_spin_count)  # before a model's libgomp reads it
     loop = asyncio.get_running_loop()
     vad_load = getattr(services.vad, "load", None)
     if callable(vad_load):

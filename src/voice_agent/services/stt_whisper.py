@@ -10,14 +10,11 @@ to ``transcribe()``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
-import os
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +27,7 @@ from voice_agent.core.priority import model_executor
 from voice_agent.core.words import words_key
 from voice_agent.services.base import STT_SAMPLE_RATE, STTService, Transcript
 from voice_agent.services.models import model_path
+from voice_agent.services.openmp import wait_policy_while_loading
 from voice_agent.services.priority_lock import CORES, LATER, URGENT
 
 if TYPE_CHECKING:  # faster_whisper is imported lazily: it is slow to import
@@ -101,7 +99,7 @@ class WhisperSTT(STTService):
     # -- life cycle ---------------------------------------------------------------------------
 
     def load(self) -> None:
-        with _openmp_wait_policy("PASSIVE" if self._config.stt.threads_sleep_when_idle else None):
+        with wait_policy_while_loading("PASSIVE" if self._config.stt.threads_sleep_when_idle else None):
             import ctranslate2  # noqa: F401  (its own libgomp reads the policy as it loads)
         from faster_whisper import WhisperModel
         from faster_whisper.tokenizer import Tokenizer
@@ -223,20 +221,3 @@ class WhisperSTT(STTService):
         """Blocking, always through ``WhisperModel.transcribe`` (for comparisons and tests)."""
         out = self._transcribe_sync(audio, force_full=True)
         return Transcript(text=out.text, final=True, no_speech_prob=out.no_speech_prob)
-
-
-@contextlib.contextmanager
-def _openmp_wait_policy(policy: str | None) -> Iterator[None]:
-    """``OMP_WAIT_POLICY`` while CTranslate2 loads. Its wheel bundles its own copy of libgomp,
-    which reads the environment once, when it is loaded: set here, the policy applies to
-    Whisper's threads alone, not to llama.cpp's (the system libgomp, loaded apart). Nothing
-    changes when the variable is already set (the user's choice covers every library) or when
-    CTranslate2 was loaded before."""
-    if policy is None or "OMP_WAIT_POLICY" in os.environ:
-        yield
-        return
-    os.environ["OMP_WAIT_POLICY"] = policy
-    try:
-        yield
-    finally:
-        os.environ.pop("OMP_WAIT_POLICY", None)
