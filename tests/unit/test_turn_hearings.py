@@ -63,3 +63,19 @@ def test_context_and_history_of_a_turn_with_hearings() -> None:
     assert c.context()[-1].content == (
         "what is the capital and friends (or: what is the capital of france)")
     assert c.context("more", heard_as=("mower",))[-1].content.endswith("more (or: mower)")
+
+
+async def test_with_other_sessions_in_a_turn_the_llm_reads_the_best_hearing_alone() -> None:
+    """Light mode (pipeline.light_at_sessions, 2): the hearings' reading would wait on every
+    other session's, so a busy server answers from the best hearing."""
+    async with Turns() as h:
+        h.services.activity.set_busy("another session", True)
+        h.stt.hearings["what do these make"] = ("what do bees make",)
+        await h.say("what do these make")
+        await h.answered()
+        assert last_user(h.llm.calls[-1]) == "what do these make"
+        h.services.activity.set_busy("another session", False)
+        await h.settle()
+        await h.say("what do these make")
+        await h.answered(2)
+        assert last_user(h.llm.calls[-1]) == "what do these make (or: what do bees make)"

@@ -34,6 +34,9 @@ class GenerationStats:
     tokens: int = 0
     tokens_per_s: float | None = None
     cached_prompt_tokens: int | None = None
+    prompt_tokens: int | None = None
+    """Prompt tokens read for this reply (those not found in the slot's cache)."""
+    prompt_ms: float | None = None
     slot: int | None = None
     stop_latency_s: float | None = None
     """From the stop request to llama.cpp returning (the model is free again)."""
@@ -88,6 +91,8 @@ class LlamaCppGeneration:
             if timings:
                 stats.tokens_per_s = timings.get("predicted_per_second")
                 stats.cached_prompt_tokens = timings.get("cache_n")
+                stats.prompt_tokens = timings.get("prompt_n")
+                stats.prompt_ms = timings.get("prompt_ms")
             return stop.is_set()
 
         if stop.is_set():  # cancelled before it started: never start
@@ -108,6 +113,11 @@ class LlamaCppGeneration:
                 if stop_at is not None:
                     stats.stop_latency_s = time.perf_counter() - stop_at
             self.last_stats = stats
+            log.debug("slot %s: prompt %s tokens read in %s ms (%s cached), first token "
+                      "after %s s, %d tokens at %s/s", slot, stats.prompt_tokens,
+                      stats.prompt_ms and round(stats.prompt_ms), stats.cached_prompt_tokens,
+                      stats.first_token_s and round(stats.first_token_s, 3), stats.tokens,
+                      stats.tokens_per_s and round(stats.tokens_per_s, 1))
         if errors:
             raise ProviderError(self.name, errors[0], retryable=False)
         return False
