@@ -81,6 +81,21 @@ async def test_final_transcript_brings_other_hearings_interims_none(stt: Whisper
     assert interim.alternatives == ()
 
 
+async def test_a_hearing_whisper_is_sure_of_brings_no_others(stt: WhisperSTT) -> None:
+    """stt.alternatives_below_logprob: the other hearings cost the LLM their reading, so they
+    come only when the best one's average log probability is low (here "foam to the
+    kangaroo", about -0.36; a bar under that leaves them out)."""
+    audio = speech_16k("which country is home to the kangaroo")
+    config = stt._config
+    try:
+        stt._config = config.model_copy(update={"stt": config.stt.model_copy(
+            update={"alternatives_below_logprob": -2.0})})
+        sure = await stt.transcribe(audio, final=True)
+    finally:
+        stt._config = config
+    assert sure.text and sure.alternatives == ()
+
+
 async def test_a_final_transcript_goes_before_queued_interims(stt: WhisperSTT) -> None:
     """Whisper serves every session: a final (a turn waits for it) queued behind other
     sessions' interims goes first (issue #15 item 2); in arrival order it came last."""

@@ -88,8 +88,13 @@ class STTConfig(_Section):
     accuracy set's 44 questions in 11 synthetic voices (Whisper base): the best hearing was
     right for 375 of 484, one of the five best for 418; of 109 misheard questions the 1.5B
     model answered 40 right from the best hearing alone, 55 with two alternatives, with no loss
-    on the 50 heard right. Costs only the extra words' reading (~10-30 tokens, and none when
-    the beam agrees)."""
+    on the 50 heard right. Costs only the extra words' reading (~10-30 tokens, ~+200 ms before
+    the first token; none when the beam agrees)."""
+    alternatives_below_logprob: float = Field(-0.1, le=0.0)
+    """The other hearings go to the LLM only when Whisper was unsure of the best one: its
+    average log probability per token below this (0: always). Offline, the same 484 spoken
+    questions (also through Opus): at -0.1 the hearings came with 56-58% of the turns instead
+    of 78-79%, and with 97-98% of the misheard turns where one of them was the right one."""
     threads: int = Field(2, ge=1, le=64)
     threads_sleep_when_idle: bool = False
     """Whisper's OpenMP threads sleep when idle instead of spinning (OMP_WAIT_POLICY=PASSIVE

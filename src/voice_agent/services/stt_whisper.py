@@ -197,7 +197,8 @@ class WhisperSTT(STTService):
         tokens = result.sequences_ids[0]
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else 0.0
         text = tok.decode(tokens).strip()
-        others = [tok.decode(ids).strip() for ids in result.sequences_ids[1:]]
+        unsure = avg_logprob < self._config.stt.alternatives_below_logprob
+        others = [tok.decode(ids).strip() for ids in result.sequences_ids[1:]] if unsure else []
         return _Decoded(text, float(result.no_speech_prob), float(avg_logprob),
                         distinct_hearings(text, others, wanted))
 
