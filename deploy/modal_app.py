@@ -60,7 +60,7 @@ secrets = [modal.Secret.from_name(SECRET)] if SECRET else []
 
 @app.function(
     image=image,
-    cpu=4.0,              # the capacity (server.max_sessions = 2) was measured on 2 cores
+    cpu=4.0,              # the capacity (server.max_sessions = 4) was measured on 2 cores
     memory=4096,          # Whisper + Qwen 1.5B + Piper: ~3 GB resident
     timeout=3600,         # a conversation may last server.max_session_s (1 h)
     scaledown_window=300,

@@ -53,4 +53,4 @@ def test_busy_refusal_wire_format() -> None:
 
 
 def test_default_capacity_is_the_measured_one() -> None:
-    assert V3Config().server.max_sessions == 2
+    assert V3Config().server.max_sessions == 4

@@ -57,14 +57,15 @@ class ServerConfig(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    max_sessions: int = Field(2, ge=1, le=1000)
+    max_sessions: int = Field(4, ge=1, le=1000)
     """The server's capacity: sessions open at once; one more is refused up front with
-    ``busy`` (close 1013) and /v3/health's ``load`` is open sessions / this. Default 2, as
+    ``busy`` (close 1013) and /v3/health's ``load`` is open sessions / this. Default 4, as
     measured on the 2-core reference machine with every session speaking at once
-    (docs/benchmarks.md): 2 sessions answered every turn (p95 6.6 s) while 4, the target,
-    answered 15 to 34 of 40 within 30 s (p50 9.5 to 21 s): silently late turns. Raise it on
-    a bigger machine, or once `VOICE_AGENT_SERVER__MAX_SESSIONS=4 voice-agent bench latency
-    --sessions 1 2 4 8` shows 4 answering within the limit."""
+    (docs/benchmarks.md): since the OpenMP spin fix 4 sessions answer every turn, p50 ~2x
+    one session's (2.9-3.4 s against 1.4-1.6 s, docs/latency.md); before it they answered
+    15 to 40 of 40 within 30 s (p50 9-21 s) and the default was 2. Raise it on a bigger
+    machine once `VOICE_AGENT_SERVER__MAX_SESSIONS=N voice-agent bench latency --sessions 1 2
+    4 8` shows N answering every turn."""
     idle_timeout_s: float = Field(120.0, gt=0)
     """A conversation with no speech, no typed message and no reply for this long is closed
     with session_timeout (close 4000). Pings, silence and media packets do not keep it open:
