@@ -90,11 +90,14 @@ class STTConfig(_Section):
     model answered 40 right from the best hearing alone, 55 with two alternatives, with no loss
     on the 50 heard right. Costs only the extra words' reading (~10-30 tokens, ~+200 ms before
     the first token; none when the beam agrees)."""
-    alternatives_below_logprob: float = Field(-0.1, le=0.0)
+    alternatives_below_logprob: float = Field(0.0, le=0.0)
     """The other hearings go to the LLM only when Whisper was unsure of the best one: its
-    average log probability per token below this (0: always). Offline, the same 484 spoken
-    questions (also through Opus): at -0.1 the hearings came with 56-58% of the turns instead
-    of 78-79%, and with 97-98% of the misheard turns where one of them was the right one."""
+    average log probability per token below this (0: always, the default). Offline, the same
+    484 spoken questions (also through Opus): at -0.1 the hearings came with 56-58% of the
+    turns instead of 78-79%, and with 97-98% of the misheard turns where one of them was the
+    right one; it saved ~40 ms before the first token (bench latency, 1 session). But over
+    WebRTC (bench accuracy, espeak-us and flite-kal) answered right fell 83% -> 78%: "What do
+    bees make?", heard "What do these make?", was answered "These make a triangle." again."""
     threads: int = Field(2, ge=1, le=64)
     threads_sleep_when_idle: bool = False
     """Whisper's OpenMP threads sleep when idle instead of spinning (OMP_WAIT_POLICY=PASSIVE
