@@ -61,6 +61,27 @@ def capacity_rows(modes: list[ModeResult]) -> list[str]:
     return rows
 
 
+def round_rows(modes: list[ModeResult]) -> list[str]:
+    """Voice-to-voice of each session's first turn (all sessions start speaking at the same
+    moment) against their later turns (by then the sessions have drifted apart): the first round
+    is the worst case the p95 is made of."""
+    rows = ["| mode | sessions at once | first turns: answered | p50 | max | later turns: answered "
+            "| p50 | p95 |", "|---|---|---|---|---|---|---|---|"]
+    for m in modes:
+        for r in m.runs:
+            if r.sessions < 2:
+                continue
+            first = [t for t in r.turns if t.index == 0]
+            later = [t for t in r.turns if t.index > 0]
+            v1 = [t.v2v_ms for t in first if t.ok and t.v2v_ms is not None]
+            v2 = [t.v2v_ms for t in later if t.ok and t.v2v_ms is not None]
+            rows.append(f"| {m.mode} | {r.sessions} | {len(v1)}/{len(first)} "
+                        f"| {fmt(pct(v1, 50), ' ms')} | {fmt(max(v1, default=None), ' ms')} "
+                        f"| {len(v2)}/{len(later)} | {fmt(pct(v2, 50), ' ms')} "
+                        f"| {fmt(pct(v2, 95), ' ms')} |")
+    return rows if len(rows) > 2 else []
+
+
 EXPLANATION = (
     "Each count of sessions connects at once and speaks at once (the worst case). The server "
     "runs with its own capacity (`server.max_sessions`: its default, `--config`, or "

@@ -228,6 +228,8 @@ class TurnResult:
     once the time its loop was frozen is taken out (set by the run, which watches the loop)."""
     max_frame_gap_ms: float = 0.0
     audio_gaps_ms: list[float] = field(default_factory=list)
+    index: int = 0
+    """The turn's place in its session (0: the first, which all sessions speak at once)."""
 
 
 class BenchClient:

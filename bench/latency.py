@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
 import sys
 import tempfile
@@ -115,6 +117,7 @@ async def _one_session(base_url: str, items: list[SpeechItem], turns: int, offse
         for t in range(turns):
             item = items[(t + offset) % len(items)]
             results.append(await client.turn(item, timeout_s=TURN_TIMEOUT_S))
+            results[-1].index = t
             await asyncio.sleep(BETWEEN_TURNS_S)
         t0 = time.monotonic()
         gone = asyncio.create_task(_wait_gone(http, client.session_id, t0))
@@ -339,5 +342,9 @@ def run_latency(config: V3Config, args: argparse.Namespace) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(report)
     print(f"report written to {path}")
+    if getattr(args, "json", None):
+        raw = [dataclasses.asdict(m) for m in modes]
+        Path(args.json).write_text(json.dumps(raw, indent=1, default=str))
+        print(f"turns written to {args.json}")
     streaming_ok = any(t.ok for m in modes if m.mode == "streaming" for r in m.runs for t in r.turns)
     return 0 if streaming_ok and not any(m.error for m in modes) else 1

@@ -290,7 +290,8 @@ CLUSTER_NOTE = (
 
 def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[SpeechItem], *,
                   args: argparse.Namespace, started: float, config: V3Config) -> str:
-    from .capacity_report import EXPLANATION, TURN_LIMIT_S, capacity_rows  # builds on fmt, pct
+    from .capacity_report import (  # builds on fmt, pct
+        EXPLANATION, TURN_LIMIT_S, capacity_rows, round_rows)
 
     cmd = "voice-agent " + " ".join(sys.argv[1:]) if sys.argv[1:] else "voice-agent bench latency"
     when = dt.datetime.fromtimestamp(started, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -332,6 +333,9 @@ def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[Sp
         "## Sessions at once: capacity and admission", *capacity_rows(modes), "", EXPLANATION,
         "",
         "## Voice-to-voice at the client", *v2v_rows(modes), "", ratio_line(modes), "",
+        *(["First turns (every session starts speaking at the same moment) against later "
+           "turns (the sessions have drifted apart by then):", "", *rounds, ""]
+          if (rounds := round_rows(modes)) else []),
         "## Targets", *target_rows(modes), "",
         "What was tried, what each change bought, and why the targets are missed: "
         "[latency.md](latency.md).", "",

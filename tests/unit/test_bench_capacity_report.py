@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.capacity_report import capacity_rows, cpu_per_turn, server_frame_gaps, verdict
+from bench.capacity_report import (
+    capacity_rows, cpu_per_turn, round_rows, server_frame_gaps, verdict)
 from bench.client import TurnResult
 from bench.latency import ModeResult, RunResult, SessionOps
 from bench.report import render_report, v2v_rows
@@ -88,3 +89,16 @@ def test_report_has_the_capacity_section(tmp_path: Path) -> None:
     assert "| streaming | 8 | 2 | 2 | 6 |" in section
     assert "counted as **refused**, not as failed turns" in section
     assert "- Capacity: the server's own `server.max_sessions` = 2;" in text
+
+
+def test_first_turns_are_reported_apart_from_later_ones() -> None:
+    """The first round (all sessions speaking at the same moment) against the later turns."""
+    turns = [turn(5000), turn(2000), turn(3000), turn(6000), turn(2500), turn(None)]
+    for i, t in enumerate(turns):
+        t.index = i % 3  # two sessions of three turns
+    rows = round_rows([ModeResult(mode="streaming", runs=[
+        run(1, 2, [turn(1800)], cpu_s=1.0, load=0.5),
+        run(2, 2, turns, cpu_s=10.0, load=1.0)])])
+    assert len(rows) == 3  # header, rule, the 2-session run only (one session has no rounds)
+    assert cells(rows[2]) == ["streaming", "2", "2/2", "5500 ms", "6000 ms", "3/4", "2500 ms",
+                              "2950 ms"]

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     lat.add_argument("--sessions", type=int, nargs="+", default=[1])
     lat.add_argument("--no-baseline", action="store_true", help="skip the naive baseline run")
     lat.add_argument("--report", default="docs/benchmarks.md", help="markdown report to write")
+    lat.add_argument("--json", metavar="PATH",
+                     help="also write every turn (v2v, server metrics, transcript, reply) as JSON")
     lat.add_argument("--stt-model", choices=STT_MODELS, help="override stt.model")
     lat.add_argument("--llm-model", choices=LLM_MODELS,
                      help="override ai.model")
