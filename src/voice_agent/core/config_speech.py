@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from voice_agent.core.config_section import _Section
+from voice_agent.core.config_section import _Section, blank_secret_is_none, service_url
 
 
 class VoiceConfig(_Section):
@@ -47,19 +47,12 @@ class VoiceConfig(_Section):
     @field_validator("api_key")
     @classmethod
     def _empty_voice_key_is_none(cls, v: SecretStr | None) -> SecretStr | None:
-        return v if v is not None and v.get_secret_value().strip() else None
+        return blank_secret_is_none(v)
 
     @field_validator("base_url")
     @classmethod
     def _voice_root(cls, v: str | None) -> str | None:
-        from urllib.parse import urlsplit
-        if v is None or not v.strip():
-            return None
-        parts = urlsplit(v.strip())
-        if parts.scheme.lower() not in ("ws", "wss", "http", "https") or not parts.hostname:
-            raise ValueError("expected ws://, wss://, http:// or https:// and a host, "
-                             "e.g. wss://api.elevenlabs.io")
-        return v.strip().rstrip("/")
+        return service_url(v, "wss://api.elevenlabs.io") if v is not None and v.strip() else None
 
 
 class STTConfig(_Section):
@@ -158,14 +151,9 @@ class STTConfig(_Section):
     @field_validator("api_key")
     @classmethod
     def _empty_key_is_none(cls, v: SecretStr | None) -> SecretStr | None:
-        return v if v is not None and v.get_secret_value().strip() else None
+        return blank_secret_is_none(v)
 
     @field_validator("base_url")
     @classmethod
     def _cloud_root(cls, v: str) -> str:
-        from urllib.parse import urlsplit
-        parts = urlsplit(v.strip())
-        if parts.scheme.lower() not in ("ws", "wss", "http", "https") or not parts.hostname:
-            raise ValueError("expected ws://, wss://, http:// or https:// and a host, "
-                             "e.g. wss://api.deepgram.com")
-        return v.strip().rstrip("/")
+        return service_url(v, "wss://api.deepgram.com")
