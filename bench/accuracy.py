@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from .accuracy_set import (QUESTIONS, Question, answered_right, heard_right, nor
 from .client import BenchClient, TurnResult, run_clients
 from .latency import _env_overrides, _own_cpu_s, _wait_quiet
 from .report import _machine, fmt, pct
-from .server_proc import ServerProcess, machine_busy_s
+from .server_proc import ServerProcess, machine_busy_s, serving
 from .speech_set import SpeechItem
 from .voices import Voice, make_voice_set, select_voices
 
@@ -222,13 +221,7 @@ async def _bench(args: argparse.Namespace, voices: list[Voice], questions: list[
                 make_voice_set, v, [q.text for q in questions], Path(tmp) / v.name)
         if args.wait_idle:
             run.idle_wait_busy = await _wait_quiet(args.wait_idle)
-        server = ServerProcess("streaming", _env_overrides(args),
-                               config_file=getattr(args, "config", None))
-        run.load.append(round(os.getloadavg()[0], 2))
-        print(f"starting the server on {server.base_url} ...", flush=True)
-        try:
-            await asyncio.to_thread(server.start)
-            run.server_ready_s = round(server.ready_s or 0, 1)
+        async with serving(run, _env_overrides(args), getattr(args, "config", None)) as server:
             whole = _cpu_mark(server)
             for vr in run.voices:
                 pairs = list(zip(questions, sets[vr.voice.name]))
@@ -242,14 +235,6 @@ async def _bench(args: argparse.Namespace, voices: list[Voice], questions: list[
                       f"right {_pc(s.answered)}, p50 {fmt(s.p50, ' ms')} ({vr.wall_s} s; other "
                       f"processes used {vr.other_cores} cores)", flush=True)
             run.wall_s, run.other_cores = _other_cores(server, whole)
-            run.load.append(round(os.getloadavg()[0], 2))
-        except Exception as exc:
-            run.server_error = f"{type(exc).__name__}: {exc}"
-            print(f"error: {run.server_error}", file=sys.stderr, flush=True)
-        finally:
-            await asyncio.to_thread(server.stop)
-            if run.server_error and server.last_log:
-                print(server.last_log[-3000:], file=sys.stderr)
     return run
 
 

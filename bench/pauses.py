@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ from .pauses_set import (SPLITS, CompleteTurn, SplitTurn, complete_questions, co
                          from_metrics, judge_split, pause_for, split_failure_rows, split_rows,
                          summarise_complete, summarise_split, verdict)
 from .report import _machine
-from .server_proc import ServerProcess
+from .server_proc import serving
 from .speech_set import LEAD_S, RATE, TRAIL_S, SpeechItem, read_wav_mono, speech_end_s
 from .voices import Voice, make_voice_set, select_voices
 
@@ -211,35 +210,25 @@ async def _bench(args: argparse.Namespace, voices: list[Voice], env: dict[str, s
             items = await asyncio.to_thread(make_voice_set, v, questions, folder / "whole")
             sets[v.name] = (split, [(CompleteTurn(v.name, q), it)
                                     for q, it in zip(questions, items)])
-        server = ServerProcess("streaming", env, config_file=getattr(args, "config", None))
-        run.load.append(round(os.getloadavg()[0], 2))
-        print(f"starting the server on {server.base_url} ...", flush=True)
         t0 = time.monotonic()
-        try:
-            await asyncio.to_thread(server.start)
-            run.server_ready_s = round(server.ready_s or 0, 1)
+        async with serving(run, env, getattr(args, "config", None)) as server:
             t0, mark = time.monotonic(), _cpu_mark(server)
-            for v in voices:
-                split, whole = sets[v.name]
-                for name, pairs in (("split", split), ("complete", whole)):
-                    done: list[Any] = []
-                    for i in range(0, len(pairs), run.per_session):
-                        done += await _session(server.base_url, pairs[i:i + run.per_session])
-                    getattr(run, name)[v.name] = done
-                s, c = summarise_split(run.split[v.name]), summarise_complete(run.complete[v.name])
-                print(f"[{v.name}] split: {s.passed}/{s.turns} no reply to the first half; "
-                      f"complete: end of turn p50 {c.p50} ms, p90 {c.p90} ms, "
-                      f"{c.preemptive} preemptive", flush=True)
-            run.other_cores = _other_cores(server, mark)[1]
-            run.load.append(round(os.getloadavg()[0], 2))
-        except Exception as exc:
-            run.server_error = f"{type(exc).__name__}: {exc}"
-            print(f"error: {run.server_error}", file=sys.stderr, flush=True)
-        finally:
-            run.wall_s = round(time.monotonic() - t0, 1)
-            await asyncio.to_thread(server.stop)
-            if run.server_error and server.last_log:
-                print(server.last_log[-3000:], file=sys.stderr)
+            try:
+                for v in voices:
+                    split, whole = sets[v.name]
+                    for name, pairs in (("split", split), ("complete", whole)):
+                        done: list[Any] = []
+                        for i in range(0, len(pairs), run.per_session):
+                            done += await _session(server.base_url, pairs[i:i + run.per_session])
+                        getattr(run, name)[v.name] = done
+                    s = summarise_split(run.split[v.name])
+                    c = summarise_complete(run.complete[v.name])
+                    print(f"[{v.name}] split: {s.passed}/{s.turns} no reply to the first half; "
+                          f"complete: end of turn p50 {c.p50} ms, p90 {c.p90} ms, "
+                          f"{c.preemptive} preemptive", flush=True)
+                run.other_cores = _other_cores(server, mark)[1]
+            finally:
+                run.wall_s = round(time.monotonic() - t0, 1)
     return run
 
 

@@ -6,6 +6,7 @@ client's event loop never competes with the server's inside one interpreter.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -15,8 +16,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
@@ -167,3 +170,33 @@ class ServerProcess:
         if self.keep_log is not None and self.log_path.is_file():
             shutil.copyfile(self.log_path, self.keep_log)
         self._tmp.cleanup()
+
+
+class ServedRun(Protocol):
+    """What a bench run records about the server it ran against."""
+    server_ready_s: float | None
+    server_error: str
+    load: list[float]
+
+
+@contextlib.asynccontextmanager
+async def serving(run: ServedRun, env: dict[str, str],
+                  config_file: str | None = None) -> AsyncIterator[ServerProcess]:
+    """A streaming server for the block's turns; the 1-minute load average before and after
+    it, and the server's failure (the block's exception) recorded in ``run``, not raised: the
+    report says what went wrong, with the server log's tail on stderr."""
+    server = ServerProcess("streaming", env, config_file=config_file)
+    run.load.append(round(os.getloadavg()[0], 2))
+    print(f"starting the server on {server.base_url} ...", flush=True)
+    try:
+        await asyncio.to_thread(server.start)
+        run.server_ready_s = round(server.ready_s or 0, 1)
+        yield server
+        run.load.append(round(os.getloadavg()[0], 2))
+    except Exception as exc:
+        run.server_error = f"{type(exc).__name__}: {exc}"
+        print(f"error: {run.server_error}", file=sys.stderr, flush=True)
+    finally:
+        await asyncio.to_thread(server.stop)
+        if run.server_error and server.last_log:
+            print(server.last_log[-3000:], file=sys.stderr)
