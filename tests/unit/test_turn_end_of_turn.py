@@ -72,3 +72,33 @@ async def test_words_the_model_is_unsure_of_outlast_a_long_pause() -> None:
         await h.say("8")
         await h.answered()
         assert h.finals() == ["what is 7 times 8"]
+
+
+async def test_another_hearing_that_is_a_whole_question_ends_an_unsure_wait() -> None:
+    # "What do bees make?" heard "What do these make?" scored unsure (the long wait); the
+    # beam's other hearing scores complete: the turn ends after the short silence.
+    async with Turns() as h:
+        h.llm.end_of_turn = lambda text: 0.9 if "bees" in text else 0.24
+        h.stt.hearings["what do these make"] = ("what do we make", "what do bees make")
+        await h.say("what do these make", end=False)
+        await h.quiet(500)  # far less than the unsure wait (1.7 s)
+        assert h.finals() == ["what do these make"]  # the best hearing is the turn
+        await h.answered()
+        assert h.metrics()[0]["end_of_turn_delay_ms"] <= 500
+        assert h.llm.scored[-2:] == ["what do we make", "what do bees make"]
+
+
+async def test_other_hearings_that_are_unsure_too_keep_the_long_wait() -> None:
+    # "What is 7 times" heard with no whole question among the other hearings: the 1.5 s pause
+    # inside the question still gets no answer to its first half.
+    async with Turns() as h:
+        h.llm.end_of_turn = lambda text: 0.3 if text.endswith(("times", "time")) else 0.9
+        h.stt.hearings["what is 7 times"] = ("what is seven time",)
+        await h.say("what is 7 times", end=False)
+        await h.quiet(1500)
+        await h.settle()
+        assert h.replies() == [] and h.finals() == []
+        assert "what is seven time" in h.llm.scored
+        await h.say("8")
+        await h.answered()
+        assert h.finals() == ["what is 7 times 8"]

@@ -35,7 +35,7 @@ from ..core.events import TranscriptEvent
 from ..core.status import ProcessingStatus
 from ..core.words import same_words
 from .backchannel import Backchannels
-from .end_of_turn import EndOfTurnRule, Verdicts
+from .end_of_turn import EndOfTurnRule, OtherHearings, Verdicts
 from .metrics import TurnMetrics
 from .turn_events import (CloseRequested, Command, DropTranscript, Emit, EndOfTurnScored,
                           FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
@@ -83,6 +83,8 @@ class TurnCoordinator(ReplySide):
         """The open stream's latest interim (with the carried-over words)."""
         self._scoring: TurnReply | None = None
         """The reply prepared from the pause's transcript, waiting for its score to start."""
+        self.others = OtherHearings()
+        """The pause's other hearings, scored when the best one's words were unsure."""
         self.overlap: float | None = None
         """The released reply is paused under the user's speech, heard up to this many
         seconds; the user's words decide whether it goes on or is cut."""
@@ -187,6 +189,7 @@ class TurnCoordinator(ReplySide):
         self.verdicts.clear()
         self._latest = ""
         self._interim_after_score = False
+        self.others.clear()
         self._do(OpenTranscript(self.stream, hear_again=hear_again))
         self.state = TurnState.USER_SPEAKING
         self._set_status(ProcessingStatus.LISTENING)
@@ -207,6 +210,7 @@ class TurnCoordinator(ReplySide):
         self.state = TurnState.USER_SPEAKING
         self._interim_after_score = False
         self._scoring = None  # the pause's words were not the turn: score the next pause
+        self.others.clear()
         if self.reply is not None and self.overlap is None:  # a held reply, never heard: drop it
             self._drop_held("the user went on")
 
@@ -255,6 +259,7 @@ class TurnCoordinator(ReplySide):
         if event.covers_s < event.speech_s:  # speech came in after this audio: transcribe again
             self._do(RequestInterim(event.stream, decisive=True))
             return
+        self.others.start(f"{self.carry_over} {h}".strip() for h in event.alternatives)
         if early is not None:  # all the speech so far, and a reply made early: same words?
             if same_words(early.user_text, text):
                 log.info("[%s] the early reply to %r is kept", self.session_id, text)
@@ -326,6 +331,10 @@ class TurnCoordinator(ReplySide):
             if self.preempt and self.overlap is None and same_words(event.text, self._latest):
                 self._preempt(event.stream, event.text)  # still the latest words: answer early
             return
+        if self.others.answers(event.text):
+            if self.state is TurnState.USER_PAUSED and event.probability is not None:
+                self._recheck_unsure(event.stream)
+            return
         reply = self._scoring
         if reply is None or self.state is not TurnState.USER_PAUSED \
                 or not same_words(reply.user_text, event.text):
@@ -346,6 +355,20 @@ class TurnCoordinator(ReplySide):
                 self._start_held(reply)
         elif self.reply is reply:  # half a question after all: no reply to it
             self._drop_held("half a question")
+        if ms == self.end_of_turn.unsure_ms and self.stream is not None:
+            self._recheck_unsure(self.stream)
+
+    def _recheck_unsure(self, stream: int) -> None:
+        """The best hearing's words were unsure (the long wait): another hearing that is a
+        whole question ends the turn after the short silence (see OtherHearings)."""
+        assert self.end_of_turn is not None
+        step = self.others.step(self.verdicts, self.end_of_turn.done_p)
+        if isinstance(step, str):
+            self._score(stream, step)
+        elif step is not None:
+            log.info("[%s] end of turn: another hearing, %r, scored p=%.2f", self.session_id,
+                     *step)
+            self._do(SetEndSilence(self.end_of_turn.done_ms))
 
     def _on_final(self, event: TranscriptReceived) -> None:
         if self.state is not TurnState.TRANSCRIBING or event.stream != self.stream:
