@@ -331,9 +331,11 @@ class TurnCoordinator(ReplySide):
             if self.preempt and self.overlap is None and same_words(event.text, self._latest):
                 self._preempt(event.stream, event.text)  # still the latest words: answer early
             return
-        if self.others.answers(event.text):
-            if self.state is TurnState.USER_PAUSED and event.probability is not None:
-                self._recheck_unsure(event.stream)
+        if self.others.answers(event.text):  # another hearing's score: the reply waited for it
+            reply, self._scoring = self._scoring, None
+            if reply is not None and self.state is TurnState.USER_PAUSED and (
+                    event.probability is None or not self._recheck_unsure(reply, event.stream)):
+                self._start_held(reply)
             return
         reply = self._scoring
         if reply is None or self.state is not TurnState.USER_PAUSED \
@@ -350,25 +352,31 @@ class TurnCoordinator(ReplySide):
         log.info("[%s] end of turn p=%s: the turn ends after %.0f ms of silence",
                  self.session_id, probability, ms)
         self._do(SetEndSilence(ms))
+        if ms == self.end_of_turn.unsure_ms and self.reply is not reply \
+                and self.stream is not None and self._recheck_unsure(reply, self.stream):
+            return  # the reply starts after the other hearings' scores (the slot is theirs)
         if probability is None or probability >= self.end_of_turn.unfinished_p:
             if self.reply is not reply:
                 self._start_held(reply)
         elif self.reply is reply:  # half a question after all: no reply to it
             self._drop_held("half a question")
-        if ms == self.end_of_turn.unsure_ms and self.stream is not None:
-            self._recheck_unsure(self.stream)
 
-    def _recheck_unsure(self, stream: int) -> None:
+    def _recheck_unsure(self, reply: TurnReply, stream: int) -> bool:
         """The best hearing's words were unsure (the long wait): another hearing that is a
-        whole question ends the turn after the short silence (see OtherHearings)."""
+        whole question ends the turn after the short silence (see OtherHearings). True while
+        a score is on its way: ``reply`` starts after it (a score gives way to a reply that
+        waits for its first token, and this one would be in the same slot)."""
         assert self.end_of_turn is not None
         step = self.others.step(self.verdicts, self.end_of_turn.done_p)
         if isinstance(step, str):
+            self._scoring = reply
             self._score(stream, step)
-        elif step is not None:
+            return True
+        if step is not None:
             log.info("[%s] end of turn: another hearing, %r, scored p=%.2f", self.session_id,
                      *step)
             self._do(SetEndSilence(self.end_of_turn.done_ms))
+        return False
 
     def _on_final(self, event: TranscriptReceived) -> None:
         if self.state is not TurnState.TRANSCRIBING or event.stream != self.stream:
