@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from tests.helpers.redis_server import RedisServer, running_redis
 from voice_agent.server import cluster_admission
-from voice_agent.server.cluster import PREFIX, ClusterRegistry
+from voice_agent.server.cluster import PREFIX, ClusterRegistry, WorkerIdInUse
 from voice_agent.server.cluster_admission import (ClusterAdmission, redact_url, url_password)
 from voice_agent.server.redis_link import RedisLink
 from voice_agent.server.sessions import ServerBusyError, Session, SessionManager
@@ -340,3 +340,57 @@ def test_worker_max_sessions_is_this_workers_capacity_and_max_sessions_the_clust
     assert (health["capacity"], health["max_sessions"]) == (2, 2)
     alone = create_app(V3Config(server={"max_sessions": 3})).state.registry
     assert alone.sessions.max_sessions == 3 and alone.cluster is None
+
+
+async def test_a_second_live_worker_with_the_same_id_is_refused_at_start(
+        flushed: RedisServer, tmp_path: Path) -> None:
+    """Two processes under one server.worker_id would overwrite each other's sessions in the
+    registry at every heartbeat: the second is refused, the first keeps its sessions."""
+    first = Worker(flushed.url, "a", tmp_path / "1")
+    await first.cluster.start(first.sessions)
+    session = await first.open()
+    second = Worker(flushed.url, "a", tmp_path / "2")
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(WorkerIdInUse, match="worker_id 'a' is held by another live worker"):
+            await second.cluster.start(second.sessions)
+        assert time.monotonic() - t0 >= TTL_S  # it waited out a crashed predecessor's claim
+        await first.cluster.heartbeat()
+        assert not first.cluster.claimed_elsewhere
+        client = aioredis.Redis.from_url(flushed.url)
+        try:
+            kept = await client.hkeys(f"{PREFIX}sessions:a")
+        finally:
+            await client.aclose()
+        assert [k.decode() for k in kept] == [session.id]
+    finally:
+        await second.stop()  # leaves the first one's claim alone
+        await first.stop()
+
+
+async def test_a_restarted_worker_takes_its_id_back(flushed: RedisServer, tmp_path: Path) -> None:
+    """After a clean stop at once; after a crash (no stop: its claim stays) within the TTL."""
+    before = Worker(flushed.url, "a", tmp_path / "1")
+    await before.cluster.start(before.sessions)
+    await before.stop()
+    again = Worker(flushed.url, "a", tmp_path / "2")
+    t0 = time.monotonic()
+    await again.cluster.start(again.sessions)
+    assert time.monotonic() - t0 < TTL_S / 2
+    await again.cluster._tasks.stop()  # a crash: no more heartbeats, nothing removed
+    await again.link.aclose()
+    after = Worker(flushed.url, "a", tmp_path / "3")
+    try:
+        t0 = time.monotonic()
+        await after.cluster.start(after.sessions)
+        assert time.monotonic() - t0 < TTL_S * 1.5
+        assert not after.cluster.claimed_elsewhere
+        await after.open()
+        assert await until(lambda: _count(after, 1))
+    finally:
+        await after.stop()
+
+
+async def _count(worker: Worker, n: int) -> bool:
+    await worker.cluster.heartbeat()
+    return worker.cluster.cluster_sessions == n

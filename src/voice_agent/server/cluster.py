@@ -14,6 +14,10 @@ What is in Redis (one instance; the keys are built inside the scripts, so not Re
   the kill) and their keys within the next heartbeat of another worker (8 s at worst), within
   the 10 s the issue asks.
 - ``va:cluster:info:<worker>``: the worker's own figures (capacity, open sessions), same TTL.
+- ``va:cluster:claim:<worker>``: which process holds the worker id (a token of its own, same
+  TTL): a second live process started with the same ``server.worker_id`` would replace the
+  first one's sessions in the registry with its own at every heartbeat; it is refused at
+  start-up instead, after waiting out a crashed predecessor's claim.
 - ``va:transcript:<session>``: the transcript mirror (cluster_transcripts.py).
 
 One heartbeat task per worker replaces the worker's hash with its sessions as they are (one
@@ -92,9 +96,14 @@ return {1, n + 1}
 """
 
 SYNC = _PURGE + """
--- ARGV[4] the worker's info, then session id / SessionInfo pairs: the whole hash, replaced
+-- ARGV[4] this process's claim on the worker id, ARGV[5] the worker's info, then session id /
+-- SessionInfo pairs: the whole hash, replaced. Another process's live claim: nothing written.
+local claim = prefix .. 'claim:' .. worker
+local holder = redis.call('GET', claim)
+if holder and holder ~= ARGV[4] then return {-1, redis.call('PTTL', claim)} end
+redis.call('SET', claim, ARGV[4], 'PX', ttl)
 redis.call('DEL', own)
-for i = 5, #ARGV, 2 do redis.call('HSET', own, ARGV[i], ARGV[i + 1]) end
+for i = 6, #ARGV, 2 do redis.call('HSET', own, ARGV[i], ARGV[i + 1]) end
 redis.call('PEXPIRE', own, ttl)
 redis.call('SET', prefix .. 'info:' .. worker, ARGV[4], 'PX', ttl)
 redis.call('ZADD', KEYS[1], now, worker)
@@ -130,6 +139,10 @@ class ClusterRegistry:
         self._list = self.redis.register_script(LIST)
         self._registered = False
         """Synced since the start or the last outage (its first sync is logged)."""
+        self.claim = uuid.uuid4().hex
+        """This process's claim on the worker id in Redis."""
+        self.claimed_elsewhere = False
+        """The last heartbeat found another live process holding this worker id."""
         self.cluster_sessions: int | None = None
         self.cluster_workers: int | None = None
         """As of the last heartbeat (/v3/health reads these, never Redis)."""
@@ -160,6 +173,15 @@ class ClusterRegistry:
         self.sessions = sessions
         sessions.cluster = self
         await self.heartbeat()
+        # A crashed process's claim lapses within the TTL; a live one is renewed every third.
+        deadline = time.monotonic() + self.ttl_ms / 1000 * 1.5
+        while self.claimed_elsewhere:
+            if time.monotonic() > deadline:
+                raise WorkerIdInUse(
+                    f"server.worker_id {self.worker!r} is held by another live worker in Redis "
+                    f"{redact_url(self.url)}: give every worker its own worker_id")
+            await asyncio.sleep(self.interval_s / 2)
+            await self.heartbeat()
         self._heartbeat = self._tasks.spawn(self._heartbeat_forever(), "heartbeat")
         self.mirror.start()
 
@@ -167,11 +189,12 @@ class ClusterRegistry:
         """Leave the registry (the sessions are closed by now); app.py closes the link."""
         await self.mirror.stop()
         await self._tasks.stop()
-        if self.state == "ok":
+        if self.state == "ok" and not self.claimed_elsewhere:
             with contextlib.suppress(RedisUnavailable):
                 async with self._lock:
                     await self.link.call(self.redis.delete(f"{PREFIX}sessions:{self.worker}",
-                                                           f"{PREFIX}info:{self.worker}"))
+                                                           f"{PREFIX}info:{self.worker}",
+                                                           f"{PREFIX}claim:{self.worker}"))
                     await self.link.call(self.redis.zrem(WORKERS_KEY, self.worker))
 
     # -- admission ----------------------------------------------------------------------------
@@ -260,9 +283,18 @@ class ClusterRegistry:
                                "active_sessions": len(live), "pushed_at": time.time()})
             try:
                 count, workers = await self.link.call(self._sync(
-                    keys=[WORKERS_KEY], args=[PREFIX, self.worker, self.ttl_ms, info, *pairs]))
+                    keys=[WORKERS_KEY],
+                    args=[PREFIX, self.worker, self.ttl_ms, self.claim, info, *pairs]))
             except RedisUnavailable:
                 return False
+            if int(count) < 0:
+                if not self.claimed_elsewhere:  # once per episode, not every heartbeat
+                    log.error("cluster: worker id %s is held by another process (its claim "
+                              "lapses in %d ms unless renewed); this worker's sessions are "
+                              "not registered meanwhile", self.worker, int(workers))
+                self.claimed_elsewhere = True
+                return False
+            self.claimed_elsewhere = False
             self.cluster_sessions, self.cluster_workers = int(count), int(workers)
             if not self._registered:
                 self._registered = True
@@ -357,6 +389,10 @@ class ClusterRegistry:
     def wake(self) -> None:
         """Heartbeat now (tests, and whoever sees Redis come back)."""
         self._wake.set()
+
+
+class WorkerIdInUse(RuntimeError):
+    """Another live process registers under this worker's ``server.worker_id``."""
 
 
 def _loads(text: Any) -> dict[str, Any]:
