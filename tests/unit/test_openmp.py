@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers.fakes import FakeSTT, fake_services
 from voice_agent.core.config import V3Config
-from voice_agent.services.factory import load_services
+from voice_agent.services.factory import build_services, load_services
 from voice_agent.services.openmp import set_spin_count, wait_policy_while_loading
 
 
@@ -58,8 +58,9 @@ async def test_the_spin_count_is_in_place_before_the_first_model_loads(
         def load(self) -> None:
             seen.append(os.environ.get("GOMP_SPINCOUNT"))
 
-    services = fake_services()
-    services.stt = LoadingSTT()
-    services.openmp_spin_count = V3Config().server.openmp_spin_count
+    services = build_services(V3Config())  # the configured spin count, as `serve` gets it
+    fakes = fake_services()  # built, never loaded: the fakes load in their place
+    services.stt, services.llm, services.tts, services.vad = (LoadingSTT(), fakes.llm,
+                                                              fakes.tts, fakes.vad)
     await load_services(services, warmup=False)
     assert seen == ["1000"]
