@@ -412,3 +412,32 @@ async def test_the_resume_message_answers_resumed_or_a_non_fatal_resume_failed(
         assert token not in caplog.text
         assert token not in json.dumps(session.info.as_dict(), default=str)
     await mgr.close_all()
+
+
+async def test_a_resumed_conversation_is_in_the_new_sessions_transcript(tmp_path) -> None:
+    """The new session's transcript file starts with the conversation it carries on, so that
+    it reads whole (GET /v3/sessions/{id}/transcript serves this file)."""
+    from voice_agent.server.transcript_log import TranscriptLog, read_transcript
+
+    store = MemoryConversationStore()
+    old = SessionResume(store, conversation())
+    play_turn(old.conversation, "My name is Ada.", "Hello Ada.")
+    await store.save(old.token, old.conversation.export())
+    mgr = SessionManager(max_sessions=1, idle_timeout_s=60, max_session_s=60)
+    session = mgr.create()
+    session.transcript = TranscriptLog(tmp_path, session.id)
+    session.transcript.start(transport="websocket", mode="test")
+    ws = Channel()
+    session.senders.append(ws)
+    controller = ResumingController(session, mgr, TextPipeline(), webrtc=None,  # type: ignore[arg-type]
+                                    max_message_bytes=4096, messages_per_second=100,
+                                    resume=SessionResume(store, conversation(), session.id))
+    await controller.handle_raw(json.dumps({"type": "resume", "token": old.token}),
+                                via="signaling", reply=ws)
+    assert [m["type"] for m in ws.messages] == ["resumed"]
+    await mgr.close_all()
+    records = read_transcript(tmp_path, session.id)
+    assert [r["type"] for r in records] == ["session_start", "resumed", "session_end"]
+    assert records[1]["messages"] == [
+        {"role": "user", "text": "My name is Ada.", "interrupted": False},
+        {"role": "assistant", "text": "Hello Ada.", "interrupted": False}]

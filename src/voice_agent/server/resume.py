@@ -104,4 +104,6 @@ class ResumingController(SessionController):
                                     "the conversation could not be resumed: this is a new "
                                     "conversation", reply=reply)
             return
+        if self.session.transcript is not None:
+            self.session.transcript.resumed(history)
         self.session.reply(reply, protocol.resumed(self.resume.token, history))

@@ -1,10 +1,11 @@
 """Every conversation on disk as it happens: one JSON-lines file per session.
 
-``<transcripts_dir>/<session_id>.jsonl`` gets a record for the session start, each final user
-transcript, each tool call (name, arguments, result, ok, latency), each agent reply (with what
-was actually spoken), each turn's metrics, errors and the session end. Each record is one small synchronous append that is flushed at once, so a
-crash of the server or a client that drops loses nothing already said; the file is fsynced (in
-a worker thread, off the event loop) at the end of every turn and at the session end.
+``<transcripts_dir>/<session_id>.jsonl`` gets a record for the session start, the conversation
+it resumed (if it did), each final user transcript, each tool call (name, arguments, result, ok,
+latency), each agent reply (with what was actually spoken), each turn's metrics, errors and the
+session end. Each record is one small synchronous append that is flushed at once, so a crash of
+the server or a client that drops loses nothing already said; the file is fsynced (in a worker
+thread, off the event loop) at the end of every turn and at the session end.
 """
 
 from __future__ import annotations
@@ -93,6 +94,12 @@ class TranscriptLog:
             self._write({"type": "tool_call", "name": event.name, "arguments": event.arguments,
                          "result": event.result, "ok": event.ok,
                          "latency_ms": event.latency_ms})
+
+    def resumed(self, history: list[dict[str, Any]]) -> None:
+        """The conversation this session carries on (``resume``): its messages as the client
+        was shown them, so that this session's transcript reads whole."""
+        self._write({"type": "resumed", "messages": history})
+        self._fsync_soon()
 
     def error(self, code: str, message: str, *, fatal: bool = False) -> None:
         self._errors += 1
