@@ -78,8 +78,8 @@ def summary(rows: list[dict[str, object]], rule: EndOfTurnRule = EndOfTurnRule()
         for r in rows:
             if band(r["p"]) == wanted:
                 best = max((float(p or 0.0) for _, p in r["others"]), default=0.0)  # type: ignore[union-attr]
-                rescued[(r["complete"], best >= rule.done_p)] += 1
-        lines.append(f"{wanted}: another hearing scored >= {rule.done_p}: complete "
+                rescued[(r["complete"], best >= rule.other_hearing_p)] += 1
+        lines.append(f"{wanted}: another hearing scored >= {rule.other_hearing_p}: complete "
                      f"{rescued[(True, True)]} of {rescued[(True, True)] + rescued[(True, False)]}, "
                      f"fragments {rescued[(False, True)]} of "
                      f"{rescued[(False, True)] + rescued[(False, False)]}")

@@ -17,6 +17,6 @@ def test_rescues_are_counted_per_band_and_class() -> None:
     assert lines[0].startswith("7 pauses; ")
     assert "complete done 1" in lines[0] and "complete unsure 2" in lines[0]
     assert "fragment unfinished 2" in lines[0]  # no score counts as below the bands
-    assert lines[1] == "unsure: another hearing scored >= 0.5: complete 1 of 2, fragments 0 of 1"
-    assert lines[2] == ("unfinished: another hearing scored >= 0.5: complete 0 of 1, "
+    assert lines[1] == "unsure: another hearing scored >= 0.7: complete 1 of 2, fragments 0 of 1"
+    assert lines[2] == ("unfinished: another hearing scored >= 0.7: complete 0 of 1, "
                         "fragments 1 of 2")

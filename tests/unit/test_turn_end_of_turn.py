@@ -102,3 +102,20 @@ async def test_other_hearings_that_are_unsure_too_keep_the_long_wait() -> None:
         await h.say("8")
         await h.answered()
         assert h.finals() == ["what is 7 times 8"]
+
+
+async def test_a_statement_before_a_question_is_not_cut_by_a_middling_other_hearing() -> None:
+    # "My friend is baking a cake this afternoon." scores unsure (0.47-0.49), and its other
+    # hearings score near it: the long wait holds and the question that follows joins the turn.
+    async with Turns() as h:
+        h.stt.hearings["my friend is making a cake"] = ("my friend is baking a cake",)
+        h.llm.end_of_turn = (lambda text: 0.9 if text.endswith("dozen")
+                             else 0.55 if "baking" in text else 0.48)
+        await h.say("my friend is making a cake", end=False)
+        await h.quiet(600)  # the pause between the two sentences
+        await h.settle()
+        assert h.replies() == [] and h.finals() == []
+        assert "my friend is baking a cake" in h.llm.scored
+        await h.say("how many eggs are in a dozen")
+        await h.answered()
+        assert h.finals() == ["my friend is making a cake how many eggs are in a dozen"]

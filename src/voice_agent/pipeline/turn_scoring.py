@@ -94,7 +94,7 @@ class ScoreSide(ReplySide):
         a score is on its way: ``reply`` starts after it (a score gives way to a reply that
         waits for its first token, and this one would be in the same slot)."""
         assert self.end_of_turn is not None
-        step = self.others.step(self.verdicts, self.end_of_turn.done_p)
+        step = self.others.step(self.verdicts, self.end_of_turn.other_hearing_p)
         if isinstance(step, str):
             self._scoring = reply
             self._score(stream, step)
