@@ -104,6 +104,11 @@ async def test_each_worker_lists_both_workers_sessions_with_their_worker(workers
     health = a.cluster.health()
     assert (health["redis"], health["workers"], health["sessions"], health["capacity"]) == (
         "ok", 2, 2, 2)
+    # Each worker's own figures, as operators read them from va:cluster:info:<worker>.
+    await b.cluster.heartbeat()
+    infos = {w: info for w, info, _ in await a.cluster.workers() or []}
+    assert {w: (i["worker"], i["max_sessions"], i["active_sessions"]) for w, i in infos.items()} \
+        == {"a": ("a", 2, 1), "b": ("b", 2, 1)}
     # A closed session leaves every listing at once, not at the next heartbeat.
     await b.sessions.close(sb.id)
     assert await until(lambda: _equal(a.listed(), {sa.id: "a"}))

@@ -105,7 +105,7 @@ redis.call('SET', claim, ARGV[4], 'PX', ttl)
 redis.call('DEL', own)
 for i = 6, #ARGV, 2 do redis.call('HSET', own, ARGV[i], ARGV[i + 1]) end
 redis.call('PEXPIRE', own, ttl)
-redis.call('SET', prefix .. 'info:' .. worker, ARGV[4], 'PX', ttl)
+redis.call('SET', prefix .. 'info:' .. worker, ARGV[5], 'PX', ttl)
 redis.call('ZADD', KEYS[1], now, worker)
 local n, workers = 0, redis.call('ZRANGE', KEYS[1], 0, -1)
 for _, w in ipairs(workers) do n = n + redis.call('HLEN', prefix .. 'sessions:' .. w) end
