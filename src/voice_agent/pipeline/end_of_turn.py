@@ -39,6 +39,10 @@ class EndOfTurnRule:
     """While the score is on its way, the turn does not end before this much silence: a
     half-question must not be answered for want of a verdict."""
 
+    def unsure(self, probability: float | None) -> bool:
+        """Between the two thresholds: a whole turn or half of one (the ``unsure_ms`` wait)."""
+        return probability is not None and self.unfinished_p <= probability < self.done_p
+
     def silence_ms(self, probability: float | None, default_ms: float) -> float:
         """The silence that ends the turn for this score (``default_ms`` when unknown)."""
         if probability is None:
