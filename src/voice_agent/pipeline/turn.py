@@ -259,7 +259,7 @@ class TurnCoordinator(ScoreSide):
         if event.covers_s < event.speech_s:  # speech came in after this audio: transcribe again
             self._do(RequestInterim(event.stream, decisive=True))
             return
-        self.others.start(f"{self.carry_over} {h}".strip() for h in event.alternatives)
+        self.others.start(self._other_hearings(event))
         if early is not None:  # all the speech so far, and a reply made early: same words?
             if same_words(early.user_text, text):
                 log.info("[%s] the early reply to %r is kept", self.session_id, text)

@@ -69,14 +69,16 @@ class ReplySide:
         """The LLM's messages for ``reply``: the history, then its user words and hearings."""
         return self.conversation.context(reply.user_text, heard_as=reply.heard_as)
 
-    def _hearings(self, event: TranscriptReceived) -> tuple[str, ...]:
-        """The event's other hearings, after the words carried over, as its text is; none
-        while other sessions are in a turn too (``light``): each costs its words' reading
-        before the first token (~+200 ms alone, bench latency A/B), and there every
-        session's reading waits on every other's."""
-        if self.light:
-            return ()
+    def _other_hearings(self, event: TranscriptReceived) -> tuple[str, ...]:
+        """The event's other hearings, after the words carried over, as its text is."""
         return tuple(f"{self.carry_over} {h}".strip() for h in event.alternatives)
+
+    def _hearings(self, event: TranscriptReceived) -> tuple[str, ...]:
+        """The other hearings the LLM reads beside the words; none while other sessions are in
+        a turn too (``light``): each costs its words' reading before the first token (~+200
+        ms alone, bench latency A/B), and there every session's reading waits on every
+        other's."""
+        return () if self.light else self._other_hearings(event)
 
     def _new_reply(self, user_text: str, metrics: TurnMetrics, *, stream: int | None = None,
                    heard_as: tuple[str, ...] = ()) -> TurnReply:
