@@ -366,31 +366,47 @@ class TextPipeline:
         self.texts.append(text)
 
 
+ADA_SHOWN = [{"role": "user", "text": "My name is Ada.", "interrupted": False},
+             {"role": "assistant", "text": "Hello Ada.", "interrupted": False}]
+"""The conversation of :func:`saved_ada` as ``resumed`` shows it."""
+
+
+async def saved_ada(store: ConversationStore) -> str:
+    """A finished session's one turn, saved: its token."""
+    old = SessionResume(store, conversation())
+    play_turn(old.conversation, "My name is Ada.", "Hello Ada.")
+    await store.save(old.token, old.conversation.export())
+    return old.token
+
+
+def controller_for(session: Any, mgr: SessionManager, store: ConversationStore,
+                   pipeline: TextPipeline) -> ResumingController:
+    return ResumingController(session, mgr, pipeline, webrtc=None,  # type: ignore[arg-type]
+                              max_message_bytes=4096, messages_per_second=100,
+                              resume=SessionResume(store, conversation(), session.id))
+
+
 async def test_the_resume_message_answers_resumed_or_a_non_fatal_resume_failed(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     store = MemoryConversationStore()
-    old = SessionResume(store, conversation())
-    play_turn(old.conversation, "My name is Ada.", "Hello Ada.")
-    await store.save(old.token, old.conversation.export())
+    old_token = await saved_ada(store)
 
     mgr = SessionManager(max_sessions=1, idle_timeout_s=60, max_session_s=60)
     session = mgr.create()
     ws = Channel()
     session.senders.append(ws)
     pipeline = TextPipeline()
-    mine = SessionResume(store, conversation(), session.id)
-    controller = ResumingController(session, mgr, pipeline, webrtc=None,  # type: ignore[arg-type]
-                                    max_message_bytes=4096, messages_per_second=100,
-                                    resume=mine)
+    controller = controller_for(session, mgr, store, pipeline)
+    mine = controller.resume
     session.reply(ws, protocol.connection_established(session.id, resume_token=mine.token))
     for bad in ("not-a-token", new_token()):
         await controller.handle_raw(json.dumps({"type": "resume", "token": bad}),
                                     via="signaling", reply=ws)
     await controller.handle_raw('{"type": "resume", "token": 5}', via="signaling", reply=ws)
-    await controller.handle_raw(json.dumps({"type": "resume", "token": old.token}),
+    await controller.handle_raw(json.dumps({"type": "resume", "token": old_token}),
                                 via="signaling", reply=ws)
-    await controller.handle_raw(json.dumps({"type": "resume", "token": old.token}),
+    await controller.handle_raw(json.dumps({"type": "resume", "token": old_token}),
                                 via="data_channel", reply=ws)
     await controller.handle_raw('{"type": "text", "text": "What is my name?"}',
                                 via="signaling", reply=ws)
@@ -401,14 +417,12 @@ async def test_the_resume_message_answers_resumed_or_a_non_fatal_resume_failed(
                    ("error", "resume_failed", False)]
     established, resumed = ws.messages[0], ws.messages[4]
     assert established["resume_token"] == mine.token == resumed["resume_token"]
-    assert resumed["history"] == [
-        {"role": "user", "text": "My name is Ada.", "interrupted": False},
-        {"role": "assistant", "text": "Hello Ada.", "interrupted": False}]
+    assert resumed["history"] == ADA_SHOWN
     assert "malformed" in ws.messages[1]["message"] and "new conversation" in ws.messages[1]["message"]
     assert "unknown or expired" in ws.messages[2]["message"]
     assert pipeline.texts == ["What is my name?"]  # everything else goes on as before
     assert not controller.ended and not session.closing
-    for token in (old.token, mine.token):
+    for token in (old_token, mine.token):
         assert token not in caplog.text
         assert token not in json.dumps(session.info.as_dict(), default=str)
     await mgr.close_all()
@@ -420,24 +434,18 @@ async def test_a_resumed_conversation_is_in_the_new_sessions_transcript(tmp_path
     from voice_agent.server.transcript_log import TranscriptLog, read_transcript
 
     store = MemoryConversationStore()
-    old = SessionResume(store, conversation())
-    play_turn(old.conversation, "My name is Ada.", "Hello Ada.")
-    await store.save(old.token, old.conversation.export())
+    old_token = await saved_ada(store)
     mgr = SessionManager(max_sessions=1, idle_timeout_s=60, max_session_s=60)
     session = mgr.create()
     session.transcript = TranscriptLog(tmp_path, session.id)
     session.transcript.start(transport="websocket", mode="test")
     ws = Channel()
     session.senders.append(ws)
-    controller = ResumingController(session, mgr, TextPipeline(), webrtc=None,  # type: ignore[arg-type]
-                                    max_message_bytes=4096, messages_per_second=100,
-                                    resume=SessionResume(store, conversation(), session.id))
-    await controller.handle_raw(json.dumps({"type": "resume", "token": old.token}),
+    controller = controller_for(session, mgr, store, TextPipeline())
+    await controller.handle_raw(json.dumps({"type": "resume", "token": old_token}),
                                 via="signaling", reply=ws)
     assert [m["type"] for m in ws.messages] == ["resumed"]
     await mgr.close_all()
     records = read_transcript(tmp_path, session.id)
     assert [r["type"] for r in records] == ["session_start", "resumed", "session_end"]
-    assert records[1]["messages"] == [
-        {"role": "user", "text": "My name is Ada.", "interrupted": False},
-        {"role": "assistant", "text": "Hello Ada.", "interrupted": False}]
+    assert records[1]["messages"] == ADA_SHOWN
