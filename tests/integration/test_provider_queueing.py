@@ -43,6 +43,26 @@ async def test_a_burst_of_transcriptions_does_not_starve_other_work(stt):
     assert time.monotonic() - t0 < 1.0  # no queue of cancelled calls left to drain
 
 
+async def test_transcripts_that_wait_together_are_decoded_together_with_the_same_words(stt):
+    """Four sessions stop talking at once: their transcripts go through Whisper as one batch
+    (stt.max_batch), each with the words it gets alone."""
+    questions = ["What is the capital of France?", "How many legs does a spider have?",
+                 "Which planet is closest to the sun?", "What do bees make?"]
+    audios = [speech_16k(q) for q in questions]
+    alone = [(await stt.transcribe(a)).text for a in audios]
+    assert stt._batches.batches[-4:] == [1, 1, 1, 1]
+    together = await asyncio.gather(*(stt.transcribe(a) for a in audios))
+    assert [t.text for t in together] == alone
+    assert stt._batches.batches[-1] == 4
+    # A caller that gives up while its batch runs leaves the others their words.
+    calls = [asyncio.create_task(stt.transcribe(a)) for a in audios]
+    await asyncio.sleep(0.05)
+    calls[0].cancel()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert [r.text for r in results[1:]] == alone[1:]
+
+
 TIMEOUT_S = 3.0
 
 
@@ -76,10 +96,12 @@ async def test_replies_wait_their_turn_in_order_and_the_wait_is_not_provider_tim
         pass
 
     async def ask(name: str) -> tuple[str, TurnMetrics, ReplyState]:
-        speaker = ReplySpeaker(llm, tts, BufferSink(), emit, recovery, max_tokens=30,
+        # 60 tokens each: a's and b's replies outlast the timeout on a fast machine too (30
+        # left c waiting only 2.1 s where the model wrote ~15 tokens/s).
+        speaker = ReplySpeaker(llm, tts, BufferSink(), emit, recovery, max_tokens=60,
                                timeout_s=TIMEOUT_S, conversation=name)
         messages = [ChatMessage("system", config.ai.system_prompt),
-                    ChatMessage("user", "Count from one to twenty in words.")]
+                    ChatMessage("user", "Count from one to forty in words.")]
         metrics, state = TurnMetrics(turn=1), ReplyState()
         await speaker.run(messages, state, metrics, on_first_audio=no_op, gate=gate)
         return name, metrics, state
