@@ -17,7 +17,8 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Hashable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from voice_agent.core.config import V3Config
 from voice_agent.core.errors import ProviderError
 from voice_agent.core.priority import model_executor
 from voice_agent.core.words import words_key
+from voice_agent.services.batch_queue import BatchQueue
 from voice_agent.services.base import STT_SAMPLE_RATE, STTService, Transcript
 from voice_agent.services.models import model_path
 from voice_agent.services.openmp import wait_policy_while_loading
@@ -91,6 +93,8 @@ class WhisperSTT(STTService):
         # turn waits for (final, decisive) before other sessions' interims; and not beside
         # the LLM's prompt reads (services/priority_lock.py)
         self._worker = model_executor("whisper", config.server.model_threads_nice)
+        self._batches: BatchQueue[np.ndarray, _Decoded] = BatchQueue(
+            self._queue, self._worker, self._transcribe_batch_sync, config.stt.max_batch)
         self._model: WhisperModel | None = None
         self._tokenizer: Tokenizer | None = None
         self._suppress: list[int] = []
@@ -134,14 +138,39 @@ class WhisperSTT(STTService):
 
     async def transcribe(self, audio: np.ndarray, *, final: bool = True) -> Transcript:
         beam = self._config.stt.final_beam_size if final else self._config.stt.beam_size
-        async with self._queue.hold(URGENT if final else LATER):
-            result = await asyncio.get_running_loop().run_in_executor(
-                self._worker, functools.partial(self._transcribe_sync, audio, beam=beam))
+        audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+        priority = URGENT if final else LATER
+        if self._batchable(audio):  # with other sessions' windows waiting, if any
+            result = await self._batches.call(audio, beam, priority)
+        else:
+            async with self._queue.hold(priority):
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self._worker, functools.partial(self._transcribe_sync, audio, beam=beam))
         return Transcript(text=result.text, final=final, no_speech_prob=result.no_speech_prob,
                           alternatives=result.alternatives)
 
     def fits_fast_path(self, samples: int) -> bool:
         return self._fast_frames > 0 and samples <= self._fast_frames * _HOP - STT_SAMPLE_RATE // 2
+
+    def _batchable(self, audio: np.ndarray) -> bool:
+        return self._batches.max_batch > 1 and len(audio) >= STT_SAMPLE_RATE // 10 \
+            and self.fits_fast_path(len(audio))
+
+    def _transcribe_batch_sync(self, audios: Sequence[np.ndarray], beam: Hashable) -> list[_Decoded]:
+        """Fast-path windows decoded as one batch (see services/batch_queue.py)."""
+        assert isinstance(beam, int)
+        with self._lock:
+            if self._model is None:
+                raise ProviderError(self.name, "model not loaded", retryable=False)
+            t0 = time.perf_counter()
+            try:
+                out = self._decode_windows(audios, beam)
+            except Exception as exc:
+                raise ProviderError(self.name, f"transcription failed: {exc}") from exc
+        log.debug("whisper %d window(s) of %s s audio in %.0f ms: %r", len(audios),
+                  "/".join(f"{len(a) / 16000:.2f}" for a in audios),
+                  (time.perf_counter() - t0) * 1000, [o.text for o in out])
+        return [self._guard(o) for o in out]
 
     def _transcribe_sync(self, audio: np.ndarray, *, force_full: bool = False,
                          beam: int | None = None) -> _Decoded:
@@ -155,7 +184,7 @@ class WhisperSTT(STTService):
             try:
                 beam = beam or self._config.stt.final_beam_size
                 if self.fits_fast_path(len(audio)) and not force_full:
-                    out = self._decode_window(audio, beam)
+                    out = self._decode_windows([audio], beam)[0]
                 else:
                     out = self._decode_full(audio, beam)
             except ProviderError:
@@ -175,32 +204,36 @@ class WhisperSTT(STTService):
             return _Decoded("", out.no_speech_prob, out.avg_logprob)
         return out
 
-    def _decode_window(self, audio: np.ndarray, beam: int) -> _Decoded:
+    def _decode_windows(self, audios: Sequence[np.ndarray], beam: int) -> list[_Decoded]:
         from faster_whisper.audio import pad_or_trim
 
         model, tok = self._model, self._tokenizer
         assert model is not None and tok is not None
-        features = model.feature_extractor(audio)
-        features = pad_or_trim(features[:, :-1], self._fast_frames)  # as transcribe() drops it
+        features = np.stack([pad_or_trim(model.feature_extractor(a)[:, :-1], self._fast_frames)
+                             for a in audios])  # [:, :-1] as transcribe() drops the last frame
         encoded = model.encode(features)
         prompt = [*tok.sot_sequence, tok.no_timestamps]
         # A cap on new tokens (~8 per second of audio) stops a hallucination loop early.
-        new_tokens = 16 + int(8 * len(audio) / STT_SAMPLE_RATE)
+        new_tokens = 16 + int(8 * max(len(a) for a in audios) / STT_SAMPLE_RATE)
         # The beam's other hypotheses come free with it: the first few that differ in words
         # from the best are its other hearings (stt.alternatives).
         wanted = self._config.stt.alternatives
-        result = model.model.generate(
-            encoded, [prompt], beam_size=beam, num_hypotheses=beam if wanted else 1,
+        results = model.model.generate(
+            encoded, [prompt] * len(audios), beam_size=beam,
+            num_hypotheses=beam if wanted else 1,
             max_length=min(_MAX_TOKENS, len(prompt) + new_tokens),
             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
-            suppress_tokens=self._suppress)[0]
+            suppress_tokens=self._suppress)
+        return [self._decoded(result, tok) for result in results]
+
+    def _decoded(self, result: Any, tok: Tokenizer) -> _Decoded:
         tokens = result.sequences_ids[0]
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if tokens else 0.0
         text = tok.decode(tokens).strip()
         unsure = avg_logprob < self._config.stt.alternatives_below_logprob
         others = [tok.decode(ids).strip() for ids in result.sequences_ids[1:]] if unsure else []
         return _Decoded(text, float(result.no_speech_prob), float(avg_logprob),
-                        distinct_hearings(text, others, wanted))
+                        distinct_hearings(text, others, self._config.stt.alternatives))
 
     def _decode_full(self, audio: np.ndarray, beam: int) -> _Decoded:
         model = self._model
