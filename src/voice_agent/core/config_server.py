@@ -109,6 +109,10 @@ class ServerConfig(_Section):
     """Model work (Whisper, llama.cpp, Piper and their thread pools) runs this many nice steps
     below the event loop, which carries every session's audio: under load the loop then gets
     the CPU it needs at once (Linux; 0 turns this off)."""
+    llm_threads_nice: int | None = Field(None, ge=0, le=19)
+    """Nice steps of the local LLM's threads below the event loop (None: model_threads_nice).
+    Above model_threads_nice, Whisper's and Piper's short calls, which a user waits for, get
+    the cores first when they meet the LLM's long batch of replies."""
     openmp_spin_count: int | None = Field(1000, ge=0, le=10**9)
     """How many times an idle OpenMP thread of Whisper or llama.cpp spins before it sleeps
     (``GOMP_SPINCOUNT``, set before the models load unless already in the environment; None:

@@ -15,9 +15,12 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def lower_thread_priority(steps: int) -> None:
@@ -32,6 +35,28 @@ def lower_thread_priority(steps: int) -> None:
             os.setpriority(os.PRIO_PROCESS, tid, target)
     except OSError as exc:  # a sandbox without the call: run at normal priority
         log.debug("cannot lower the priority of thread %s: %s", threading.current_thread().name, exc)
+
+
+def in_nicer_thread(fn: Callable[[], T], nice: int) -> T:
+    """``fn()`` run in a new thread ``nice`` steps below the event loop, so that the threads a
+    library starts inside it (llama.cpp's server loop and its OpenMP team) inherit that
+    priority; its result or exception comes back here."""
+    out: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        lower_thread_priority(nice)
+        try:
+            out.append(fn())
+        except BaseException as exc:  # handed to the caller
+            error.append(exc)
+
+    thread = threading.Thread(target=run, name="nicer-load")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return out[0]
 
 
 def model_executor(name: str, nice: int) -> ThreadPoolExecutor:

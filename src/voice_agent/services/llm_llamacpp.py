@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from voice_agent.core.config import V3Config
 from voice_agent.core.errors import ProviderError
 from voice_agent.core.messages import ChatMessage, LLMStreamItem
-from voice_agent.core.priority import lower_thread_priority
+from voice_agent.core.priority import in_nicer_thread, lower_thread_priority
 from voice_agent.services.base import LLMService
 from voice_agent.services.chatml import (IM_END_QWEN, _end_probability, _plain, _token_id,
                                          chatml_prefix, words_to_score)
@@ -89,6 +89,12 @@ class LlamaCppLLM(LlamaCppPrompts, LlamaCppGeneration, LLMService):
 
     # -- life cycle ---------------------------------------------------------------------------
 
+    @property
+    def _nice(self) -> int:
+        server = self._config.server
+        return server.model_threads_nice if server.llm_threads_nice is None \
+            else server.llm_threads_nice
+
     def load(self) -> None:
         import xllamacpp
 
@@ -114,7 +120,8 @@ class LlamaCppLLM(LlamaCppPrompts, LlamaCppGeneration, LLMService):
         self.http_key = secrets.token_urlsafe(24)
         params.api_keys = [self.http_key]
         try:
-            self._server = xllamacpp.Server(params)
+            # llama.cpp's threads are made here: they inherit this thread's priority.
+            self._server = in_nicer_thread(lambda: xllamacpp.Server(params), self._nice)
         except Exception as exc:
             raise ProviderError(self.name, f"cannot load {self.path}: {exc}",
                                 retryable=False) from exc
@@ -209,7 +216,7 @@ class LlamaCppLLM(LlamaCppPrompts, LlamaCppGeneration, LLMService):
         prefix = self._chatml(messages) if self.raw_prefill and _plain(messages) else None
 
         def work() -> None:
-            lower_thread_priority(self._config.server.model_threads_nice)
+            lower_thread_priority(self._nice)
             try:
                 if prefix is not None:
                     self._read_raw(prefix, slot)
@@ -323,7 +330,7 @@ class LlamaCppLLM(LlamaCppPrompts, LlamaCppGeneration, LLMService):
         nudge = threshold if tools and threshold < 1.0 else None
 
         def work() -> None:
-            lower_thread_priority(self._config.server.model_threads_nice)
+            lower_thread_priority(self._nice)
             try:
                 if self._generate(messages, limit, stop, put, tools, fragments, nudge):
                     # A call is likely enough: the model goes on from the call's first words
