@@ -47,3 +47,30 @@ async def test_every_thread_that_did_model_work_runs_nicer_than_the_event_loop(
     assert after[main][0] == base  # the event loop keeps its priority
     names = {tid: open(f"/proc/self/task/{tid}/comm").read().strip() for tid in busy}
     assert all(nice >= base + services.nice for nice in busy.values()), (base, busy, names, main)
+
+
+async def test_the_llm_threads_can_run_nicer_than_the_other_models() -> None:
+    """server.llm_threads_nice: llama.cpp's threads (made when it loads) run below Whisper's
+    and Piper's, which a user waits for in short calls; the event loop keeps its priority."""
+    from voice_agent.core.config import load_config
+    from voice_agent.services.llm_llamacpp import LlamaCppLLM
+
+    config = load_config()
+    config = config.model_copy(update={"server": config.server.model_copy(
+        update={"llm_threads_nice": 9})})
+    base = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    llm = LlamaCppLLM(config)
+    before = threads()
+    llm.load()  # from this (the test's) thread, at the loop's priority
+    try:
+        messages = [ChatMessage("user", "Count from one to ten.")]
+        assert "".join([t async for t in llm.stream(messages, max_tokens=24)])
+        after = threads()
+    finally:
+        llm.close()
+    main = threading.main_thread().native_id
+    worked = {tid: nice for tid, (nice, ticks) in after.items()
+              if tid not in before and tid != main and ticks >= 3}
+    assert worked, after  # llama.cpp's own threads did the work
+    assert all(nice == min(19, base + 9) for nice in worked.values()), (base, worked)
+    assert os.getpriority(os.PRIO_PROCESS, main) == base
