@@ -155,12 +155,17 @@ class FakeLLM(LLMService):
     score_hold: asyncio.Event | None = None
     """While set to an unset Event, scores wait for it."""
 
-    async def end_of_turn_probability(self, messages: list[ChatMessage]) -> float | None:
+    statement_checks: list[float | None] = field(default_factory=list)
+    """The ``statement_check_p`` of each score asked for."""
+
+    async def end_of_turn_probability(self, messages: list[ChatMessage], *,
+                                      statement_check_p: float | None = None) -> float | None:
         """Async, so that no thread makes the turn tests' order depend on the machine."""
         await asyncio.sleep(0)
         if self.score_hold is not None:
             await self.score_hold.wait()
         self.scored.append(messages[-1].content)
+        self.statement_checks.append(statement_check_p)
         return self.end_of_turn(messages[-1].content) if self.end_of_turn else None
 
     def load(self) -> None:

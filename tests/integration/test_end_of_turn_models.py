@@ -123,6 +123,31 @@ async def test_llm_separates_complete_from_unfinished_questions(services: Servic
     assert await p(COMPLETE[0], keep_punctuation=True) > 0.8
 
 
+LEAD_IN = "My sister is learning to play the piano."
+"""A statement before the question (bench latency's "... How many keys does a standard piano
+have?"): a whole sentence, but the turn goes on after it."""
+
+
+async def test_a_statement_before_the_question_is_not_scored_a_whole_turn(
+        services: Services) -> None:
+    llm = services.llm
+    assert isinstance(llm, LlamaCppLLM)
+
+    def p(text: str, check: float | None = 0.5) -> float:
+        value = llm.end_of_turn_probability(messages(text), statement_check_p=check)
+        assert value is not None
+        return value
+
+    # A whole sentence (measured 0.61), but the message seldom ends after it (0.49): 0.31.
+    assert await asyncio.to_thread(p, LEAD_IN, None) > 0.5
+    assert await asyncio.to_thread(p, LEAD_IN) < 0.45
+    # A request said as a statement is the whole turn (measured 0.87 and 0.75).
+    for text in ("Tell me a fun fact about octopuses.", "I want to know how tall Mount Everest is."):
+        assert await asyncio.to_thread(p, text) > 0.5, text
+    # A question is not asked twice: its score is the same with the check.
+    assert await asyncio.to_thread(p, COMPLETE[0]) == await asyncio.to_thread(p, COMPLETE[0], None)
+
+
 async def test_llm_end_of_turn_never_runs_while_a_reply_holds_the_model(
         services: Services) -> None:
     llm = services.llm
@@ -137,6 +162,23 @@ async def test_llm_end_of_turn_never_runs_while_a_reply_holds_the_model(
     assert llm.end_of_turn_probability(messages(" ?")) is None  # no words to judge
     with pytest.raises(ValueError):
         llm.end_of_turn_probability([ChatMessage("system", "Be brief.")])
+
+
+def test_a_statements_score_is_weighed_by_the_message_ending_after_it() -> None:
+    def response(*top: tuple[int, str, float]) -> dict[str, object]:
+        entries = [{"id": i, "token": t, "logprob": math.log(p)} for i, t, p in top]
+        return {"choices": [{"logprobs": {"content": [{"top_logprobs": entries}]}}]}
+
+    statement = response((13, ".", 0.55), (30, "?", 0.05), (11, ",", 0.2))
+    assert llm_module.statement_share(statement, 0.6, 0.5) == pytest.approx(0.55)
+    assert llm_module.statement_share(statement, 0.6, None) == 0.0  # not asked for
+    assert llm_module.statement_share(statement, 0.45, 0.5) == 0.0  # not a whole turn anyway
+    question = response((30, "?", 0.9), (13, ".", 0.05))
+    assert llm_module.statement_share(question, 0.95, 0.5) == 0.0  # whole without the stop
+    assert llm_module.after_statement(0.6, 0.55, 0.5) == pytest.approx(0.325)
+    said = messages("My sister is learning to play the piano")
+    assert llm_module.as_statement(said)[-1].content == "My sister is learning to play the piano."
+    assert llm_module.as_statement(said)[0] == said[0]
 
 
 def test_end_token_is_found_by_id_not_by_its_empty_text() -> None:

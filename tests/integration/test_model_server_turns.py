@@ -69,6 +69,13 @@ async def test_complete_questions_score_above_unfinished_ones(server: ModelServe
     kept = await llm.end_of_turn_probability([SYSTEM, ChatMessage("user", PAIRS[0][0])],
                                              keep_punctuation=True)
     assert kept is not None and 0.0 <= kept <= 1.0
+    # A statement before the question: its full stop weighed by the message ending after it,
+    # as in-process (the bar at its own score, so that this small model's check applies).
+    lead = [SYSTEM, ChatMessage("user", "My sister is learning to play the piano.")]
+    whole = await llm.end_of_turn_probability(lead)
+    assert whole is not None and whole > 0.05
+    checked = await llm.end_of_turn_probability(lead, statement_check_p=whole)
+    assert checked is not None and checked < whole, (whole, checked)
     # Nothing left to judge, or a reply's tool calls in the way: no score, no request.
     assert await llm.end_of_turn_probability([SYSTEM, ChatMessage("user", "?")]) is None
 

@@ -107,6 +107,11 @@ class STTConfig(_Section):
     """At each pause the LLM scores the words so far (pipeline/end_of_turn.py): a complete
     question ends after 250 ms of silence, half of one waits up to 2 s. A fixed 500 ms
     answered questions with a pause in the middle after their first half."""
+    end_of_turn_statements: bool = True
+    """With end_of_turn_by_meaning: words that score complete only by a full stop (a
+    statement) also need the message to end after that sentence (one LLM token more, ~50-80
+    ms): a lead-in ("My sister is learning to play the piano.") then waits the unsure silence
+    for its question instead of ending the turn in the pause before it."""
     end_of_turn_done_ms: int = Field(250, ge=32, le=5000)
     """With end_of_turn_by_meaning: the silence that ends a turn whose words the LLM scored
     complete (p >= 0.5); half a question waits 2 s."""

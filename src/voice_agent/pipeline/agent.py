@@ -21,6 +21,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import numpy as np
 
@@ -365,12 +366,17 @@ class VoicePipeline:
         started = time.monotonic()
         if score is not None:
             try:  # an async scorer (a remote provider) is awaited; a blocking one gets a thread
-                conversation = self.session_id or None  # scored in its own LLM slot
+                # Scored in the conversation's own LLM slot.
+                kwargs: dict[str, Any] = {"conversation": self.session_id or None}
+                rule = self.coordinator.end_of_turn
+                if rule is not None and self.config.stt.end_of_turn_statements \
+                        and "statement_check_p" in inspect.signature(score).parameters:
+                    kwargs["statement_check_p"] = rule.done_p
                 if inspect.iscoroutinefunction(score):
-                    p = await score(messages, conversation=conversation)
+                    p = await score(messages, **kwargs)
                 else:  # local: not beside Whisper (services/priority_lock.py)
                     async with self._cores():
-                        p = await asyncio.to_thread(score, messages, conversation=conversation)
+                        p = await asyncio.to_thread(score, messages, **kwargs)
             except Exception as exc:  # a hint, not a turn: the fixed silence applies
                 log.warning("[%s] end-of-turn score failed: %r", self.session_id, exc)
         log.debug("[%s] end-of-turn score of %r: %s in %.0f ms", self.session_id, text, p,

@@ -39,7 +39,8 @@ from voice_agent.core.messages import ChatMessage, LLMStreamItem
 from voice_agent.core.priority import in_nicer_thread, lower_thread_priority
 from voice_agent.services.base import LLMService
 from voice_agent.services.chatml import (IM_END_QWEN, _end_probability, _plain, _token_id,
-                                         chatml_prefix, words_to_score)
+                                         after_statement, as_statement, chatml_prefix,
+                                         statement_share, words_to_score)
 from voice_agent.services.llm_llamacpp_generate import (GenerationStats, LlamaCppGeneration,
                                                         _StopEvent)
 from voice_agent.services.llm_llamacpp_prompt import LlamaCppPrompts
@@ -238,7 +239,8 @@ class LlamaCppLLM(LlamaCppPrompts, LlamaCppGeneration, LLMService):
 
     def end_of_turn_probability(self, messages: list[ChatMessage], *,
                                 keep_punctuation: bool = False, timeout: float = 2.0,
-                                conversation: str | None = None) -> float | None:
+                                conversation: str | None = None,
+                                statement_check_p: float | None = None) -> float | None:
         """Blocking (run it in a thread): the model's probability that the last user message
         is complete, read from its next token after the message's words, in ChatML.
 
@@ -251,6 +253,9 @@ class LlamaCppLLM(LlamaCppPrompts, LlamaCppGeneration, LLMService):
         Without it the model judges the words: complete questions 0.14-1.0 (mostly > 0.8),
         unfinished ones ("I want to know", a question cut before its last noun) <= 0.001.
         ``keep_punctuation``: the text as given and ``<|im_end|>`` only.
+        ``statement_check_p``: when the words reach this score only by a full stop (a
+        statement), the full stop's share is weighed by the probability that the message ends
+        after it (one token more; :func:`~voice_agent.services.chatml.after_statement`).
 
         The prompt is ``messages`` (up to the last user message) as a raw ChatML prefix like a
         prefill's, one token generated, in ``conversation``'s slot: its cost is the prompt not
@@ -281,19 +286,33 @@ class LlamaCppLLM(LlamaCppPrompts, LlamaCppGeneration, LLMService):
         slot = self.slots.try_acquire(conversation, timeout)
         if slot is None:
             return None
+        try:
+            response = self._one_token(server, prompt, slot)
+            p = _end_probability(response, self._end_id, punctuation_ends=not keep_punctuation)
+            period = 0.0 if keep_punctuation else statement_share(response, p, statement_check_p)
+            if period:  # a statement: does the message end after it? (one token more)
+                follow = self._chatml(as_statement(scored))
+                if follow is not None:
+                    ends = _end_probability(self._one_token(server, follow, slot),
+                                            self._end_id, punctuation_ends=False)
+                    p = after_statement(p, period, ends)
+        finally:
+            self.slots.release(slot)
+        return p
+
+    def _one_token(self, server: xllamacpp.Server, prompt: str, slot: int) -> Mapping[str, Any]:
+        """A raw completion of one token with its top 20 probabilities, in ``slot``."""
         request = {"prompt": prompt, "n_predict": 1, "n_probs": 20, "temperature": 0.0,
                    "stream": False, "cache_prompt": True, "id_slot": slot}
         try:
             response = server.handle_completions(request)
         except Exception as exc:
             raise ProviderError(self.name, f"end-of-turn probability failed: {exc}") from exc
-        finally:
-            self.slots.release(slot)
         if not isinstance(response, Mapping) or "error" in response:
             error = response.get("error") if isinstance(response, Mapping) else response
             raise ProviderError(self.name, f"end-of-turn probability failed: {error}")
         self.last_end_of_turn_timings = dict(response.get("timings") or {})
-        return _end_probability(response, self._end_id, punctuation_ends=not keep_punctuation)
+        return response
 
     async def stream(self, messages: list[ChatMessage], *, max_tokens: int | None = None,
                      tools: Sequence[Mapping[str, Any]] | None = None,

@@ -53,12 +53,13 @@ class OpenAICompatibleLLM(LLMService):
 
     async def end_of_turn_probability(self, messages: list[ChatMessage], *,
                                       keep_punctuation: bool = False, timeout: float = 2.0,
-                                      conversation: str | None = None) -> float | None:
+                                      conversation: str | None = None,
+                                      statement_check_p: float | None = None) -> float | None:
         """As :meth:`LlamaCppLLM.end_of_turn_probability`, over llama.cpp's ``/completion``;
         None where the server cannot (OpenAI, Groq, vLLM, a model without ChatML)."""
         return await self.turns.end_of_turn_probability(
             messages, keep_punctuation=keep_punctuation, timeout=timeout,
-            conversation=conversation)
+            conversation=conversation, statement_check_p=statement_check_p)
 
     @property
     def last_end_of_turn_timings(self) -> Mapping[str, Any]:

@@ -39,8 +39,9 @@ import httpx
 from voice_agent.core.config import AIConfig
 from voice_agent.core.errors import ProviderError
 from voice_agent.core.messages import ChatMessage
-from voice_agent.services.chatml import (IM_END_QWEN, _end_probability, _plain, chatml_prefix,
-                                         single_token, words_to_score)
+from voice_agent.services.chatml import (IM_END_QWEN, _end_probability, _plain,
+                                         after_statement, as_statement, chatml_prefix,
+                                         single_token, statement_share, words_to_score)
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,8 @@ class RemoteTurns:
 
     async def end_of_turn_probability(self, messages: list[ChatMessage], *,
                                       keep_punctuation: bool = False, timeout: float = 2.0,
-                                      conversation: str | None = None) -> float | None:
+                                      conversation: str | None = None,
+                                      statement_check_p: float | None = None) -> float | None:
         """:meth:`LlamaCppLLM.end_of_turn_probability` over HTTP. None when it cannot say:
         the server cannot score, the messages carry tool calls, no words are left, or no
         answer within ``timeout`` s (a busy server, like the local model's busy slot);
@@ -202,22 +204,35 @@ class RemoteTurns:
         scored = words_to_score(messages, keep_punctuation=keep_punctuation)
         if scored is None or not await self.ready():
             return None
-        body: dict[str, Any] = {"n_predict": 1, "n_probs": 20, "temperature": 0.0,
-                                "stream": False, "cache_prompt": True}
         try:
             async with asyncio.timeout(timeout):
-                body["prompt"] = await self._prompt(scored)
-                if body["prompt"] is None:
+                prompt = await self._prompt(scored)
+                if prompt is None:
                     return None
                 # Its prefill reads this prompt's start, in the slot this would get.
                 await self.prefilled(conversation, timeout)
-                response = await self._http().post(f"{self.root}/completion", json=body)
+                answer = await self._one_token(prompt)
+                p = _end_probability(answer, self.end_id, punctuation_ends=not keep_punctuation)
+                period = 0.0 if keep_punctuation else statement_share(answer, p,
+                                                                      statement_check_p)
+                follow = await self._prompt(as_statement(scored)) if period else None
+                if follow is not None:  # a statement: does the message end after it?
+                    ends = _end_probability(await self._one_token(follow), self.end_id,
+                                            punctuation_ends=False)
+                    p = after_statement(p, period, ends)
         except (TimeoutError, httpx.TimeoutException):
             log.debug("%s: no end-of-turn score within %.1f s", self.provider, timeout)
             return None
         except httpx.HTTPError as exc:  # never the request: it may carry the key
             raise ProviderError(self.provider, f"end-of-turn probability failed: "
                                 f"{type(exc).__name__} talking to {self.root}") from None
+        return p
+
+    async def _one_token(self, prompt: str) -> Mapping[str, Any]:
+        """``/completion`` of one token with its top 20 probabilities."""
+        body = {"prompt": prompt, "n_predict": 1, "n_probs": 20, "temperature": 0.0,
+                "stream": False, "cache_prompt": True}
+        response = await self._http().post(f"{self.root}/completion", json=body)
         if not response.is_success:
             raise ProviderError(self.provider, f"end-of-turn probability failed: HTTP "
                                 f"{response.status_code}: {response.text[:200]}")
@@ -229,7 +244,7 @@ class RemoteTurns:
             error = answer.get("error") if isinstance(answer, Mapping) else response.text[:200]
             raise ProviderError(self.provider, f"end-of-turn probability failed: {error}")
         self.last_timings = dict(answer.get("timings") or {})
-        return _end_probability(answer, self.end_id, punctuation_ends=not keep_punctuation)
+        return answer
 
     def prefill(self, messages: list[ChatMessage], *, conversation: str | None = None) -> bool:
         """Read ``messages`` into the server's cache in the background (fire and forget).
