@@ -144,6 +144,16 @@ async def test_a_statement_before_the_question_is_not_scored_a_whole_turn(
     # A request said as a statement is the whole turn (measured 0.87 and 0.75).
     for text in ("Tell me a fun fact about octopuses.", "I want to know how tall Mount Everest is."):
         assert await asyncio.to_thread(p, text) > 0.5, text
+    # Two turns in, with the other hearings the history writes after the user's words (the
+    # model then expects " (" after a sentence: measured 0.60), a request is still whole.
+    history = [*messages("What is the capital and friends? (or: What is the capital on "
+                         "France?)"), ChatMessage("assistant", "The capital of France is Paris."),
+               ChatMessage("user", "How many lands does a spider have? (or: How many legs "
+                                   "does a spider have?)"),
+               ChatMessage("assistant", "A spider has eight legs.")]
+    later = [*history, ChatMessage("user", "Tell me a fun fact about octopuses.")]
+    assert await asyncio.to_thread(llm.end_of_turn_probability, later,
+                                   statement_check_p=0.5) > 0.5  # measured 0.87
     # A question is not asked twice: its score is the same with the check.
     assert await asyncio.to_thread(p, COMPLETE[0]) == await asyncio.to_thread(p, COMPLETE[0], None)
 
@@ -176,6 +186,11 @@ def test_a_statements_score_is_weighed_by_the_message_ending_after_it() -> None:
     question = response((30, "?", 0.9), (13, ".", 0.05))
     assert llm_module.statement_share(question, 0.95, 0.5) == 0.0  # whole without the stop
     assert llm_module.after_statement(0.6, 0.55, 0.5) == pytest.approx(0.325)
+    # The message ends after the sentence: <|im_end|>, or the " (" of the other hearings that
+    # the history writes after a message's words (the model expects one once earlier
+    # messages carry them).
+    follow = response((320, " (", 0.57), (151645, "", 0.4), (2585, " How", 0.02))
+    assert llm_module.message_end_probability(follow, 151645) == pytest.approx(0.97)
     said = messages("My sister is learning to play the piano")
     assert llm_module.as_statement(said)[-1].content == "My sister is learning to play the piano."
     assert llm_module.as_statement(said)[0] == said[0]

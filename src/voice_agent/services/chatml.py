@@ -155,6 +155,16 @@ def as_statement(scored: list[ChatMessage]) -> list[ChatMessage]:
     return [*scored[:-1], ChatMessage(last.role, f"{last.content}.")]
 
 
+def message_end_probability(response: Mapping[str, Any], end_id: int) -> float:
+    """From the one-token answer to :func:`as_statement`'s prompt: the probability that the
+    user's message ends after the sentence, i.e. ``<|im_end|>`` next, or the " (" that opens
+    the other hearings the history writes after a message's words ("... (or: ...)",
+    conversation.with_hearings): once earlier messages carry them the model expects one
+    (" (" 0.57-0.60 after "Name a primary color." two turns in, ``<|im_end|>`` 0.38-0.42)."""
+    bracket = sum(_prob(e) for e in _top(response) if str(e.get("token", "")).strip() == "(")
+    return min(1.0, bracket + _end_probability(response, end_id, punctuation_ends=False))
+
+
 def after_statement(probability: float, period: float, ends_after: float) -> float:
     """The score with its full stop weighed by the probability that the message ends after
     the sentence. A statement before the question ("My sister is learning to play the

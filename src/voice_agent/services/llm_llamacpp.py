@@ -40,6 +40,7 @@ from voice_agent.core.priority import in_nicer_thread, lower_thread_priority
 from voice_agent.services.base import LLMService
 from voice_agent.services.chatml import (IM_END_QWEN, _end_probability, _plain, _token_id,
                                          after_statement, as_statement, chatml_prefix,
+                                         message_end_probability,
                                          statement_share, words_to_score)
 from voice_agent.services.llm_llamacpp_generate import (GenerationStats, LlamaCppGeneration,
                                                         _StopEvent)
@@ -293,8 +294,8 @@ class LlamaCppLLM(LlamaCppPrompts, LlamaCppGeneration, LLMService):
             if period:  # a statement: does the message end after it? (one token more)
                 follow = self._chatml(as_statement(scored))
                 if follow is not None:
-                    ends = _end_probability(self._one_token(server, follow, slot),
-                                            self._end_id, punctuation_ends=False)
+                    ends = message_end_probability(self._one_token(server, follow, slot),
+                                                   self._end_id)
                     p = after_statement(p, period, ends)
         finally:
             self.slots.release(slot)

@@ -41,6 +41,7 @@ from voice_agent.core.errors import ProviderError
 from voice_agent.core.messages import ChatMessage
 from voice_agent.services.chatml import (IM_END_QWEN, _end_probability, _plain,
                                          after_statement, as_statement, chatml_prefix,
+                                         message_end_probability,
                                          single_token, statement_share, words_to_score)
 
 log = logging.getLogger(__name__)
@@ -217,8 +218,7 @@ class RemoteTurns:
                                                                       statement_check_p)
                 follow = await self._prompt(as_statement(scored)) if period else None
                 if follow is not None:  # a statement: does the message end after it?
-                    ends = _end_probability(await self._one_token(follow), self.end_id,
-                                            punctuation_ends=False)
+                    ends = message_end_probability(await self._one_token(follow), self.end_id)
                     p = after_statement(p, period, ends)
         except (TimeoutError, httpx.TimeoutException):
             log.debug("%s: no end-of-turn score within %.1f s", self.provider, timeout)
