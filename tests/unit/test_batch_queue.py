@@ -105,3 +105,24 @@ async def test_a_waiting_caller_cancelled_before_its_batch_leaves_no_trace(setup
     assert await first == "FIRST/5" and await kept == "KEPT/5"
     assert model.runs == [(["first"], 5), (["kept"], 5)]
     assert not lock.locked and lock.waiting == 0
+
+
+def test_a_call_left_behind_by_a_closed_event_loop_is_not_run_in_the_next() -> None:
+    """A service outlives event loops (tests, the CLI); a loop closed with a call still
+    waiting never ran its clean-up, and that call must not ride in the next loop's batch."""
+    model, lock = Model(), PriorityLoopLock()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        queue: BatchQueue[str, str] = BatchQueue(lock, pool, model, max_batch=4)
+        old = asyncio.new_event_loop()
+        model.gate.clear()
+        old.create_task(queue.call("busy", 5, URGENT))
+        old.create_task(queue.call("left", 1, URGENT))  # another kind: not in busy's batch
+        old.run_until_complete(asyncio.sleep(0.02))
+        old.close()  # closed under its waiting calls: no finally of theirs ran
+        model.gate.set()
+
+        async def later() -> str:
+            return await queue.call("next", 1, URGENT)
+
+        assert asyncio.run(later()) == "NEXT/1"
+        assert model.runs[-1] == (["next"], 1)

@@ -68,6 +68,10 @@ class BatchQueue(Generic[In, Out]):
 
     def _take(self, first: _Call[In, Out]) -> list[_Call[In, Out]]:
         """``first`` and the calls of its kind waiting longest among the most urgent."""
+        loop = first.result.get_loop()
+        # A call of an event loop that has gone (a service outlives loops in tests and the
+        # CLI) is nobody's to answer.
+        self._waiting = [c for c in self._waiting if c.result.get_loop() is loop]
         others = sorted((c for c in self._waiting if c is not first and c.kind == first.kind),
                         key=lambda c: c.priority)  # stable: arrival order within a priority
         batch = [first, *others[: max(0, self.max_batch - 1)]]
