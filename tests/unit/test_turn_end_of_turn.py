@@ -7,6 +7,8 @@ silence, half of one waits up to 2 s, no verdict keeps the 500 ms.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.helpers.turn_suite import Turns, answer
 from tests.helpers.turns import config
 from voice_agent.pipeline.turn import TurnState
@@ -27,22 +29,18 @@ async def test_a_complete_question_ends_after_a_short_silence() -> None:
         assert h.metrics()[0]["end_of_turn_delay_ms"] is not None
 
 
-async def test_a_statements_score_is_asked_to_weigh_whether_the_message_ends_after_it() -> None:
+@pytest.mark.parametrize(("statements", "asked_with"), [(True, 0.5), (False, None)])
+async def test_a_statements_score_is_asked_to_weigh_whether_the_message_ends_after_it(
+        statements: bool, asked_with: float | None) -> None:
     """stt.end_of_turn_statements: the scorer gets the bar of a whole turn, so that a lead-in
     ("My sister is learning to play the piano.") is not taken for one (the real model's side:
     tests/integration/test_end_of_turn_models.py)."""
-    async with Turns() as h:
+    async with Turns(config(end_of_turn_statements=statements)) as h:
         h.llm.end_of_turn = complete
         await h.say("what time is it", end=False)
         await h.quiet(350)
         await h.answered()
-        assert h.llm.statement_checks == [0.5]
-    async with Turns(config(end_of_turn_statements=False)) as h:
-        h.llm.end_of_turn = complete
-        await h.say("what time is it", end=False)
-        await h.quiet(350)
-        await h.answered()
-        assert h.llm.statement_checks == [None]
+        assert h.llm.statement_checks == [asked_with]
 
 
 async def test_half_a_question_waits_for_the_rest() -> None:

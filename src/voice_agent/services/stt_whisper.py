@@ -17,7 +17,7 @@ import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -159,41 +159,37 @@ class WhisperSTT(STTService):
     def _transcribe_batch_sync(self, audios: Sequence[np.ndarray], beam: Hashable) -> list[_Decoded]:
         """Fast-path windows decoded as one batch (see services/batch_queue.py)."""
         assert isinstance(beam, int)
-        with self._lock:
-            if self._model is None:
-                raise ProviderError(self.name, "model not loaded", retryable=False)
-            t0 = time.perf_counter()
-            try:
-                out = self._decode_windows(audios, beam)
-            except Exception as exc:
-                raise ProviderError(self.name, f"transcription failed: {exc}") from exc
-        log.debug("whisper %d window(s) of %s s audio in %.0f ms: %r", len(audios),
-                  "/".join(f"{len(a) / 16000:.2f}" for a in audios),
-                  (time.perf_counter() - t0) * 1000, [o.text for o in out])
-        return [self._guard(o) for o in out]
+        return self._locked(lambda: self._decode_windows(audios, beam), audios)
 
     def _transcribe_sync(self, audio: np.ndarray, *, force_full: bool = False,
                          beam: int | None = None) -> _Decoded:
         audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
         if len(audio) < STT_SAMPLE_RATE // 10:  # under 100 ms: nothing Whisper can read
             return _Decoded("", 1.0, 0.0)
+        beam = beam or self._config.stt.final_beam_size
+        if self.fits_fast_path(len(audio)) and not force_full:
+            return self._transcribe_batch_sync([audio], beam)[0]
+        return self._locked(lambda: [self._decode_full(audio, beam)], [audio])[0]
+
+    def _locked(self, decode: Callable[[], list[_Decoded]],
+                audios: Sequence[np.ndarray]) -> list[_Decoded]:
+        """``decode()`` on the one model, its failures as ProviderError, what it made up on
+        silence dropped (:meth:`_guard`)."""
         with self._lock:
             if self._model is None:
                 raise ProviderError(self.name, "model not loaded", retryable=False)
             t0 = time.perf_counter()
             try:
-                beam = beam or self._config.stt.final_beam_size
-                if self.fits_fast_path(len(audio)) and not force_full:
-                    out = self._decode_windows([audio], beam)[0]
-                else:
-                    out = self._decode_full(audio, beam)
+                out = decode()
             except ProviderError:
                 raise
             except Exception as exc:
                 raise ProviderError(self.name, f"transcription failed: {exc}") from exc
-        log.debug("whisper %.2fs audio in %.0f ms: %r (no_speech %.2f)", len(audio) / 16000,
-                  (time.perf_counter() - t0) * 1000, out.text, out.no_speech_prob)
-        return self._guard(out)
+        log.debug("whisper %s s audio in %.0f ms: %r (no_speech %s)",
+                  "/".join(f"{len(a) / STT_SAMPLE_RATE:.2f}" for a in audios),
+                  (time.perf_counter() - t0) * 1000, [o.text for o in out],
+                  "/".join(f"{o.no_speech_prob:.2f}" for o in out))
+        return [self._guard(o) for o in out]
 
     def _guard(self, out: _Decoded) -> _Decoded:
         """Drop what Whisper makes up on silence and noise ("you", "Thanks for watching")."""
