@@ -121,7 +121,8 @@ class ServerProcess:
             "VOICE_AGENT_WEBRTC__HOST_ADDRESSES": '["127.0.0.1"]',
             "VOICE_AGENT_PIPELINE__MODE": self.mode,
             "VOICE_AGENT_SERVER__TRANSCRIPTS_DIR": str(tmp / "transcripts"),
-            "VOICE_AGENT_LOG_LEVEL": "INFO",
+            # INFO unless the caller asks for more (DEBUG: each model call's timings).
+            "VOICE_AGENT_LOG_LEVEL": os.environ.get("VOICE_AGENT_LOG_LEVEL", "INFO"),
         })
         if self.max_sessions is not None:
             env["VOICE_AGENT_SERVER__MAX_SESSIONS"] = str(self.max_sessions)
