@@ -94,8 +94,20 @@ def uvicorn_config(app: Any, config: V3Config, *, log_level: str = "info") -> uv
         ws_max_size=max(4 * 1024 * 1024, 4 * server.max_message_bytes))
 
 
+PER_PACKET_LOGGERS = ("aiortc.rtcrtpsender", "aiortc.rtcrtpreceiver")
+"""aiortc logs every RTP packet at DEBUG: ~350 lines a second with four sessions, which drowned
+the server's own DEBUG lines and cost CPU the sessions needed. Kept at INFO."""
+
+
+def quiet_per_packet_logs() -> None:
+    """Keep :data:`PER_PACKET_LOGGERS` at INFO or above whatever the root level is."""
+    for name in PER_PACKET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger().level))
+
+
 def serve(config: V3Config, *, log_level: str = "info") -> int:
     """Serve until SIGINT/SIGTERM; return the exit status (0 after a graceful stop)."""
+    quiet_per_packet_logs()
     from .app import create_app
 
     app = create_app(config)

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voice_agent.services.llm_llamacpp")
 
+UNCACHED_PROMPT_TOKENS = 100
+"""A reply that reads this many prompt tokens (not in its slot's cache) is logged at INFO: a
+new question is 10-30, a history read again hundreds."""
+
 
 @dataclass(slots=True)
 class GenerationStats:
@@ -113,6 +117,12 @@ class LlamaCppGeneration:
                 if stop_at is not None:
                     stats.stop_latency_s = time.perf_counter() - stop_at
             self.last_stats = stats
+            if (stats.prompt_tokens or 0) >= UNCACHED_PROMPT_TOKENS:
+                # A conversation's history read again (its slot's cache was lost) holds
+                # every other slot's next token for as long: worth seeing at INFO.
+                log.info("slot %s: %s prompt tokens read in %s ms (%s cached)", slot,
+                         stats.prompt_tokens, stats.prompt_ms and round(stats.prompt_ms),
+                         stats.cached_prompt_tokens)
             log.debug("slot %s: prompt %s tokens read in %s ms (%s cached), first token "
                       "after %s s, %d tokens at %s/s", slot, stats.prompt_tokens,
                       stats.prompt_ms and round(stats.prompt_ms), stats.cached_prompt_tokens,
