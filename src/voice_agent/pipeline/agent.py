@@ -10,18 +10,18 @@ This module only carries commands out and turns what the components report into 
 event is handled under one lock, in the order it came, so the coordinator sees one at a time.
 Cancellation is bounded: a cancelled reply gets STOP_DEADLINE_S to stop, then is abandoned with
 its stack logged; its sink is muted at once, so a reply that does not stop is never heard.
+Beside it: how the LLM is asked for an end-of-turn score (end_of_turn_score.py), and the
+watchers of a stalled turn and of a user gone quiet (watch.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import numpy as np
 
@@ -30,23 +30,25 @@ from ..core.conversation import ConversationManager
 from ..core.events import EventSink, PipelineEvent, TranscriptEvent
 from ..core.recovery import ErrorRecoveryManager, recovery_from_config
 from ..core.status import ProcessingStatus
-from ..core.tasks import TaskSet, stuck_tasks, task_stack
+from ..core.tasks import TaskSet
 from ..services.base import ChatMessage, SpeechFailure, SpeechResult, STTStream
 from ..services.factory import Services
 from ..services.priority_lock import CORES, URGENT
 from .backchannel import Backchannels
 from .end_of_turn import EndOfTurnRule
+from .end_of_turn_score import EndOfTurnScorer
 from .replies import Replies
 from .reply import ReplySpeaker
 from ..tools import ToolRegistry
 from .sink import AudioSink
 from .turn import TurnCoordinator, TurnState
+from .watch import PipelineWatch
 from .turn_detector import TurnDetector, TurnEvent, TurnOptions
 from .typed import TypedTurns
 from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit,
                           FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
                           EndOfTurnScored, EndSession, PauseReply, ResumeReply, SayLine,
-                          ScoreEndOfTurn, SetEndSilence, UserIdle,
+                          ScoreEndOfTurn, SetEndSilence,
                           Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio, RequestInterim,
                           SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted, StartApology,
                           StartReply, TextTyped, TranscriptFailed, TranscriptReceived, TurnInput)
@@ -54,12 +56,9 @@ from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, 
 log = logging.getLogger(__name__)
 
 PREROLL_MS = 300  # audio kept from before speech was confirmed, so first syllables aren't lost
-WATCHDOG_S = 15.0
-IDLE_POLL_S = 0.25
-"""A turn with no event for this long is logged with the session's tasks (it may be stuck)."""
 
 
-class VoicePipeline:
+class VoicePipeline(PipelineWatch):
     def __init__(self, services: Services, config: V3Config, *, emit: EventSink, sink: AudioSink,
                  session_id: str = "", conversation: ConversationManager | None = None,
                  recovery: ErrorRecoveryManager | None = None) -> None:
@@ -96,6 +95,12 @@ class VoicePipeline:
             end_silence_ms=stt.end_of_turn_silence_ms,
             score_early=self._streaming and config.pipeline.score_while_speaking,
             preempt=self._streaming and config.pipeline.preemptive_reply)
+        rule = self.coordinator.end_of_turn
+        self._scorer = EndOfTurnScorer(
+            services.llm, conversation=session_id or None, cores=self._cores,
+            session_id=session_id,
+            statement_check_p=(rule.done_p if rule is not None and stt.end_of_turn_statements
+                               else None))
         self._tasks = TaskSet(f"[{session_id}]")
         self._replies = Replies(self._speaker, services.tts, sink, emit=self._emit,
                                 tasks=self._tasks,
@@ -359,29 +364,7 @@ class VoicePipeline:
 
     async def _score_end_of_turn(self, sid: int, messages: list[ChatMessage],
                                  text: str = "") -> None:
-        """The LLM's probability that the words so far end the turn (None when it cannot
-        tell: another provider, a reply holding the model, an error)."""
-        score = getattr(self.services.llm, "end_of_turn_probability", None)
-        p: float | None = None
-        started = time.monotonic()
-        if score is not None:
-            try:  # an async scorer (a remote provider) is awaited; a blocking one gets a thread
-                # Scored in the conversation's own LLM slot.
-                kwargs: dict[str, Any] = {"conversation": self.session_id or None}
-                rule = self.coordinator.end_of_turn
-                if rule is not None and self.config.stt.end_of_turn_statements \
-                        and "statement_check_p" in inspect.signature(score).parameters:
-                    kwargs["statement_check_p"] = rule.done_p
-                if inspect.iscoroutinefunction(score):
-                    p = await score(messages, **kwargs)
-                else:  # local: not beside Whisper (services/priority_lock.py)
-                    async with self._cores():
-                        p = await asyncio.to_thread(score, messages, **kwargs)
-            except Exception as exc:  # a hint, not a turn: the fixed silence applies
-                log.warning("[%s] end-of-turn score failed: %r", self.session_id, exc)
-        log.debug("[%s] end-of-turn score of %r: %s in %.0f ms", self.session_id, text, p,
-                  (time.monotonic() - started) * 1000)
-        self._post(EndOfTurnScored(sid, p, text))
+        self._post(EndOfTurnScored(sid, await self._scorer.score(messages, text), text))
 
     async def _final_call(self, transcribe: Callable[[], Awaitable[SpeechResult]]) -> SpeechResult:
         return await self.recovery.call(self.services.stt.name, transcribe,
@@ -410,58 +393,6 @@ class VoicePipeline:
                 self._post(InterimTick())
 
     # ── plumbing ──────────────────────────────────────────────────────────────────────────
-    @property
-    def stalled_s(self) -> float:
-        """How long the current turn has made no progress (no event, no transcript, no reply
-        audio going out); 0 while the pipeline waits for the user."""
-        if self.coordinator.idle or self._waiting_for_user():
-            return 0.0
-        return time.monotonic() - max(self._progress_at, self._replies.progress_at)
-
-    @property
-    def in_turn(self) -> bool:
-        """A turn is under way and moving (the user speaks, the agent thinks or speaks): the
-        session is in use however long ago the client last sent a message. A stalled turn is
-        not: it must not keep an idle session's slot."""
-        return self.stalled_s > 0 and not self.stalled
-
-    @property
-    def stalled(self) -> bool:
-        """No progress for longer than WATCHDOG_S: /v3/health counts such sessions."""
-        return self.stalled_s > WATCHDOG_S
-
-    async def _watch_idle(self) -> None:
-        """After the agent's reply, silence for ``idle_prompt_s``: "Are you still there?";
-        silence for ``idle_goodbye_s`` more: the goodbye, and the session ends."""
-        cfg = self.config.pipeline
-        answered = False
-        while not self._closed:
-            await asyncio.sleep(IDLE_POLL_S)
-            answered = answered or self.coordinator.conversation.history != []
-            if not answered or not self.coordinator.idle or self._idle_stage >= 2:
-                continue
-            quiet_s = time.monotonic() - self._quiet_since
-            if self._idle_stage == 0 and quiet_s >= cfg.idle_prompt_s:
-                self._idle_stage = 1
-                await self._dispatch(UserIdle(cfg.idle_prompt))
-            elif self._idle_stage == 1 and cfg.idle_goodbye_s > 0 \
-                    and quiet_s >= cfg.idle_goodbye_s:
-                self._idle_stage = 2
-                await self._dispatch(UserIdle(cfg.idle_goodbye, goodbye=True))
-
-    async def _watch(self) -> None:
-        """Log a turn that makes no progress, with the tasks that may hold it (once a period)."""
-        logged = 0.0
-        while True:
-            await asyncio.sleep(WATCHDOG_S / 3)
-            stalled = self.stalled_s
-            if stalled > WATCHDOG_S and time.monotonic() - logged > WATCHDOG_S:
-                logged = time.monotonic()
-                stacks = "\n".join(f"--- {t.get_name()}\n{task_stack(t)}"
-                                   for t in {*self._tasks, *stuck_tasks()} if not t.done())
-                log.warning("[%s] turn in state %s made no progress for %.0f s; tasks:\n%s",
-                            self.session_id, self.coordinator.state.value, stalled, stacks)
-
     async def _emit(self, event: PipelineEvent) -> None:
         if self._closed:
             return
