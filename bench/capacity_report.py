@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .report import fmt, pct
+from .report import _v2v, fmt, pct
+from .speed_probe import DRIFT, drifted
 
 if TYPE_CHECKING:
     from .latency import ModeResult, RunResult
@@ -59,6 +60,36 @@ def capacity_rows(modes: list[ModeResult]) -> list[str]:
                 f"| {fmt(pct(v2v, 95), ' ms')} | {server_frame_gaps(r)} "
                 f"| {fmt(cpu_per_turn(r), ' s')} | {load} | {verdict(r)} |")
     return rows
+
+
+def scaling_rows(modes: list[ModeResult]) -> list[str]:
+    """Each count of sessions against one session of the same mode and server (issue #15's
+    bar: four at once within 2x of one session's p50 at the median, 3x at the p95), with the
+    machine's speed around each run: a ratio across a change of speed measures the host."""
+    rows = ["| mode | sessions at once | p50 / 1-session p50 | p95 / 1-session p50 "
+            "| CPU probe before → after (ms) | machine as fast as in the 1-session run |",
+            "|---|---|---|---|---|---|"]
+    for m in modes:
+        one = next((r for r in m.runs if r.sessions == 1), None)
+        base = pct(_v2v(one), 50) if one is not None else None
+        if one is None or not base:
+            continue
+        for r in m.runs:
+            if r.sessions == 1:
+                continue
+            v2v = _v2v(r)
+            p50, p95 = pct(v2v, 50), pct(v2v, 95)
+            probe = " → ".join(f"{p:g}" for p in r.cpu_probe_ms) or "—"
+            same = "—" if not (r.cpu_probe_ms and one.cpu_probe_ms) else (
+                f"**no** (probes > {DRIFT:.0%} apart)"
+                if drifted(one.cpu_probe_ms, r.cpu_probe_ms) else "yes")
+            rows.append(f"| {m.mode} | {r.sessions} | {_ratio(p50, base)} | {_ratio(p95, base)} "
+                        f"| {probe} | {same} |")
+    return rows if len(rows) > 2 else []
+
+
+def _ratio(value: float | None, base: float) -> str:
+    return "—" if value is None else f"{value / base:.2f}×"
 
 
 def round_rows(modes: list[ModeResult]) -> list[str]:

@@ -32,6 +32,7 @@ from .cluster import ClusterProcess
 from .report import _git, render_report, render_table
 from .server_proc import ServerProcess, machine_busy_s
 from .speech_set import QUESTIONS, SpeechItem, make_speech_set
+from .speed_probe import cpu_probe_ms
 from .transport_probe import one_way_latency_ms
 
 TURN_TIMEOUT_S = TURN_LIMIT_S  # the report's "answered within the limit" is this timeout
@@ -65,6 +66,8 @@ class RunResult:
     the bench shares the machine, and on 2 cores any other work shows in every figure."""
     capacity: int | None = None
     """The server's capacity (/v3/health), the sessions it admits at once."""
+    cpu_probe_ms: list[float] = field(default_factory=list)
+    """bench/speed_probe.py before and after the run: the machine's speed around it."""
     load_max: float | None = None
     """The highest ``load`` /v3/health reported during the run (sampled every 0.5 s)."""
     server_loop_lag_max_ms: float | None = None
@@ -141,6 +144,7 @@ async def _run_sessions(server: ServerProcess | ClusterProcess, items: list[Spee
     async with httpx.AsyncClient(base_url=server.base_url, timeout=5.0) as http:
         # A session of the previous run still closing would take a slot from this one.
         run.capacity = await _wait_no_sessions(http)
+        run.cpu_probe_ms.append(cpu_probe_ms())
         cpu0, t0, busy0, own0 = server.cpu_s(), time.monotonic(), machine_busy_s(), _own_cpu_s()
         client_lag = LoopLagMonitor(window_s=3600.0)
         client_lag.start()
@@ -157,6 +161,7 @@ async def _run_sessions(server: ServerProcess | ClusterProcess, items: list[Spee
             await asyncio.gather(*watchers, return_exceptions=True)
         await _read_server_lag(http, run)
     await client_lag.stop()
+    run.cpu_probe_ms.append(cpu_probe_ms())
     run.client_loop_lag_max_ms = client_lag.snapshot().max_ms
     for results, ops in done:
         for turn in results:

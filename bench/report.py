@@ -291,7 +291,7 @@ CLUSTER_NOTE = (
 def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[SpeechItem], *,
                   args: argparse.Namespace, started: float, config: V3Config) -> str:
     from .capacity_report import (  # builds on fmt, pct
-        EXPLANATION, TURN_LIMIT_S, capacity_rows, round_rows)
+        EXPLANATION, TURN_LIMIT_S, capacity_rows, round_rows, scaling_rows)
 
     cmd = "voice-agent " + " ".join(sys.argv[1:]) if sys.argv[1:] else "voice-agent bench latency"
     when = dt.datetime.fromtimestamp(started, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -332,6 +332,10 @@ def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[Sp
         *([CLUSTER_NOTE, ""] if any(m.mode.startswith("cluster") for m in modes) else []),
         "## Sessions at once: capacity and admission", *capacity_rows(modes), "", EXPLANATION,
         "",
+        *(["Against one session of the same server (issue #15's bar: p50 within 2×, p95 "
+           "within 3× of one session's p50), with the machine's speed around each run "
+           "(bench/speed_probe.py, a fixed single-core loop: a larger figure is a slower "
+           "machine):", "", *scaling, ""] if (scaling := scaling_rows(modes)) else []),
         "## Voice-to-voice at the client", *v2v_rows(modes), "", ratio_line(modes), "",
         *(["First turns (every session starts speaking at the same moment) against later "
            "turns (the sessions have drifted apart by then):", "", *rounds, ""]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.capacity_report import (
-    capacity_rows, cpu_per_turn, round_rows, server_frame_gaps, verdict)
+    capacity_rows, cpu_per_turn, round_rows, scaling_rows, server_frame_gaps, verdict)
 from bench.client import TurnResult
 from bench.latency import ModeResult, RunResult, SessionOps
 from bench.report import render_report, v2v_rows
@@ -102,3 +102,26 @@ def test_first_turns_are_reported_apart_from_later_ones() -> None:
     assert len(rows) == 3  # header, rule, the 2-session run only (one session has no rounds)
     assert cells(rows[2]) == ["streaming", "2", "2/2", "5500 ms", "6000 ms", "3/4", "2500 ms",
                               "2950 ms"]
+
+
+def test_each_count_of_sessions_is_set_against_one_session_with_the_machines_speed() -> None:
+    rs = runs()
+    rs[0].cpu_probe_ms = [10.0, 10.4]
+    rs[1].cpu_probe_ms = [10.2, 10.9]  # within 10% of the 1-session run's probes
+    rs[2].cpu_probe_ms = [10.1, 14.0]  # the host slowed down during the run
+    rows = scaling_rows([ModeResult(mode="streaming", runs=rs)])
+    by_sessions = {cells(r)[1]: cells(r) for r in rows[2:]}
+    assert "1" not in by_sessions  # the baseline itself
+    # 1 session p50 1900 ms; 2 at once p50 4500, p95 5850 ms
+    assert by_sessions["2"][2:6] == ["2.37×", "3.08×", "10.2 → 10.9", "yes"]
+    assert by_sessions["4"][4:6] == ["10.1 → 14", "**no** (probes > 10% apart)"]
+    assert by_sessions["8"][5] == "—"  # not probed
+    assert scaling_rows([ModeResult(mode="streaming", runs=rs[1:])]) == []  # no 1-session run
+
+
+def test_the_probe_is_a_fixed_workload_whose_time_follows_the_cpu() -> None:
+    from bench.speed_probe import cpu_probe_ms, drifted
+
+    small, large = cpu_probe_ms(rounds=3, n=20_000), cpu_probe_ms(rounds=3, n=200_000)
+    assert 0 < small < large  # ten times the work takes longer on any machine
+    assert not drifted([10.0], [10.9]) and drifted([10.0], [11.1]) and not drifted([], [])
