@@ -71,8 +71,7 @@ def scaling_rows(modes: list[ModeResult]) -> list[str]:
             "|---|---|---|---|---|---|"]
     for m in modes:
         one = next((r for r in m.runs if r.sessions == 1), None)
-        base = pct(_v2v(one), 50) if one is not None else None
-        if one is None or not base:
+        if one is None or not (base := pct(_v2v(one), 50)):
             continue
         for r in m.runs:
             if r.sessions == 1:

@@ -166,9 +166,9 @@ async def test_empty_llm_reply_ends_the_turn_cleanly() -> None:
 
 
 async def test_a_turn_stuck_on_a_provider_is_reported_stalled_then_recovers(monkeypatch) -> None:
-    import voice_agent.pipeline.watch as agent
+    import voice_agent.pipeline.watch as watch
 
-    monkeypatch.setattr(agent, "WATCHDOG_S", 0.05)
+    monkeypatch.setattr(watch, "WATCHDOG_S", 0.05)
     async with Turns() as h:
         h.script(EIGHT, hold_after=0)  # the LLM takes its time (well within ai.timeout_s)
         await h.say("count to eight")

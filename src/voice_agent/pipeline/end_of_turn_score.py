@@ -38,10 +38,6 @@ class EndOfTurnScorer:
         self._cores = cores
         self._session = session_id
 
-    @property
-    def available(self) -> bool:
-        return self._score is not None
-
     async def score(self, messages: list[ChatMessage], text: str = "") -> float | None:
         """The probability, or None when the model cannot tell (another provider, a reply
         holding the model, an error: a hint, not a turn; the fixed silence applies)."""
