@@ -8,6 +8,7 @@ of the model tier uses it (docs/model-tier.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import IO
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +49,13 @@ class ModelServer:
         return f"http://127.0.0.1:{self.port}"
 
 
+def _read_lines(out: IO[str], lines: list[str]) -> None:
+    """The process's stdout, line by line, until it ends; stop() then reads the rest with
+    communicate(), which closes the pipe under this reader (a ValueError, not a failure)."""
+    with contextlib.suppress(ValueError):
+        lines.extend(iter(out.readline, ""))
+
+
 def start(*args: str, port: int, timeout: float = 60.0) -> ModelServer:
     """Start the command and wait for its ready line (the test fails with its stderr if the
     process ends or stays silent)."""
@@ -57,7 +66,7 @@ def start(*args: str, port: int, timeout: float = 60.0) -> ModelServer:
     lines: list[str] = []
     out = proc.stdout
     assert out is not None
-    threading.Thread(target=lambda: lines.extend(iter(out.readline, "")), daemon=True).start()
+    threading.Thread(target=_read_lines, args=(out, lines), daemon=True).start()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ready = [line for line in lines if "ready at" in line]
