@@ -230,6 +230,8 @@ class TurnResult:
     audio_gaps_ms: list[float] = field(default_factory=list)
     index: int = 0
     """The turn's place in its session (0: the first, which all sessions speak at once)."""
+    round: int = 0
+    """The round of the bench (``--rounds``) the turn was spoken in."""
 
 
 class BenchClient:

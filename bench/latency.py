@@ -75,10 +75,35 @@ class RunResult:
     """Worst event-loop lag during the run (the server's from /v3/health, a minute at a time, so
     up to 40 s before the run too): a frame gap that lines up with one side's lag was made by
     that side's starved loop, not by the network."""
+    rounds: int = 1
+    """Runs of this count of sessions merged into this one (``--rounds``), each probed apart:
+    ``cpu_probe_ms`` holds a before/after pair per round."""
 
     @property
     def refused(self) -> int:
-        return sum(1 for o in self.ops if o.refused)
+        """Sessions refused up front, in one round (every round asks for ``sessions``)."""
+        return -(-sum(1 for o in self.ops if o.refused) // self.rounds)
+
+    @classmethod
+    def merged(cls, runs: list[RunResult]) -> RunResult:
+        """The rounds of one count of sessions as one run: every turn, summed time and CPU,
+        the worst lag and load, each round's probes in order."""
+        first = runs[0]
+        wall = sum(r.wall_s for r in runs)
+
+        def worst(values: list[float | None]) -> float | None:
+            known = [v for v in values if v is not None]
+            return max(known) if known else None
+
+        return cls(
+            mode=first.mode, sessions=first.sessions, capacity=first.capacity, rounds=len(runs),
+            turns=[t for r in runs for t in r.turns], ops=[o for r in runs for o in r.ops],
+            wall_s=round(wall, 1), server_cpu_s=round(sum(r.server_cpu_s for r in runs), 1),
+            other_cores=round(sum(r.other_cores * r.wall_s for r in runs) / max(wall, 1e-3), 2),
+            cpu_probe_ms=[p for r in runs for p in r.cpu_probe_ms],
+            load_max=worst([r.load_max for r in runs]),
+            server_loop_lag_max_ms=worst([r.server_loop_lag_max_ms for r in runs]),
+            client_loop_lag_max_ms=worst([r.client_loop_lag_max_ms for r in runs]))
 
 
 @dataclass
@@ -108,7 +133,8 @@ async def _wait_gone(http: httpx.AsyncClient, session_id: str, t0: float,
 
 
 async def _one_session(base_url: str, items: list[SpeechItem], turns: int, offset: int,
-                       http: httpx.AsyncClient) -> tuple[list[TurnResult], SessionOps]:
+                       http: httpx.AsyncClient,
+                       round_no: int = 0) -> tuple[list[TurnResult], SessionOps]:
     client = BenchClient(base_url)
     ops = SessionOps()
     results: list[TurnResult] = []
@@ -120,7 +146,7 @@ async def _one_session(base_url: str, items: list[SpeechItem], turns: int, offse
         for t in range(turns):
             item = items[(t + offset) % len(items)]
             results.append(await client.turn(item, timeout_s=TURN_TIMEOUT_S))
-            results[-1].index = t
+            results[-1].index, results[-1].round = t, round_no
             await asyncio.sleep(BETWEEN_TURNS_S)
         t0 = time.monotonic()
         gone = asyncio.create_task(_wait_gone(http, client.session_id, t0))
@@ -139,7 +165,7 @@ async def _one_session(base_url: str, items: list[SpeechItem], turns: int, offse
 
 
 async def _run_sessions(server: ServerProcess | ClusterProcess, items: list[SpeechItem], turns: int,
-                        sessions: int) -> RunResult:
+                        sessions: int, round_no: int = 0) -> RunResult:
     run = RunResult(mode=server.mode, sessions=sessions)
     async with httpx.AsyncClient(base_url=server.base_url, timeout=5.0) as http:
         # A session of the previous run still closing would take a slot from this one.
@@ -153,7 +179,9 @@ async def _run_sessions(server: ServerProcess | ClusterProcess, items: list[Spee
         try:
             # All sessions speak at once: the worst case for the shared models. Those beyond
             # the server's capacity are refused up front (busy) and counted as refused.
-            done = await asyncio.gather(*(_one_session(server.base_url, items, turns, i * 3, http)
+            # A later round goes on through the questions where the last one stopped.
+            done = await asyncio.gather(*(_one_session(server.base_url, items, turns,
+                                                       i * 3 + round_no * turns, http, round_no)
                                           for i in range(sessions)))
         finally:
             for task in watchers:
@@ -292,17 +320,25 @@ async def _bench_mode(mode: str, args: argparse.Namespace, items: list[SpeechIte
         result.mem_ready_kb = server.memory_kb()
         if http_requests:
             result.http_ms = await _http_latency(server.base_url, http_requests)
-        for n in session_counts:
-            print(f"[{mode}] {n} session(s) x {args.turns} turns ...", flush=True)
-            run = await _run_sessions(server, items, args.turns, n)
-            ok = [t for t in run.turns if t.ok]
-            print(f"[{mode}]   {len(ok)}/{len(run.turns)} turns ok in {run.wall_s} s; "
-                  f"{run.refused} of {n} session(s) refused (capacity {run.capacity}); other "
-                  f"processes used {run.other_cores} cores meanwhile", flush=True)
-            for t in run.turns:
-                if not t.ok:
-                    print(f"[{mode}]   failed: {t.question!r}: {t.error}", flush=True)
-            result.runs.append(run)
+        rounds = max(1, getattr(args, "rounds", 1) or 1)
+        by_count: dict[int, list[RunResult]] = {n: [] for n in session_counts}
+        # Interleaved (1 4 1 4 ...): on a host whose speed moves within minutes, each count of
+        # sessions then meets its slow and fast spells alike, and a ratio between two counts
+        # measures the server, not the hour (bench/speed_probe.py).
+        for round_no in range(rounds):
+            for n in session_counts:
+                label = f" (round {round_no + 1} of {rounds})" if rounds > 1 else ""
+                print(f"[{mode}] {n} session(s) x {args.turns} turns{label} ...", flush=True)
+                run = await _run_sessions(server, items, args.turns, n, round_no)
+                ok = [t for t in run.turns if t.ok]
+                print(f"[{mode}]   {len(ok)}/{len(run.turns)} turns ok in {run.wall_s} s; "
+                      f"{run.refused} of {n} session(s) refused (capacity {run.capacity}); "
+                      f"other processes used {run.other_cores} cores meanwhile", flush=True)
+                for t in run.turns:
+                    if not t.ok:
+                        print(f"[{mode}]   failed: {t.question!r}: {t.error}", flush=True)
+                by_count[n].append(run)
+        result.runs = [RunResult.merged(runs) for runs in by_count.values()]
         result.mem_end_kb = server.memory_kb()
         result.load.append(round(os.getloadavg()[0], 2))
     except Exception as exc:

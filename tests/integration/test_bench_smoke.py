@@ -1,7 +1,9 @@
-"""The latency bench end to end, small: 2 turns, 1 session, no baseline, the light models."""
+"""The latency bench end to end, small: 2 turns (one in each of 2 rounds), 1 session, no
+baseline, the light models."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -17,12 +19,18 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_bench_latency_writes_p50_figures(tmp_path: Path) -> None:
     report = tmp_path / "benchmarks.md"
     exe = Path(sys.executable).with_name("voice-agent")
-    cmd = [str(exe), "bench", "latency", "--turns", "2", "--sessions", "1", "--no-baseline",
-           "--quick", "--stt-model", "tiny.en", "--llm-model", "smollm2-135m",
-           "--report", str(report)]
+    cmd = [str(exe), "bench", "latency", "--turns", "1", "--rounds", "2", "--sessions", "1",
+           "--no-baseline", "--quick", "--stt-model", "tiny.en", "--llm-model", "smollm2-135m",
+           "--report", str(report), "--json", str(tmp_path / "turns.json")]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = report.read_text()
+    assert "1 turns per session, cycled, in 2 rounds" in text
+    # The rounds merge into one run; the second round asks the next question, not the first again.
+    runs = json.loads((tmp_path / "turns.json").read_text())[0]["runs"]
+    assert [(r["sessions"], r["rounds"]) for r in runs] == [(1, 2)]
+    turns = runs[0]["turns"]
+    assert [t["round"] for t in turns] == [0, 1] and turns[0]["question"] != turns[1]["question"]
     # The voice-to-voice row: mode, sessions, turns ok, then p50 | p95 | max in ms.
     row = re.search(r"\| streaming \| 1 \| (\d)/2 \| (\d+) ms \| (\d+) ms \| (\d+) ms \|", text)
     assert row, text

@@ -113,9 +113,9 @@ def test_each_count_of_sessions_is_set_against_one_session_with_the_machines_spe
     by_sessions = {cells(r)[1]: cells(r) for r in rows[2:]}
     assert "1" not in by_sessions  # the baseline itself
     # 1 session p50 1900 ms; 2 at once p50 4500, p95 5850 ms
-    assert by_sessions["2"][2:6] == ["2.37×", "3.08×", "10.2 → 10.9", "yes"]
-    assert by_sessions["4"][4:6] == ["10.1 → 14", "**no** (probes > 10% apart)"]
-    assert by_sessions["8"][5] == "—"  # not probed
+    assert by_sessions["2"][2:7] == ["2.37×", "3.08×", "—", "10.2 → 10.9", "yes"]
+    assert by_sessions["4"][5:7] == ["10.1 → 14", "**no** (probes > 10% apart)"]
+    assert by_sessions["8"][6] == "—"  # not probed
     assert scaling_rows([ModeResult(mode="streaming", runs=rs[1:])]) == []  # no 1-session run
 
 
@@ -125,3 +125,61 @@ def test_the_probe_is_a_fixed_workload_whose_time_follows_the_cpu() -> None:
     small, large = cpu_probe_ms(rounds=3, n=20_000), cpu_probe_ms(rounds=3, n=200_000)
     assert 0 < small < large  # ten times the work takes longer on any machine
     assert not drifted([10.0], [10.9]) and drifted([10.0], [11.1]) and not drifted([], [])
+
+
+def rounds_of(sessions: int, v2v_by_round: list[list[float]], probes: list[list[float]],
+              cpu_s: float = 10.0) -> list[RunResult]:
+    out = []
+    for k, (v2v, probe) in enumerate(zip(v2v_by_round, probes)):
+        turns = [turn(v) for v in v2v]
+        for i, t in enumerate(turns):
+            t.index, t.round = i, k
+        r = run(sessions, 4, turns, cpu_s=cpu_s, load=0.25 * sessions)
+        r.cpu_probe_ms, r.wall_s, r.other_cores = probe, 10.0 * (k + 1), 0.1 * k
+        r.server_loop_lag_max_ms = 50.0 + k
+        out.append(r)
+    return out
+
+
+def test_rounds_of_one_count_of_sessions_merge_into_one_run() -> None:
+    """--rounds: every turn of every round, summed time and CPU, the worst lag, and the
+    sessions refused counted once per round (each round asks for the same sessions)."""
+    eight = [run(8, 4, [turn(3000)], cpu_s=5.0, load=1.0), run(8, 4, [turn(4000)], cpu_s=7.0,
+                                                               load=0.9)]
+    eight[0].server_loop_lag_max_ms, eight[1].server_loop_lag_max_ms = 120.0, None
+    merged = RunResult.merged(eight)
+    assert merged.rounds == 2 and merged.sessions == 8 and len(merged.turns) == 2
+    assert merged.refused == 4 and len(merged.ops) == 16
+    assert merged.server_cpu_s == 12.0 and merged.load_max == 1.0
+    assert merged.server_loop_lag_max_ms == 120.0
+    rs = rounds_of(1, [[1000, 1200], [2000, 2200]], [[10.0, 10.2], [15.0, 15.1]])
+    one = RunResult.merged(rs)
+    assert [t.round for t in one.turns] == [0, 0, 1, 1]
+    assert one.cpu_probe_ms == [10.0, 10.2, 15.0, 15.1] and one.wall_s == 30.0
+    assert one.other_cores == round((0.0 * 10 + 0.1 * 20) / 30, 2)
+
+
+def test_interleaved_rounds_are_set_against_their_own_one_session_run() -> None:
+    """A host that slowed down between rounds: each round's ratio uses that round's 1-session
+    p50, and the speed check pairs the rounds, not the whole runs."""
+    one = RunResult.merged(rounds_of(1, [[1000, 1000], [2000, 2000]],
+                                     [[10.0, 10.2], [15.0, 15.2]]))
+    four = RunResult.merged(rounds_of(4, [[1800, 2000, 2200, 2600], [3600, 4000, 4400, 5200]],
+                                      [[10.1, 10.3], [15.1, 18.0]]))
+    rows = scaling_rows([ModeResult(mode="streaming", runs=[one, four])])
+    row = cells(rows[2])
+    assert row[1] == "4"
+    # merged: 1-session p50 1500; 4 at once p50 3100
+    assert row[2] == "2.07×"
+    assert row[4] == "2.10× / 2.54×, 2.10× / 2.54×"  # each round against its own baseline
+    assert row[5] == "10.1 → 10.3, 15.1 → 18"
+    assert row[6] == "1 of 2 rounds (interleaved with the 1-session runs)"
+
+
+def test_the_report_names_the_rounds(tmp_path: Path) -> None:
+    samples = np.zeros(4800, np.int16)
+    items = [SpeechItem("What is two plus two?", tmp_path / "q.wav", samples, 0.4)]
+    args = argparse.Namespace(turns=2, rounds=3, stt_model=None, llm_model=None)
+    text = render_report([ModeResult(mode="streaming", runs=runs())], [88.0, 89.0], items,
+                         args=args, started=time.time(), config=V3Config())
+    assert "2 turns per session, cycled, in 3 rounds" in text

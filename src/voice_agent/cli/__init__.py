@@ -17,6 +17,17 @@ STT_MODELS = list(get_args(STTConfig.model_fields["model"].annotation))
 LLM_MODELS = list(get_args(AIConfig.model_fields["model"].annotation))
 
 
+
+def _at_least_one(value: str) -> int:
+    """argparse type: a whole number of 1 or more (a clear usage error otherwise)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
+    return n
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="voice-agent", description="Local-first real-time voice agent.")
     p.add_argument("--config", help="TOML config file (default: $VOICE_AGENT_CONFIG)")
@@ -64,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="short questions only, fewer transport probes and HTTP requests (CI)")
     lat.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                      help="before each mode, wait up to this long for other processes to go quiet")
+    lat.add_argument("--rounds", type=_at_least_one, default=1, metavar="N",
+                     help="run the counts of sessions N times, taking turns (1 4 1 4 ...), "
+                          "--turns turns each time: on a host whose speed moves, each count "
+                          "then meets the same spells (the tables merge the rounds)")
     lat.add_argument("--server-src", metavar="DIR",
                      help="serve voice_agent from DIR (another checkout's src/, e.g. a git "
                           "worktree of an older commit): A/B with the same client")
