@@ -67,9 +67,8 @@ def scaling_rows(modes: list[ModeResult]) -> list[str]:
     bar: four at once within 2x of one session's p50 at the median, 3x at the p95), with the
     machine's speed around each run: a ratio across a change of speed measures the host."""
     rows = ["| mode | sessions at once | p50 / 1-session p50 | p95 / 1-session p50 "
-            "| each round: p50 / p95 ratio | CPU probe before → after (ms) "
-            "| machine as fast as in the 1-session run |",
-            "|---|---|---|---|---|---|---|"]
+            "| CPU probe before → after (ms) | machine as fast as in the 1-session run |",
+            "|---|---|---|---|---|---|"]
     for m in modes:
         one = next((r for r in m.runs if r.sessions == 1), None)
         if one is None or not (base := pct(_v2v(one), 50)):
@@ -82,22 +81,8 @@ def scaling_rows(modes: list[ModeResult]) -> list[str]:
             probe = ", ".join(" → ".join(f"{p:g}" for p in pair)
                               for pair in _pairs(r.cpu_probe_ms)) or "—"
             rows.append(f"| {m.mode} | {r.sessions} | {_ratio(p50, base)} | {_ratio(p95, base)} "
-                        f"| {_each_round(one, r)} | {probe} | {_same_speed(one, r)} |")
+                        f"| {probe} | {_same_speed(one, r)} |")
     return rows if len(rows) > 2 else []
-
-
-def _each_round(one: RunResult, run: RunResult) -> str:
-    """Each round's ratios against the same round's 1-session p50 (— for a single round)."""
-    if run.rounds < 2 or one.rounds != run.rounds:
-        return "—"
-    cells = []
-    for k in range(run.rounds):
-        base = pct([t.v2v_ms for t in one.turns
-                    if t.round == k and t.ok and t.v2v_ms is not None], 50)
-        v2v = [t.v2v_ms for t in run.turns if t.round == k and t.ok and t.v2v_ms is not None]
-        cells.append("—" if not base else
-                     f"{_ratio(pct(v2v, 50), base)} / {_ratio(pct(v2v, 95), base)}")
-    return ", ".join(cells)
 
 
 def _pairs(probes: list[float]) -> list[list[float]]:
@@ -107,7 +92,9 @@ def _pairs(probes: list[float]) -> list[list[float]]:
 
 def _same_speed(one: RunResult, run: RunResult) -> str:
     """Whether the machine ran as fast as for the 1-session run: per round when the counts of
-    sessions took turns (``--rounds``), each round against its own 1-session run."""
+    sessions took turns (``--rounds``), each round against its own 1-session run. (No ratio
+    per round: a round goes on through the questions, so one round's single session asks the
+    short ones and the next the long ones, while the sessions at once mix them.)"""
     if not (run.cpu_probe_ms and one.cpu_probe_ms):
         return "—"
     if run.rounds > 1 and one.rounds == run.rounds:
