@@ -6,6 +6,7 @@ history show only the best hearing. Fake providers, no models."""
 from __future__ import annotations
 
 from tests.helpers.turn_suite import Turns
+from tests.helpers.turns import config
 from voice_agent.core.conversation import ConversationManager, with_hearings
 from voice_agent.services.stt_whisper import distinct_hearings
 
@@ -78,4 +79,34 @@ async def test_with_other_sessions_in_a_turn_the_llm_reads_the_best_hearing_alon
         await h.settle()
         await h.say("what do these make")
         await h.answered(2)
+        assert last_user(h.llm.calls[-1]) == "what do these make (or: what do bees make)"
+
+
+async def test_the_hearings_stay_until_the_configured_count_of_sessions_in_a_turn() -> None:
+    """pipeline.hearings_off_at_sessions apart from light mode: at 3, a second session in a
+    turn keeps the hearings (light mode is on: nothing else is read early), a third drops them;
+    0 keeps them whatever the load."""
+
+    def cfg(at: int):
+        base = config()
+        return base.model_copy(update={"pipeline": base.pipeline.model_copy(
+            update={"hearings_off_at_sessions": at})})
+
+    async with Turns(cfg(3)) as h:
+        h.stt.hearings["what do these make"] = ("what do bees make",)
+        h.services.activity.set_busy("second session", True)
+        await h.say("what do these make")
+        await h.answered()
+        assert last_user(h.llm.calls[-1]) == "what do these make (or: what do bees make)"
+        h.services.activity.set_busy("third session", True)
+        await h.settle()
+        await h.say("what do these make")
+        await h.answered(2)
+        assert last_user(h.llm.calls[-1]) == "what do these make"
+    async with Turns(cfg(0)) as h:
+        h.stt.hearings["what do these make"] = ("what do bees make",)
+        for other in ("a", "b", "c", "d", "e"):
+            h.services.activity.set_busy(other, True)
+        await h.say("what do these make")
+        await h.answered()
         assert last_user(h.llm.calls[-1]) == "what do these make (or: what do bees make)"

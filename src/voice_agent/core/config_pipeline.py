@@ -52,6 +52,12 @@ class PipelineConfig(_Section):
     its reply needs: no interim transcripts on a timer, no prefill, no end-of-turn scores or
     early replies while the user speaks (the pause's transcript and score stay). They share
     the cores with the answers others wait for (issue #15). 0: never."""
+    hearings_off_at_sessions: int = Field(2, ge=0, le=1000)
+    """When this many sessions (this one included) are in a turn at once, the LLM reads the
+    best hearing of a question alone, not Whisper's other hearings beside it (stt.alternatives):
+    their reading waits on every other session's. Measured at four sessions at once (bench
+    latency, two pairs): with them, first token +0.5-0.7 s and p50 +1 s, answered right 35-37
+    instead of 32-33 of 40 (docs/latency.md). 0: always read."""
     idle_prompt_s: float = Field(30.0, ge=0.0, le=3600.0)
     """Silence after the agent's reply before it asks ``idle_prompt`` (0: never). Keep it
     below server.idle_timeout_s, which ends a silent session without a word."""

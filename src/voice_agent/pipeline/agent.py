@@ -211,7 +211,10 @@ class VoicePipeline(PipelineWatch):
     def _light(self) -> bool:
         """Enough sessions are in a turn at once that this one spends nothing on comfort
         (pipeline.light_at_sessions)."""
-        at = self.config.pipeline.light_at_sessions
+        return self._in_turn_at(self.config.pipeline.light_at_sessions)
+
+    def _in_turn_at(self, at: int) -> bool:
+        """``at`` sessions or more (this one included) are in a turn at once (0: never)."""
         return at > 0 and self.services.activity.others(self._key) + 1 >= at
 
     def _waiting_for_user(self) -> bool:
@@ -262,6 +265,8 @@ class VoicePipeline(PipelineWatch):
                 if isinstance(now, (SpeechStarted, TextTyped)):
                     self._idle_stage = 0
                 self.coordinator.light = self._light()
+                self.coordinator.hearings = not self._in_turn_at(
+                    self.config.pipeline.hearings_off_at_sessions)
                 for command in self.coordinator.handle(now):
                     await self._execute(command)
                 self.services.activity.set_busy(self._key, not self.coordinator.idle)

@@ -75,6 +75,9 @@ class TurnCoordinator(ScoreSide):
         self.light = False
         """Other sessions are in a turn too (set by the pipeline before each event): no
         scores, prefills or early replies while the user speaks."""
+        self.hearings = True
+        """The LLM reads the STT's other hearings beside the words (set by the pipeline before
+        each event: off when enough sessions are in a turn at once)."""
         self._interim_after_score = False
         """A pause came while a score was on its way: its transcript is asked for after it."""
         self.verdicts = Verdicts()

@@ -40,6 +40,7 @@ class ReplySide:
     overlap: float | None
     carry_over: str
     light: bool
+    hearings: bool
     _metrics: TurnMetrics | None
     _scoring: TurnReply | None
     _turns: int
@@ -74,11 +75,11 @@ class ReplySide:
         return tuple(f"{self.carry_over} {h}".strip() for h in event.alternatives)
 
     def _hearings(self, event: TranscriptReceived) -> tuple[str, ...]:
-        """The other hearings the LLM reads beside the words; none while other sessions are in
-        a turn too (``light``): each costs its words' reading before the first token (~+200
-        ms alone, bench latency A/B), and there every session's reading waits on every
-        other's."""
-        return () if self.light else self._other_hearings(event)
+        """The other hearings the LLM reads beside the words; none while enough other sessions
+        are in a turn too (``hearings`` off, pipeline.hearings_off_at_sessions): each costs
+        its words' reading before the first token (~+200 ms alone, bench latency A/B), and
+        there every session's reading waits on every other's."""
+        return self._other_hearings(event) if self.hearings else ()
 
     def _new_reply(self, user_text: str, metrics: TurnMetrics, *, stream: int | None = None,
                    heard_as: tuple[str, ...] = ()) -> TurnReply:
