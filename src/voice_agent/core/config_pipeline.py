@@ -55,9 +55,12 @@ class PipelineConfig(_Section):
     hearings_off_at_sessions: int = Field(2, ge=0, le=1000)
     """When this many sessions (this one included) are in a turn at once, the LLM reads the
     best hearing of a question alone, not Whisper's other hearings beside it (stt.alternatives):
-    their reading waits on every other session's. Measured at four sessions at once (bench
-    latency, two pairs): with them, first token +0.5-0.7 s and p50 +1 s, answered right 35-37
-    instead of 32-33 of 40 (docs/latency.md). 0: always read."""
+    their reading waits on every other session's. 0: always read. Measured (bench latency, two
+    pairs each, docs/latency.md): four sessions with the hearings always read: p50 +1 s,
+    answered right 35-37 instead of 32-33 of 40; at 3, two sessions at once: p50 +140-400 ms,
+    p95 +1.2-1.9 s, right 18 instead of 14-15 of 20, but four at once no righter (30-31 of 40)
+    and p95 5.2-5.6 s instead of 4.4 s. Raise it where right answers with two people talking
+    matter more than their speed."""
     idle_prompt_s: float = Field(30.0, ge=0.0, le=3600.0)
     """Silence after the agent's reply before it asks ``idle_prompt`` (0: never). Keep it
     below server.idle_timeout_s, which ends a silent session without a word."""
