@@ -15,6 +15,13 @@ def last_user(messages) -> str:
     return [m.content for m in messages if m.role == "user"][-1]
 
 
+async def ask_these(h: Turns, turn: int = 1) -> str:
+    """Say the misheard question (its other hearing: bees) and return what the LLM read."""
+    await h.say("what do these make")
+    await h.answered(turn)
+    return last_user(h.llm.calls[-1])
+
+
 async def test_the_llm_reads_the_other_hearings_the_user_sees_the_best_one() -> None:
     async with Turns() as h:
         h.stt.hearings["what do these make"] = ("what do bees make", "what do we make")
@@ -72,14 +79,10 @@ async def test_with_other_sessions_in_a_turn_the_llm_reads_the_best_hearing_alon
     async with Turns() as h:
         h.services.activity.set_busy("another session", True)
         h.stt.hearings["what do these make"] = ("what do bees make",)
-        await h.say("what do these make")
-        await h.answered()
-        assert last_user(h.llm.calls[-1]) == "what do these make"
+        assert await ask_these(h) == "what do these make"
         h.services.activity.set_busy("another session", False)
         await h.settle()
-        await h.say("what do these make")
-        await h.answered(2)
-        assert last_user(h.llm.calls[-1]) == "what do these make (or: what do bees make)"
+        assert await ask_these(h, 2) == "what do these make (or: what do bees make)"
 
 
 async def test_the_hearings_stay_until_the_configured_count_of_sessions_in_a_turn() -> None:
@@ -95,18 +98,12 @@ async def test_the_hearings_stay_until_the_configured_count_of_sessions_in_a_tur
     async with Turns(cfg(3)) as h:
         h.stt.hearings["what do these make"] = ("what do bees make",)
         h.services.activity.set_busy("second session", True)
-        await h.say("what do these make")
-        await h.answered()
-        assert last_user(h.llm.calls[-1]) == "what do these make (or: what do bees make)"
+        assert await ask_these(h) == "what do these make (or: what do bees make)"
         h.services.activity.set_busy("third session", True)
         await h.settle()
-        await h.say("what do these make")
-        await h.answered(2)
-        assert last_user(h.llm.calls[-1]) == "what do these make"
+        assert await ask_these(h, 2) == "what do these make"
     async with Turns(cfg(0)) as h:
         h.stt.hearings["what do these make"] = ("what do bees make",)
         for other in ("a", "b", "c", "d", "e"):
             h.services.activity.set_busy(other, True)
-        await h.say("what do these make")
-        await h.answered()
-        assert last_user(h.llm.calls[-1]) == "what do these make (or: what do bees make)"
+        assert await ask_these(h) == "what do these make (or: what do bees make)"
