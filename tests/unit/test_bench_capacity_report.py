@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bench.capacity_report import (
     capacity_rows, cpu_per_turn, round_rows, scaling_rows, server_frame_gaps, verdict)
@@ -15,6 +16,7 @@ from bench.client import TurnResult
 from bench.latency import ModeResult, RunResult, SessionOps
 from bench.report import render_report, v2v_rows
 from bench.speech_set import SpeechItem
+from voice_agent.cli import build_parser
 from voice_agent.core.config import V3Config
 
 
@@ -183,3 +185,15 @@ def test_the_report_names_the_rounds(tmp_path: Path) -> None:
     text = render_report([ModeResult(mode="streaming", runs=runs())], [88.0, 89.0], items,
                          args=args, started=time.time(), config=V3Config())
     assert "2 turns per session, cycled, in 3 rounds" in text
+
+
+def test_rounds_must_be_a_whole_number_of_one_or_more(capsys) -> None:
+    """`bench latency --rounds` refuses 0, negatives and words with a usage error."""
+    args = build_parser().parse_args(["bench", "latency", "--rounds", "3"])
+    assert args.rounds == 3
+    assert build_parser().parse_args(["bench", "latency"]).rounds == 1
+    for bad, says in (("0", "must be 1 or more, not 0"), ("-2", "must be 1 or more, not -2"),
+                      ("two", "not a whole number: 'two'")):
+        with pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args(["bench", "latency", "--rounds", bad])
+        assert exit_.value.code == 2 and says in capsys.readouterr().err

@@ -17,7 +17,6 @@ STT_MODELS = list(get_args(STTConfig.model_fields["model"].annotation))
 LLM_MODELS = list(get_args(AIConfig.model_fields["model"].annotation))
 
 
-
 def _at_least_one(value: str) -> int:
     """argparse type: a whole number of 1 or more (a clear usage error otherwise)."""
     try:
@@ -27,6 +26,7 @@ def _at_least_one(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
     return n
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="voice-agent", description="Local-first real-time voice agent.")
