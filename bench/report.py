@@ -317,8 +317,8 @@ def render_report(modes: list[ModeResult], probe_ms: list[float], items: list[Sp
         f"(max {config.ai.max_tokens} tokens), TTS `{config.voice.provider}` `{config.voice.voice}`; "
         f"end-of-turn silence {config.stt.end_of_turn_silence_ms} ms; bench overrides: {env}",
         f"- Input: {len(items)} espeak-ng questions at 48 kHz ({min(speech)}–{max(speech)} s of speech), "
-        f"{args.turns} turns per session, cycled{_rounds(args)}; a turn fails after "
-        f"{TURN_LIMIT_S:g} s.",
+        f"{args.turns} turn{'' if args.turns == 1 else 's'} per session, cycled{_rounds(args)}; "
+        f"a turn fails after {TURN_LIMIT_S:g} s.",
         f"- Capacity: the server's own `server.max_sessions` = "
         f"{_capacity(modes)}; sessions beyond it are refused with `busy`.", "",
         "## How it is measured",

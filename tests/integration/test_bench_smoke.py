@@ -25,7 +25,7 @@ def test_bench_latency_writes_p50_figures(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = report.read_text()
-    assert "1 turns per session, cycled, in 2 rounds" in text
+    assert "1 turn per session, cycled, in 2 rounds" in text
     # The rounds merge into one run; the second round asks the next question, not the first again.
     runs = json.loads((tmp_path / "turns.json").read_text())[0]["runs"]
     assert [(r["sessions"], r["rounds"]) for r in runs] == [(1, 2)]
