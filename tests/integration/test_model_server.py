@@ -19,9 +19,9 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from typing import IO
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 

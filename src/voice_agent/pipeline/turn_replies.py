@@ -39,7 +39,6 @@ class ReplySide:
     reply: TurnReply | None
     overlap: float | None
     carry_over: str
-    light: bool
     hearings: bool
     _metrics: TurnMetrics | None
     _scoring: TurnReply | None
