@@ -2,7 +2,7 @@
 
 A fixed 500 ms of silence answered "What is the largest city in ... Canada?" after its first
 half. At each pause the LLM scores the transcript: a complete question ends after 250 ms of
-silence, half of one waits up to 2 s, no verdict keeps the 500 ms.
+silence, half of one waits up to 2 s, no verdict keeps the 500 ms (1.2 s after a full stop).
 """
 
 from __future__ import annotations
@@ -75,6 +75,34 @@ async def test_without_a_verdict_the_fixed_silence_ends_the_turn() -> None:
         await h.quiet(300)
         await h.answered()
         assert h.answers() == [answer("what time is it")]
+
+
+async def test_without_a_verdict_a_full_stop_waits_as_for_a_score_on_its_way() -> None:
+    """A score that gave way (another session's reply waited for its first token) after a
+    statement: it may be a question's lead-in, so the pause is held as long as for a score on
+    its way, and the question said after a 700 ms pause joins the turn."""
+    async with Turns() as h:
+        h.llm.end_of_turn = lambda _text: None
+        await h.say("my sister is learning to play the piano.", end=False)
+        await h.quiet(700)  # past the fixed 500 ms
+        await h.settle()
+        assert h.replies() == [] and h.finals() == []
+        await h.say("how many keys does a piano have?")
+        await h.answered()
+        assert h.finals() == ["my sister is learning to play the piano. how many keys does a "
+                              "piano have?"]
+
+
+async def test_without_a_verdict_a_statement_alone_is_answered_after_the_verdict_wait() -> None:
+    async with Turns() as h:
+        h.llm.end_of_turn = lambda _text: None
+        await h.say("name a primary color.", end=False)
+        await h.quiet(1000)
+        await h.settle()
+        assert h.state is TurnState.USER_PAUSED and h.finals() == []
+        await h.quiet(400)  # past end_of_turn.verdict_wait_ms (1.2 s)
+        await h.answered()
+        assert h.answers() == [answer("name a primary color.")]
 
 
 async def test_words_the_model_is_unsure_of_outlast_a_long_pause() -> None:

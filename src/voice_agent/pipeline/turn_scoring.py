@@ -75,7 +75,7 @@ class ScoreSide(ReplySide):
         """The pause's transcript was scored: set the silence that ends the turn, and prepare
         the reply unless the words are half a question."""
         assert self.end_of_turn is not None
-        ms = self.end_of_turn.silence_ms(probability, self.end_silence_ms)
+        ms = self.end_of_turn.silence_ms(probability, self.end_silence_ms, reply.user_text)
         log.info("[%s] end of turn p=%s: the turn ends after %.0f ms of silence",
                  self.session_id, probability, ms)
         self._do(SetEndSilence(ms))
