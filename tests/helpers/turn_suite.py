@@ -89,6 +89,7 @@ class Turns(Harness):
         assert self.ear.total_s(mark) == 0, "the old reply's audio came after the barge-in"
         if end:
             await self.push(silence(END_SILENCE_MS))
+            await self.quiet_until_the_turn_ends()
         return mark
 
     async def quiet(self, ms: float) -> None:

@@ -81,6 +81,19 @@ class Harness:
         await self.push(speech(text))
         if end:
             await self.push(silence(END_SILENCE_MS))
+            await self.quiet_until_the_turn_ends()
+
+    async def quiet_until_the_turn_ends(self, most_ms: float = 2500) -> None:
+        """Silence frame by frame, the event loop running in between, until the turn ends:
+        silence pushed at once gave the pause's transcript and score no time to arrive, and
+        the turn waits for them (up to end_of_turn.verdict_wait_ms, or a verdict's own wait)."""
+        detector = self.pipeline._detector
+        for _ in range(round(most_ms / 32)):
+            if not detector.in_speech:
+                return
+            await self.settle()
+            await asyncio.sleep(0.002)  # a provider behind a real socket (a fake Deepgram)
+            await self.push(silence(32))
 
     async def pause(self, ms: float = 250) -> None:
         await self.push(silence(ms))

@@ -377,6 +377,7 @@ async def test_a_spoken_question_is_heard_by_deepgram_and_answered(fake: FakeDee
             await h.push(piece)
             await asyncio.sleep(0.01)
         await h.pause(700)
+        await h.quiet_until_the_turn_ends()  # Deepgram's answer to Finalize, then its score
         replies = await h.answered(1)
         assert h.finals() == [WORDS]
         assert replies[0].text == f"You asked: {WORDS}."

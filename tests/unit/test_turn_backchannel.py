@@ -115,6 +115,7 @@ async def test_without_backchannels_any_speech_cuts_at_once() -> None:
         assert not h.sink.paused and h.sink.queued_s() == 0  # cleared, not paused
         assert h.cut()[0].spoken_text == "one two three"
         await h.push(silence(700))
+        await h.quiet_until_the_turn_ends()
         await h.answered(2)
 
 

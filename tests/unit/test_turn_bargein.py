@@ -42,7 +42,9 @@ async def test_barge_in_while_the_first_piece_is_synthesised_is_answered() -> No
         h.tts.hold = asyncio.Event()
         h.script(EIGHT)
         await h.say("count to eight")
-        await h.until(lambda: h.shown() and h.shown()[-1] == EIGHT, "the whole reply written")
+        # Prepared in the pause, its text is shown with its first audio, which the TTS holds.
+        await h.until(lambda: (r := h.pipeline.coordinator.reply) is not None
+                      and r.state.text.strip() == EIGHT, "the whole reply written")
         mark = await h.barge_in("stop that")
         h.tts.hold.set()
         await h.answered(2)
@@ -150,7 +152,8 @@ async def test_two_barge_ins_in_a_row_are_each_answered() -> None:
 
 async def test_barge_in_during_the_apology_is_answered() -> None:
     async with Turns() as h:
-        h.script("never", fail_after=0)
+        h.script("never", fail_after=0)  # the reply prepared in the pause (tried again)...
+        h.script("never", fail_after=0)  # ...and the turn's
         await h.say("count to eight")
         await h.until(lambda: APOLOGY in h.tts.spoken and h.sink.queued_s() > 0,
                       "the apology")

@@ -7,6 +7,8 @@ silence, half of one waits up to 2 s, no verdict keeps the 500 ms (1.2 s after a
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.helpers.turn_suite import Turns, answer
@@ -103,6 +105,40 @@ async def test_without_a_verdict_a_statement_alone_is_answered_after_the_verdict
         await h.quiet(400)  # past end_of_turn.verdict_wait_ms (1.2 s)
         await h.answered()
         assert h.answers() == [answer("name a primary color.")]
+
+
+async def test_a_pause_whose_transcript_is_late_does_not_end_before_its_score() -> None:
+    """Four sessions at once: Whisper took 0.6-1.6 s for a pause's transcript, and the fixed
+    500 ms ended most turns before their words were scored. Half a question must still wait."""
+    async with Turns() as h:
+        h.llm.end_of_turn = complete
+        await h.say("what is the largest city in", end=False)
+        h.stt.hold = asyncio.Event()  # the pause's transcript waits behind other sessions'
+        await h.quiet(900)
+        await h.settle()
+        assert h.state is TurnState.USER_PAUSED and h.finals() == []
+        h.stt.hold.set()
+        await h.quiet(300)  # scored: half a question, the long wait
+        await h.settle()
+        assert h.finals() == [] and h.llm.scored[-1] == "what is the largest city in"
+        await h.say("canada")
+        await h.answered()
+        assert h.finals() == ["what is the largest city in canada"]
+
+
+async def test_a_late_transcript_of_a_whole_question_ends_the_turn_once_scored() -> None:
+    async with Turns() as h:
+        h.llm.end_of_turn = complete
+        await h.say("what time is it", end=False)
+        h.stt.hold = asyncio.Event()
+        await h.quiet(700)
+        await h.settle()
+        assert h.finals() == []
+        h.stt.hold.set()
+        await h.quiet(64)  # scored complete: the silence so far is more than enough
+        await h.answered()
+        assert h.answers() == [answer("what time is it")]
+        assert h.metrics()[0]["end_of_turn_delay_ms"] < 1000  # not the whole verdict wait
 
 
 async def test_words_the_model_is_unsure_of_outlast_a_long_pause() -> None:

@@ -42,13 +42,15 @@ async def apologised_and_recovered(h: Turns, code: str) -> None:
 
 async def test_llm_failing_before_its_first_token_is_apologised_for() -> None:
     async with Turns() as h:
-        h.script(EIGHT, fail_after=0)
+        h.script(EIGHT, fail_after=0)  # the reply prepared in the pause (tried again)...
+        h.script(EIGHT, fail_after=0)  # ...and the turn's
         await h.say("count to eight")
         await apologised_and_recovered(h, "provider_error")
 
 
 async def test_llm_failing_mid_reply_is_apologised_for() -> None:
     async with Turns() as h:
+        h.script(EIGHT, fail_after=3)
         h.script(EIGHT, fail_after=3)
         await h.say("count to eight")
         await apologised_and_recovered(h, "provider_error")
@@ -58,14 +60,15 @@ async def test_llm_failing_mid_reply_is_apologised_for() -> None:
 
 async def test_tts_failing_is_apologised_for() -> None:
     async with Turns() as h:
-        h.tts.fail = [True]
+        h.tts.fail = [True, True]  # the reply prepared in the pause, then the turn's
         await h.say("count to eight")
         await apologised_and_recovered(h, "provider_error")
 
 
 async def test_tts_failing_while_the_llm_still_writes_is_apologised_for_at_once() -> None:
     async with Turns() as h:
-        h.tts.fail = [True]
+        h.tts.fail = [True, True]
+        h.script(EIGHT, hold_after=4)
         h.script(EIGHT, hold_after=4)  # the LLM would go on writing a reply nobody can hear
         await h.say("count to eight")
         await apologised_and_recovered(h, "provider_error")

@@ -46,9 +46,10 @@ async def test_alone_again_the_early_reply_comes_back() -> None:
         await a.say("hello there")
         await a.answered()
         assert a.state is TurnState.LISTENING and services.activity.busy == 0
+        scored = len(b.llm.scored)  # a's pause was scored too
         await b.push(speech("what time is it"))
         await b.interim()
-        assert b.llm.scored == ["what time is it"]
+        assert b.llm.scored[scored:] == ["what time is it"]
         await b.until_held()  # an early reply, as for a session alone
         await b.quiet(350)
         await b.answered()

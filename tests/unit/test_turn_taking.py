@@ -81,6 +81,7 @@ async def test_speech_the_stt_cannot_make_out_makes_no_turn_and_listens_on() -> 
     async with Turns() as h:
         await h.push(np.full(20 * FRAME, 0.9, np.float32))  # loud, but no word FakeSTT knows
         await h.push(silence(700))
+        await h.quiet_until_the_turn_ends()
         await h.until(lambda: h.statuses()[-1] is S.LISTENING and h.state is TurnState.LISTENING,
                       "back to listening")
         assert h.stt.calls and all(text == "" for text, _ in h.stt.calls)
