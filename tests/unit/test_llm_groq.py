@@ -117,6 +117,7 @@ async def test_closing_the_stream_early_is_quick(fake) -> None:
 async def test_groq_is_never_asked_for_llama_cpp_endpoints(fake) -> None:
     llm = groq(fake)
     assert llm.turns.state is False  # known up front: nothing to probe (the fake logs no 404s)
+    assert llm.scores_turns is False  # its None is no busy model: no longer wait for it
     assert await llm.end_of_turn_probability(ASK) is None
     assert llm.prefill(ASK) is False
     assert llm.turns.state is False and fake.requests == []

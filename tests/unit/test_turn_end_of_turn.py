@@ -107,6 +107,18 @@ async def test_without_a_verdict_a_statement_alone_is_answered_after_the_verdict
         assert h.answers() == [answer("name a primary color.")]
 
 
+async def test_a_provider_that_cannot_score_keeps_the_fixed_silence_after_a_full_stop() -> None:
+    """Groq or OpenAI answer no score at all: their None is no busy model, and a statement
+    ends the turn after the fixed 500 ms as before."""
+    async with Turns() as h:
+        h.llm.end_of_turn = lambda _text: None
+        h.llm.scores_turns = False  # type: ignore[attr-defined]
+        await h.say("name a primary color.", end=False)
+        await h.quiet(640)
+        await h.answered()
+        assert h.answers() == [answer("name a primary color.")]
+
+
 async def test_a_pause_whose_transcript_is_late_does_not_end_before_its_score() -> None:
     """Four sessions at once: Whisper took 0.6-1.6 s for a pause's transcript, and the fixed
     500 ms ended most turns before their words were scored. Half a question must still wait."""

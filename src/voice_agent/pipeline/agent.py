@@ -369,7 +369,8 @@ class VoicePipeline(PipelineWatch):
 
     async def _score_end_of_turn(self, sid: int, messages: list[ChatMessage],
                                  text: str = "") -> None:
-        self._post(EndOfTurnScored(sid, await self._scorer.score(messages, text), text))
+        p = await self._scorer.score(messages, text)
+        self._post(EndOfTurnScored(sid, p, text, gave_way=p is None and self._scorer.able))
 
     async def _final_call(self, transcribe: Callable[[], Awaitable[SpeechResult]]) -> SpeechResult:
         return await self.recovery.call(self.services.stt.name, transcribe,

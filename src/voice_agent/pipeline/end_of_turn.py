@@ -43,14 +43,15 @@ class EndOfTurnRule:
         """Between the two thresholds: a whole turn or half of one (the ``unsure_ms`` wait)."""
         return probability is not None and self.unfinished_p <= probability < self.done_p
 
-    def silence_ms(self, probability: float | None, default_ms: float, words: str = "") -> float:
-        """The silence that ends the turn for this score of ``words``. Unknown (the model gave
-        way to another session's reply, or cannot score): ``default_ms``, or
-        ``verdict_wait_ms`` after words that end in a full stop, which may be the lead-in of a
-        question ("My sister is learning to play the piano."): under load 3 of 72 scores gave
-        way, one on that lead-in, and 500 ms would have answered it alone."""
+    def silence_ms(self, probability: float | None, default_ms: float, words: str = "", *,
+                   gave_way: bool = False) -> float:
+        """The silence that ends the turn for this score of ``words``. Unknown: ``default_ms``;
+        but when the model ``gave_way`` to another session's reply, ``verdict_wait_ms`` after
+        words that end in a full stop, which may be the lead-in of a question ("My sister is
+        learning to play the piano."): under load 3 of 72 scores gave way, one on that lead-in,
+        and 500 ms would have answered it alone."""
         if probability is None:
-            if words.rstrip().endswith("."):
+            if gave_way and words.rstrip().endswith("."):
                 return max(default_ms, self.verdict_wait_ms)
             return default_ms
         if probability >= self.done_p:

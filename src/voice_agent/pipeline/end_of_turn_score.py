@@ -37,6 +37,13 @@ class EndOfTurnScorer:
             self._kwargs["statement_check_p"] = statement_check_p
         self._cores = cores
         self._session = session_id
+        self._llm = llm
+
+    @property
+    def able(self) -> bool:
+        """The model scores turns (a None from it means it was busy): the local model, or a
+        server found to score (``scores_turns``; OpenAI or Groq cannot)."""
+        return self._score is not None and bool(getattr(self._llm, "scores_turns", True))
 
     async def score(self, messages: list[ChatMessage], text: str = "") -> float | None:
         """The probability, or None when the model cannot tell (another provider, a reply

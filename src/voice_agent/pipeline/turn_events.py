@@ -95,6 +95,9 @@ class EndOfTurnScored:
     probability: float | None
     text: str = ""
     """The words scored (a pause's transcript, or an interim while the user spoke)."""
+    gave_way: bool = False
+    """Unknown because a model that scores gave way (another session's reply waited for its
+    first token), not because the provider cannot score at all."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,13 +69,15 @@ class ScoreSide(ReplySide):
                 or not same_words(reply.user_text, event.text):
             return  # the user went on, or the turn ended first, or another transcript's score
         self._scoring = None
-        self._verdict(reply, event.probability)
+        self._verdict(reply, event.probability, gave_way=event.gave_way)
 
-    def _verdict(self, reply: TurnReply, probability: float | None) -> None:
+    def _verdict(self, reply: TurnReply, probability: float | None, *,
+                 gave_way: bool = False) -> None:
         """The pause's transcript was scored: set the silence that ends the turn, and prepare
         the reply unless the words are half a question."""
         assert self.end_of_turn is not None
-        ms = self.end_of_turn.silence_ms(probability, self.end_silence_ms, reply.user_text)
+        ms = self.end_of_turn.silence_ms(probability, self.end_silence_ms, reply.user_text,
+                                         gave_way=gave_way)
         log.info("[%s] end of turn p=%s: the turn ends after %.0f ms of silence",
                  self.session_id, probability, ms)
         self._do(SetEndSilence(ms))

@@ -62,6 +62,12 @@ class OpenAICompatibleLLM(LLMService):
             conversation=conversation, statement_check_p=statement_check_p)
 
     @property
+    def scores_turns(self) -> bool:
+        """Whether this server scores turns (llama.cpp's own does; unknown until asked counts
+        as yes)."""
+        return self.turns.state is not False
+
+    @property
     def last_end_of_turn_timings(self) -> Mapping[str, Any]:
         """llama.cpp's timings of the last end-of-turn score (prompt_n, cache_n, prompt_ms)."""
         return self.turns.last_timings
