@@ -138,6 +138,23 @@ async def test_a_pause_whose_transcript_is_late_does_not_end_before_its_score() 
         assert h.finals() == ["what is the largest city in canada"]
 
 
+async def test_beside_another_session_in_a_turn_the_fixed_silence_ends_a_late_pause() -> None:
+    """pipeline.pause_unscored_at_sessions (2): with others in a turn the wait for the score
+    cost the four-session tail too much; the turn ends at the fixed silence as before."""
+    async with Turns() as h:
+        h.llm.end_of_turn = complete
+        h.services.activity.set_busy("another session", True)
+        await h.say("what is the largest city in", end=False)
+        h.stt.hold = asyncio.Event()
+        await h.quiet(640)  # past the fixed 500 ms, the transcript not in yet
+        await h.settle()
+        assert h.state is TurnState.TRANSCRIBING
+        h.stt.hold.set()
+        await h.answered()
+        assert h.finals() == ["what is the largest city in"]
+        h.services.activity.set_busy("another session", False)
+
+
 async def test_a_late_transcript_of_a_whole_question_ends_the_turn_once_scored() -> None:
     async with Turns() as h:
         h.llm.end_of_turn = complete

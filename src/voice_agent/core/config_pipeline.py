@@ -61,6 +61,13 @@ class PipelineConfig(_Section):
     p95 +1.2-1.9 s, right 18 instead of 14-15 of 20, but four at once no righter (30-31 of 40)
     and p95 5.2-5.6 s instead of 4.4 s. Raise it where right answers with two people talking
     matter more than their speed."""
+    pause_unscored_at_sessions: int = Field(2, ge=0, le=1000)
+    """Below this many sessions in a turn at once (this one included), a pause does not end
+    the turn before its transcript has been scored (1.2 s at most, EndOfTurnRule's
+    verdict_wait_ms): on a slow machine the transcript alone outlasted the fixed silence, which
+    then answered half a question. At this count and above the fixed silence ends it as before: beside three other
+    sessions Whisper took 0.6-1.6 s, and waiting for the score too cost the four-session p95
+    +20-35% (bench latency A/B, two pairs, docs/end_of_turn.md). 0: always wait."""
     idle_prompt_s: float = Field(30.0, ge=0.0, le=3600.0)
     """Silence after the agent's reply before it asks ``idle_prompt`` (0: never). Keep it
     below server.idle_timeout_s, which ends a silent session without a word."""

@@ -267,6 +267,8 @@ class VoicePipeline(PipelineWatch):
                 self.coordinator.light = self._light()
                 self.coordinator.hearings = not self._in_turn_at(
                     self.config.pipeline.hearings_off_at_sessions)
+                self.coordinator.pause_waits = not self._in_turn_at(
+                    self.config.pipeline.pause_unscored_at_sessions)
                 for command in self.coordinator.handle(now):
                     await self._execute(command)
                 self.services.activity.set_busy(self._key, not self.coordinator.idle)

@@ -78,6 +78,10 @@ class TurnCoordinator(ScoreSide):
         self.hearings = True
         """The LLM reads the STT's other hearings beside the words (set by the pipeline before
         each event: off when enough sessions are in a turn at once)."""
+        self.pause_waits = True
+        """A pause waits for its transcript's score before the turn ends (up to
+        ``end_of_turn.verdict_wait_ms``); set by the pipeline before each event: off when
+        enough sessions are in a turn at once (pipeline.pause_unscored_at_sessions)."""
         self._interim_after_score = False
         """A pause came while a score was on its way: its transcript is asked for after it."""
         self.verdicts = Verdicts()
@@ -206,10 +210,10 @@ class TurnCoordinator(ScoreSide):
             self._interim_after_score = self.verdicts.pending is not None
             if not self._interim_after_score:
                 self._do(RequestInterim(self.stream, decisive=True))
-            if self.end_of_turn is not None and self.overlap is None:
-                # The pause's words and their score are on their way: under load Whisper took
-                # 0.6-1.6 s for them, and the fixed 500 ms ended 28 of 40 turns of four
-                # sessions before any score (half a question answered as a whole one).
+            if self.end_of_turn is not None and self.overlap is None and self.pause_waits:
+                # The pause's words and their score are on their way: on a slow machine or
+                # beside other sessions Whisper took 0.6-1.6 s for them, and the fixed 500 ms
+                # ended the turn before any score (half a question answered as a whole one).
                 self._do(SetEndSilence(max(self.end_of_turn.verdict_wait_ms,
                                            self.end_silence_ms)))
 
