@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers.turn_suite import Turns, answer
 from tests.helpers.turns import config
+from voice_agent.pipeline.end_of_turn import looks_finished
 from voice_agent.pipeline.turn import TurnState
 
 
@@ -138,21 +139,50 @@ async def test_a_pause_whose_transcript_is_late_does_not_end_before_its_score() 
         assert h.finals() == ["what is the largest city in canada"]
 
 
-async def test_beside_another_session_in_a_turn_the_fixed_silence_ends_a_late_pause() -> None:
-    """pipeline.pause_unscored_at_sessions (2): with others in a turn the wait for the score
-    cost the four-session tail too much; the turn ends at the fixed silence as before."""
+async def test_beside_another_session_a_late_whole_question_ends_without_a_score() -> None:
+    """pipeline.pause_unscored_at_sessions (2): with others in a turn, waiting for the score
+    cost the four-session tail too much; a question that looks whole ends the turn when its
+    transcript comes, unscored, as the fixed silence did before."""
     async with Turns() as h:
         h.llm.end_of_turn = complete
         h.services.activity.set_busy("another session", True)
-        await h.say("what is the largest city in", end=False)
+        await h.say("what time is it?", end=False)
         h.stt.hold = asyncio.Event()
-        await h.quiet(640)  # past the fixed 500 ms, the transcript not in yet
+        await h.quiet(640)  # past the fixed 500 ms: the turn waits for the words
         await h.settle()
-        assert h.state is TurnState.TRANSCRIBING
+        assert h.state is TurnState.USER_PAUSED
         h.stt.hold.set()
+        await h.quiet(64)
         await h.answered()
-        assert h.finals() == ["what is the largest city in"]
+        assert h.answers() == [answer("what time is it?")]
+        assert "what time is it?" not in h.llm.scored
         h.services.activity.set_busy("another session", False)
+
+
+async def test_beside_another_session_a_late_cut_off_question_still_waits_for_its_score() -> None:
+    async with Turns() as h:
+        h.llm.end_of_turn = lambda text: complete(text.rstrip("?"))  # as the model: no "?"
+        h.services.activity.set_busy("another session", True)
+        await h.say("what is the largest city in?", end=False)  # as Whisper writes it
+        h.stt.hold = asyncio.Event()
+        await h.quiet(640)
+        h.stt.hold.set()
+        await h.quiet(300)  # scored: half a question, the long wait
+        await h.settle()
+        assert h.finals() == [] and h.llm.scored[-1] == "what is the largest city in?"
+        await h.say("canada")
+        await h.answered()
+        assert h.finals() == ["what is the largest city in? canada"]
+        h.services.activity.set_busy("another session", False)
+
+
+@pytest.mark.parametrize(("text", "whole"), [
+    ("What is the capital of France?", True), ("Stop!", True), ("Can you tell me?", True),
+    ("What is the largest city in?", False), ("How far away is the...", False),
+    ("How many legs does a spider-", False), ("what is the largest city in", False),
+    ("My sister is learning to play the piano.", False), ("", False)])
+def test_what_looks_like_a_whole_question_by_its_text(text: str, whole: bool) -> None:
+    assert looks_finished(text) is whole
 
 
 async def test_a_late_transcript_of_a_whole_question_ends_the_turn_once_scored() -> None:

@@ -62,12 +62,15 @@ class PipelineConfig(_Section):
     and p95 5.2-5.6 s instead of 4.4 s. Raise it where right answers with two people talking
     matter more than their speed."""
     pause_unscored_at_sessions: int = Field(2, ge=0, le=1000)
-    """Below this many sessions in a turn at once (this one included), a pause does not end
-    the turn before its transcript has been scored (1.2 s at most, EndOfTurnRule's
-    verdict_wait_ms): on a slow machine the transcript alone outlasted the fixed silence, which
-    then answered half a question. At this count and above the fixed silence ends it as before: beside three other
-    sessions Whisper took 0.6-1.6 s, and waiting for the score too cost the four-session p95
-    +20-35% (bench latency A/B, two pairs, docs/end_of_turn.md). 0: always wait."""
+    """A pause does not end the turn before its transcript is in (1.2 s at most, the rule's
+    verdict_wait_ms): on a slow machine, or beside other sessions (0.6-1.6 s here), the
+    transcript outlasted the fixed silence, which then answered half a question. Below this
+    many sessions in a turn at once (this one included) the words are scored, and the score
+    sets the wait. From it on, words that look like a whole question ("...?" after a word
+    that can end one: pipeline/end_of_turn.py looks_finished) end the turn unscored at the
+    fixed silence, since waiting for every score cost the four-session p95 +20-35% (bench
+    latency A/B, docs/end_of_turn.md); cut-off or statement-like words are still scored. 0:
+    always score."""
     idle_prompt_s: float = Field(30.0, ge=0.0, le=3600.0)
     """Silence after the agent's reply before it asks ``idle_prompt`` (0: never). Keep it
     below server.idle_timeout_s, which ends a silent session without a word."""
