@@ -293,6 +293,8 @@ class TurnCoordinator(ScoreSide):
             # Others are in a turn: words that look whole are not scored (the score came too
             # late to help, and waiting for it cost four sessions' p95 +20-35%); the fixed
             # silence ends the turn. Words that look cut off still wait for their score.
+            log.info("[%s] end of turn: %r looks whole, unscored (others are in a turn)",
+                     self.session_id, text)
             self._start_held(reply)
             self._do(SetEndSilence(self.end_silence_ms))
         else:  # is it the whole turn? The reply starts once the score is known
