@@ -7,6 +7,10 @@ and its score still decide the end of the turn. Alone again, the comfort comes b
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from tests.helpers.fakes import fake_services, speech
 from tests.helpers.turn_suite import Turns, answer
 from tests.helpers.turns import config
@@ -62,3 +66,26 @@ async def test_a_closed_session_is_no_longer_counted() -> None:
         await a.push(speech("tell me a story"))
         assert services.activity.busy == 1
     assert services.activity.busy == 0
+
+
+@pytest.mark.parametrize("others", [True, False])
+async def test_a_pause_transcription_still_waiting_is_withdrawn_when_the_user_goes_on(
+        others: bool) -> None:
+    """Under load 13 of 53 Whisper passes were pauses inside a question, unread: one that has
+    not started when the user speaks again leaves the model's queue. Alone it is kept (its words
+    are scored and prefilled while the user speaks)."""
+    async with Turns() as h:
+        h.services.activity.set_busy("another session", others)
+        h.stt.hold = asyncio.Event()  # the model is busy with other sessions' transcripts
+        await h.say("what is", end=False)
+        await h.quiet(200)  # a pause: its transcription waits
+        assert h.stt.running == 1
+        await h.say("the time", end=False)  # the user goes on
+        await h.settle()
+        assert h.stt.running == (0 if others else 1)
+        h.stt.hold.set()
+        await h.quiet_until_the_turn_ends()
+        await h.answered()
+        assert h.finals() == ["what is the time"]
+        assert (("what is", True) in h.stt.calls) is not others
+        h.services.activity.set_busy("another session", False)

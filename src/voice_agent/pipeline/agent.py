@@ -51,7 +51,8 @@ from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, 
                           ScoreEndOfTurn, SetEndSilence,
                           Prefill, ReleaseReply, ReplyEnded, ReplyFirstAudio, RequestInterim,
                           SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted, StartApology,
-                          StartReply, TextTyped, TranscriptFailed, TranscriptReceived, TurnInput)
+                          StartReply, TextTyped, TranscriptFailed, TranscriptReceived, TurnInput,
+                          WithdrawInterim)
 
 log = logging.getLogger(__name__)
 
@@ -295,6 +296,9 @@ class VoicePipeline(PipelineWatch):
                 self._close_feed(sid, keep_audio=True)
                 if (stream := self._streams.get(sid)) is not None:
                     stream.finalize(end)
+            case WithdrawInterim(stream=sid):
+                if (stream := self._streams.get(sid)) is not None:
+                    stream.withdraw()
             case DropTranscript(stream=sid):
                 self._close_feed(sid, keep_audio=True)
                 if (stream := self._streams.pop(sid, None)) is not None:

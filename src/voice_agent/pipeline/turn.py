@@ -42,7 +42,7 @@ from .turn_events import (CloseRequested, Command, DropTranscript, Emit, EndOfTu
                           PauseReply, Prefill, ReplyEnded, ReplyFirstAudio, RequestInterim,
                           SetEndSilence, SpeechEnded, SpeechPaused, SpeechResumed,
                           SpeechStarted, TextTyped, TranscriptFailed, TranscriptReceived,
-                          TurnInput, UserIdle)
+                          TurnInput, UserIdle, WithdrawInterim)
 from .turn_scoring import ScoreSide
 from .turn_state import TurnReply, TurnState
 
@@ -221,6 +221,10 @@ class TurnCoordinator(ScoreSide):
         if self.state is not TurnState.USER_PAUSED:
             return
         self.state = TurnState.USER_SPEAKING
+        if self.light and self.stream is not None:
+            # Under load 13 of 53 Whisper passes were a pause inside a question, all for
+            # nothing: one still waiting behind other sessions' is withdrawn.
+            self._do(WithdrawInterim(self.stream))
         self._interim_after_score = False
         self._scoring = None  # the pause's words were not the turn: score the next pause
         self.others.clear()

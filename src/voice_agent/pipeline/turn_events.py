@@ -160,6 +160,14 @@ class DropTranscript:
 
 
 @dataclass(frozen=True, slots=True)
+class WithdrawInterim:
+    """The user went on after a pause while others are in a turn: the pause's transcription,
+    if it has not started, is not needed (nothing reads an interim while the user speaks then)."""
+
+    stream: int
+
+
+@dataclass(frozen=True, slots=True)
 class Prefill:
     """Let the LLM read what the user said so far into its prompt cache (no reply)."""
 
@@ -249,6 +257,6 @@ class Emit:
     event: PipelineEvent
 
 
-Command = (OpenTranscript | RequestInterim | FinalizeTranscript | DropTranscript | Prefill
-           | StartReply | StartApology | SayLine | ReleaseReply | PauseReply | ResumeReply
+Command = (OpenTranscript | RequestInterim | WithdrawInterim | FinalizeTranscript
+           | DropTranscript | Prefill | StartReply | StartApology | SayLine | ReleaseReply | PauseReply | ResumeReply
            | CancelReply | EndSession | ScoreEndOfTurn | SetEndSilence | Emit)

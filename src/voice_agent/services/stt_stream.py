@@ -83,6 +83,10 @@ class STTStream(ABC):
         ``decisive``: the text may become the turn's (a reply is prepared from it at a pause):
         decode it for accuracy, as the final."""
 
+    def withdraw(self) -> None:
+        """The decisive interim asked for at a pause is no longer needed (the user went on):
+        drop it if the provider has not started on it. A streaming provider does nothing."""
+
     @abstractmethod
     def finalize(self, speech_end_s: float) -> None:
         """The utterance ended (audio after ``speech_end_s`` is silence): push the final."""
@@ -155,6 +159,16 @@ class BufferedSTTStream(STTStream):
             return
         self._running_decisive = decisive
         self._running = self._spawn(self._interim(decisive))
+
+    def withdraw(self) -> None:
+        """Cancel the decisive interim still on its way: one waiting for the model (behind
+        other sessions' transcripts) leaves the queue and costs nothing; one already decoding
+        finishes in its thread, its words unread."""
+        running = self._running
+        if running is None or running.done() or not self._running_decisive or self._finalized:
+            return
+        self._want_decisive = False
+        running.cancel()
 
     async def _after_rest(self, rest_s: float) -> None:
         await asyncio.sleep(rest_s)
