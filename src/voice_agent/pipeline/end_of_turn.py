@@ -73,11 +73,10 @@ def looks_finished(text: str) -> bool:
     exclamation mark after a last word that can end a sentence. Not a full stop: a statement
     may be a question's lead-in ("My sister is learning to play the piano."). A cheap first
     look, not a verdict ("Can you tell me?" looks finished); the LLM's score is what knows."""
-    stripped = text.rstrip().rstrip("\"'")
-    if not stripped or stripped[-1] not in "?!":
+    if not text.rstrip().rstrip("\"'").endswith(("?", "!")):
         return False
-    words = stripped.rstrip("?!").split()
-    return bool(words) and words[-1].strip("\"'").lower() not in _OPEN_ENDINGS
+    words = words_key(text).split()
+    return bool(words) and words[-1] not in _OPEN_ENDINGS
 
 
 class Verdicts:
