@@ -214,8 +214,7 @@ class TurnCoordinator(ScoreSide):
                 # The pause's words (and their score) are on their way: on a slow machine or
                 # beside other sessions Whisper took 0.6-1.6 s for them, and the fixed 500 ms
                 # ended the turn before any score (half a question answered as a whole one).
-                self._do(SetEndSilence(max(self.end_of_turn.verdict_wait_ms,
-                                           self.end_silence_ms)))
+                self._await_words()
 
     def _on_resumed(self) -> None:
         if self.state is not TurnState.USER_PAUSED:
@@ -261,8 +260,7 @@ class TurnCoordinator(ScoreSide):
                                                              TurnState.USER_PAUSED):
             return  # a stale result of a dropped or finished stream
         if not event.text:
-            if self.state is TurnState.USER_PAUSED and self.end_of_turn is not None:
-                self._do(SetEndSilence(self.end_silence_ms))  # no words: nothing to score
+            self._no_words_coming()
             return
         self._do(Emit(TranscriptEvent(event.text, final=False)))
         if self.overlap is not None and not self.backchannels.only(event.text):
@@ -303,7 +301,7 @@ class TurnCoordinator(ScoreSide):
             self._do(SetEndSilence(self.end_silence_ms))
         else:  # is it the whole turn? The reply starts once the score is known
             self._scoring = reply
-            self._do(SetEndSilence(max(self.end_of_turn.verdict_wait_ms, self.end_silence_ms)))
+            self._await_words()
             if not self.verdicts.is_pending(text):  # else the score asked while they spoke
                 self._score(event.stream, text)
 
@@ -355,8 +353,7 @@ class TurnCoordinator(ScoreSide):
     def _on_transcript_failed(self, event: TranscriptFailed) -> None:
         if not event.final:
             log.warning("[%s] interim transcript failed: %s", self.session_id, event.error)
-            if self.state is TurnState.USER_PAUSED and self.end_of_turn is not None:
-                self._do(SetEndSilence(self.end_silence_ms))  # no words to score
+            self._no_words_coming()
             return
         if self.state is not TurnState.TRANSCRIBING or event.stream != self.stream:
             return

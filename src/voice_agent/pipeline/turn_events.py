@@ -258,5 +258,5 @@ class Emit:
 
 
 Command = (OpenTranscript | RequestInterim | WithdrawInterim | FinalizeTranscript
-           | DropTranscript | Prefill | StartReply | StartApology | SayLine | ReleaseReply | PauseReply | ResumeReply
-           | CancelReply | EndSession | ScoreEndOfTurn | SetEndSilence | Emit)
+           | DropTranscript | Prefill | StartReply | StartApology | SayLine | ReleaseReply
+           | PauseReply | ResumeReply | CancelReply | EndSession | ScoreEndOfTurn | SetEndSilence | Emit)

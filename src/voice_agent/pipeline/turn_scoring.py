@@ -34,6 +34,18 @@ class ScoreSide(ReplySide):
         self.verdicts.asked(text)
         self._do(ScoreEndOfTurn(stream, self.conversation.context(text), text))
 
+    def _await_words(self) -> None:
+        """The pause's words, or their score, are on their way: the turn does not end before
+        them (``verdict_wait_ms`` of silence at most)."""
+        assert self.end_of_turn is not None
+        self._do(SetEndSilence(max(self.end_of_turn.verdict_wait_ms, self.end_silence_ms)))
+
+    def _no_words_coming(self) -> None:
+        """The pause's transcript came empty (noise) or failed: nothing to score, so the fixed
+        silence ends the turn again."""
+        if self.state is TurnState.USER_PAUSED and self.end_of_turn is not None:
+            self._do(SetEndSilence(self.end_silence_ms))
+
     def _preempt(self, stream: int, text: str) -> None:
         """Start the reply to a question the user has not paused after yet, held: its first
         audio is ready when the pause confirms the words (item 5 of issue #14)."""

@@ -167,7 +167,6 @@ class BufferedSTTStream(STTStream):
         running = self._running
         if running is None or running.done() or not self._running_decisive or self._finalized:
             return
-        self._want_decisive = False
         running.cancel()
 
     async def _after_rest(self, rest_s: float) -> None:
