@@ -169,7 +169,12 @@ async def test_beside_another_session_a_late_whole_question_ends_without_a_score
     ("What is the capital of France?", True), ("Stop!", True), ("Can you tell me?", True),
     ("What is the largest city in?", False), ("How far away is the...", False),
     ("How many legs does a spider-", False), ("what is the largest city in", False),
-    ("My sister is learning to play the piano.", False), ("", False)])
+    ("My sister is learning to play the piano.", False), ("", False),
+    # Whisper closes some questions and requests with a full stop: the opening says which
+    ("which planet is closest to the Sun.", True), ("Name a primary color.", True),
+    ("My sister plays the piano. How many keys does it have.", True),
+    ("I left my tea on the table and now it is cold.", False),
+    ("What is the largest city in.", False), ("What is the...", False), ("So what.", False)])
 def test_what_looks_like_a_whole_question_by_its_text(text: str, whole: bool) -> None:
     assert looks_finished(text) is whole
 

@@ -67,7 +67,8 @@ class PipelineConfig(_Section):
     transcript outlasted the fixed silence, which then answered half a question. Below this
     many sessions in a turn at once (this one included) the words are scored, and the score
     sets the wait. From it on, words that look like a whole question ("...?" after a word
-    that can end one: pipeline/end_of_turn.py looks_finished) end the turn unscored at the
+    that can end one, or "...." when the sentence opens like a question or a request:
+    pipeline/end_of_turn.py looks_finished) end the turn unscored at the
     fixed silence, since waiting for every score cost the four-session p95 +20-35% (bench
     latency A/B, docs/end_of_turn.md); cut-off or statement-like words are still scored. 0:
     always score."""

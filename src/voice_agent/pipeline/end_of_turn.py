@@ -11,6 +11,7 @@ the same voices and stays out of the decision until measured on real speech.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -68,15 +69,35 @@ _OPEN_ENDINGS = frozenset(
 the..."): Whisper closes 85 of 100 cut-off questions with punctuation all the same."""
 
 
+_QUESTION_OPENERS = frozenset(
+    "what which who whom whose where when why how is are was were am do does did can could "
+    "will would should shall may might have has had".split())
+_REQUEST_OPENERS = frozenset(
+    "name tell give list explain describe say define spell translate count recommend suggest "
+    "show find remind calculate convert summarize compare".split())
+"""How a question or a request opens: Whisper closes some with a full stop ("which planet is
+closest to the Sun.", "Name a primary color."), a lead-in seldom opens so ("My sister is
+learning to play the piano.", "I left my tea on the table.")."""
+_SENTENCES = re.compile(r"(?<=[.!?])\s+")
+
+
 def looks_finished(text: str) -> bool:
     """Words that look like a whole question by their text alone: a closing question or
-    exclamation mark after a last word that can end a sentence. Not a full stop: a statement
-    may be a question's lead-in ("My sister is learning to play the piano."). A cheap first
-    look, not a verdict ("Can you tell me?" looks finished); the LLM's score is what knows."""
-    if not text.rstrip().rstrip("\"'").endswith(("?", "!")):
-        return False
+    exclamation mark after a last word that can end a sentence; or a full stop after such a
+    word when the last sentence opens like a question or a request (a statement that opens
+    otherwise may be a question's lead-in: "My sister is learning to play the piano."). A
+    cheap first look, not a verdict ("Can you tell me?" looks finished); the LLM's score is
+    what knows."""
+    closed = text.rstrip().rstrip("\"'")
+    if not closed.endswith(("?", "!", ".")) or closed.endswith(("..", "\u2026")):
+        return False  # no closing mark, or a trailing-off "the..."
     words = words_key(text).split()
-    return bool(words) and words[-1] not in _OPEN_ENDINGS
+    if not words or words[-1] in _OPEN_ENDINGS:
+        return False
+    if not closed.endswith("."):
+        return True
+    opening = words_key(_SENTENCES.split(closed)[-1]).split()
+    return bool(opening) and opening[0] in _QUESTION_OPENERS | _REQUEST_OPENERS
 
 
 class Verdicts:
