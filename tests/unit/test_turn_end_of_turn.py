@@ -174,7 +174,9 @@ async def test_beside_another_session_a_late_whole_question_ends_without_a_score
     ("which planet is closest to the Sun.", True), ("Name a primary color.", True),
     ("My sister plays the piano. How many keys does it have.", True),
     ("I left my tea on the table and now it is cold.", False),
-    ("What is the largest city in.", False), ("What is the...", False), ("So what.", False)])
+    ("What is the largest city in.", False), ("What is the...", False), ("So what.", False),
+    # ending on its verb: mostly the first half of a question
+    ("Which planet is?", False), ("How many legs does?", False), ("What time is it?", True)])
 def test_what_looks_like_a_whole_question_by_its_text(text: str, whole: bool) -> None:
     assert looks_finished(text) is whole
 

@@ -67,6 +67,11 @@ _OPEN_ENDINGS = frozenset(
     "my your his her our their its plus minus times".split())
 """Last words that leave a sentence open ("What is the largest city in?", "How far away is
 the..."): Whisper closes 85 of 100 cut-off questions with punctuation all the same."""
+_OPEN_VERBS = frozenset(
+    "is are was were am be been do does did can could will would shall should may might must "
+    "has have had".split())
+"""A question that ends on its verb is mostly cut off ("Which planet is?", "How many legs
+does?"); the whole ones ("Can you tell me where the station is?") are scored, which is safe."""
 
 
 _QUESTION_OPENERS = frozenset(
@@ -92,7 +97,7 @@ def looks_finished(text: str) -> bool:
     if not closed.endswith(("?", "!", ".")) or closed.endswith(("..", "\u2026")):
         return False  # no closing mark, or a trailing-off "the..."
     words = words_key(text).split()
-    if not words or words[-1] in _OPEN_ENDINGS:
+    if not words or words[-1] in _OPEN_ENDINGS or words[-1] in _OPEN_VERBS:
         return False
     if not closed.endswith("."):
         return True
