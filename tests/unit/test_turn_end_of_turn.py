@@ -176,7 +176,8 @@ async def test_beside_another_session_a_late_whole_question_ends_without_a_score
     ("I left my tea on the table and now it is cold.", False),
     ("What is the largest city in.", False), ("What is the...", False), ("So what.", False),
     # ending on its verb: mostly the first half of a question
-    ("Which planet is?", False), ("How many legs does?", False), ("What time is it?", True)])
+    ("Which planet is?", False), ("How many legs does?", False), ("What time is it?", True),
+    ("What do you do?", True)])
 def test_what_looks_like_a_whole_question_by_its_text(text: str, whole: bool) -> None:
     assert looks_finished(text) is whole
 

@@ -68,10 +68,11 @@ _OPEN_ENDINGS = frozenset(
 """Last words that leave a sentence open ("What is the largest city in?", "How far away is
 the..."): Whisper closes 85 of 100 cut-off questions with punctuation all the same."""
 _OPEN_VERBS = frozenset(
-    "is are was were am be been do does did can could will would shall should may might must "
-    "has have had".split())
-"""A question that ends on its verb is mostly cut off ("Which planet is?", "How many legs
-does?"); the whole ones ("Can you tell me where the station is?") are scored, which is safe."""
+    "is are was were am does did can could will would shall should may might must".split())
+"""A question that ends on its auxiliary is mostly cut off ("Which planet is?", "How many legs
+does?"); the whole ones ("Can you tell me where the station is?") are scored, which is safe.
+Not "do", "have", "be": they end whole questions as main verbs ("What do you do?", "How many
+keys does it have?")."""
 
 
 _QUESTION_OPENERS = frozenset(
