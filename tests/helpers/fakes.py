@@ -157,6 +157,17 @@ class FakeLLM(LLMService):
 
     statement_checks: list[float | None] = field(default_factory=list)
     """The ``statement_check_p`` of each score asked for."""
+    able_to_score: bool | None = None
+    """Whether its None means a busy model that gave way (True) or a provider that cannot
+    score (False); None: True once a test gives it ``end_of_turn``."""
+
+    @property
+    def scores_turns(self) -> bool:
+        return self.end_of_turn is not None if self.able_to_score is None else self.able_to_score
+
+    @scores_turns.setter
+    def scores_turns(self, value: bool) -> None:
+        self.able_to_score = value
 
     async def end_of_turn_probability(self, messages: list[ChatMessage], *,
                                       statement_check_p: float | None = None) -> float | None:

@@ -71,7 +71,8 @@ async def test_half_a_question_still_ends_after_the_long_wait() -> None:
 
 async def test_without_a_verdict_the_fixed_silence_ends_the_turn() -> None:
     async with Turns() as h:
-        h.llm.end_of_turn = lambda _text: None  # another provider, or the model was busy
+        h.llm.end_of_turn = lambda _text: None  # a provider that cannot score
+        h.llm.scores_turns = False
         await h.say("what time is it", end=False)
         await h.quiet(350)
         assert h.replies() == []  # 350 ms is not the fixed 500 ms
@@ -99,11 +100,34 @@ async def test_without_a_verdict_a_full_stop_waits_as_for_a_score_on_its_way() -
 async def test_without_a_verdict_a_statement_alone_is_answered_after_the_verdict_wait() -> None:
     async with Turns() as h:
         h.llm.end_of_turn = lambda _text: None
-        await h.say("name a primary color.", end=False)
+        await h.say("my sister plays the piano.", end=False)
         await h.quiet(1000)
         await h.settle()
         assert h.state is TurnState.USER_PAUSED and h.finals() == []
         await h.quiet(400)  # past end_of_turn.verdict_wait_ms (1.2 s)
+        await h.answered()
+        assert h.answers() == [answer("my sister plays the piano.")]
+
+
+async def test_without_a_verdict_cut_off_words_wait_and_the_rest_joins_the_turn() -> None:
+    """Four clients at once: the score of "what is the largest city in" gave way to another
+    session's reply, the fixed 500 ms ended the turn, and the first half was answered."""
+    async with Turns() as h:
+        h.llm.end_of_turn = lambda _text: None
+        await h.say("what is the largest city in", end=False)
+        await h.quiet(900)  # past the fixed 500 ms
+        await h.settle()
+        assert h.replies() == [] and h.finals() == []
+        await h.say("canada?")
+        await h.answered()
+        assert h.finals() == ["what is the largest city in canada?"]
+
+
+async def test_without_a_verdict_words_that_look_whole_keep_the_fixed_silence() -> None:
+    async with Turns() as h:
+        h.llm.end_of_turn = lambda _text: None
+        await h.say("name a primary color.", end=False)
+        await h.quiet(640)
         await h.answered()
         assert h.answers() == [answer("name a primary color.")]
 
@@ -113,7 +137,7 @@ async def test_a_provider_that_cannot_score_keeps_the_fixed_silence_after_a_full
     ends the turn after the fixed 500 ms as before."""
     async with Turns() as h:
         h.llm.end_of_turn = lambda _text: None
-        h.llm.scores_turns = False  # type: ignore[attr-defined]
+        h.llm.scores_turns = False
         await h.say("name a primary color.", end=False)
         await h.quiet(640)
         await h.answered()

@@ -48,11 +48,12 @@ class EndOfTurnRule:
                    gave_way: bool = False) -> float:
         """The silence that ends the turn for this score of ``words``. Unknown: ``default_ms``;
         but when the model ``gave_way`` to another session's reply, ``verdict_wait_ms`` after
-        words that end in a full stop, which may be the lead-in of a question ("My sister is
-        learning to play the piano."): under load 3 of 72 scores gave way, one on that lead-in,
-        and 500 ms would have answered it alone."""
+        words that do not look like a whole question (:func:`looks_finished`): a lead-in
+        ("My sister is learning to play the piano.": under load 3 of 72 scores gave way, one
+        on it) or a cut-off question ("what is the largest city in", four clients at once:
+        its score gave way, 500 ms answered the first half)."""
         if probability is None:
-            if gave_way and words.rstrip().endswith("."):
+            if gave_way and not looks_finished(words):
                 return max(default_ms, self.verdict_wait_ms)
             return default_ms
         if probability >= self.done_p:
