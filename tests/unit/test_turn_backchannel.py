@@ -132,3 +132,33 @@ async def test_one_misheard_word_goes_on_but_stop_cuts() -> None:
         await h.barge_in("stop")
         await h.until(lambda: h.cut(), "the cut")
         assert h.cut()[0].spoken_text == "one two three"
+
+
+async def test_one_word_over_a_reply_to_cut_off_words_is_their_end() -> None:
+    """Four clients at once, a score lost: "what is the largest city in" was answered, and
+    "Canada." said over the reply was taken for a misheard "uh huh". After words that stop
+    where no sentence can, one word over the reply is the rest of them: the reply is cut and
+    the whole question answered."""
+    async with Turns() as h:
+        h.script(EIGHT)
+        await h.say("what is the largest city in")
+        await h.until_written(EIGHT)
+        h.sink.advance(0.36)  # 'one two three' heard
+        await h.say("canada")
+        await h.until(lambda: h.cut(), "the cut")
+        await h.answered(2)
+        assert h.finals()[-1] == "what is the largest city in canada"
+        assert h.answers()[-1] == answer("what is the largest city in canada")
+        assert h.history() == [("user", "what is the largest city in canada"),
+                               ("assistant", answer("what is the largest city in canada"))]
+
+
+async def test_one_word_over_a_reply_to_whole_words_still_goes_on() -> None:
+    async with Turns() as h:
+        h.script(EIGHT)
+        await h.say("what is the largest city in canada")
+        await h.until_written(EIGHT)
+        h.sink.advance(0.36)
+        await h.say("amit")
+        await h.until(lambda: not h.sink.paused and h.state is TurnState.REPLYING, "going on")
+        assert h.cut() == []

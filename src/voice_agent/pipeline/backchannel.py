@@ -40,10 +40,11 @@ class Backchannels:
     def __bool__(self) -> bool:
         return bool(self.phrases)
 
-    def only(self, text: str) -> bool:
-        """True when ``text`` is nothing but backchannel phrases (or no words at all)."""
+    def only(self, text: str, *, one_word: bool = True) -> bool:
+        """True when ``text`` is nothing but backchannel phrases (or no words at all); with
+        ``one_word``, any single word but a stop word too."""
         words = _words(text)
-        if len(words) == 1 and self.phrases and words[0] not in self.stop_words:
+        if one_word and len(words) == 1 and self.phrases and words[0] not in self.stop_words:
             return True  # one word, and not "stop": most likely a misheard "uh huh"
         i = 0
         while i < len(words):

@@ -88,6 +88,16 @@ learning to play the piano.", "I left my tea on the table.")."""
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
 
 
+def looks_cut_off(text: str) -> bool:
+    """Words that stop where no sentence can: on a word that leans on the next ("What is the
+    largest city in", "Which planet is?"), or trailing off ("the...", "spider-")."""
+    closed = text.rstrip().rstrip("\"'")
+    if closed.endswith(("..", "\u2026", "-")):
+        return True
+    words = words_key(text).split()
+    return bool(words) and (words[-1] in _OPEN_ENDINGS or words[-1] in _OPEN_VERBS)
+
+
 def looks_finished(text: str) -> bool:
     """Words that look like a whole question by their text alone: a closing question or
     exclamation mark after a last word that can end a sentence; or a full stop after such a
@@ -96,10 +106,7 @@ def looks_finished(text: str) -> bool:
     cheap first look, not a verdict ("Can you tell me?" looks finished); the LLM's score is
     what knows."""
     closed = text.rstrip().rstrip("\"'")
-    if not closed.endswith(("?", "!", ".")) or closed.endswith(("..", "\u2026")):
-        return False  # no closing mark, or a trailing-off "the..."
-    words = words_key(text).split()
-    if not words or words[-1] in _OPEN_ENDINGS or words[-1] in _OPEN_VERBS:
+    if not closed.endswith(("?", "!", ".")) or not words_key(text) or looks_cut_off(text):
         return False
     if not closed.endswith("."):
         return True

@@ -35,7 +35,8 @@ from ..core.events import TranscriptEvent
 from ..core.status import ProcessingStatus
 from ..core.words import same_words
 from .backchannel import Backchannels
-from .end_of_turn import EndOfTurnRule, OtherHearings, Verdicts, looks_finished
+from .end_of_turn import (EndOfTurnRule, OtherHearings, Verdicts, looks_cut_off,
+                          looks_finished)
 from .metrics import TurnMetrics
 from .turn_events import (CloseRequested, Command, DropTranscript, Emit, EndOfTurnScored,
                           FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
@@ -263,8 +264,10 @@ class TurnCoordinator(ScoreSide):
             self._no_words_coming()
             return
         self._do(Emit(TranscriptEvent(event.text, final=False)))
-        if self.overlap is not None and not self.backchannels.only(event.text):
-            self._cut_reply(self.overlap, by_speech=True)  # words, not an "uh huh": a barge-in
+        rest = self._answers_cut_off_words()
+        if self.overlap is not None and not self.backchannels.only(event.text, one_word=not rest):
+            # words, not an "uh huh": a barge-in
+            self._cut_reply(self.overlap, by_speech=True, join=rest)
         text = f"{self.carry_over} {event.text}".strip()
         self._latest = text
         if self.state is TurnState.USER_SPEAKING:
@@ -335,10 +338,11 @@ class TurnCoordinator(ScoreSide):
         assert metrics is not None
         self.stream = None
         if self.overlap is not None:
-            if self.backchannels.only(event.text):
+            rest = self._answers_cut_off_words()
+            if self.backchannels.only(event.text, one_word=not rest):
                 self._resume(event.text)
                 return
-            self._cut_reply(self.overlap, by_speech=True)
+            self._cut_reply(self.overlap, by_speech=True, join=rest)
         text = f"{self.carry_over} {event.text}".strip()
         heard_as = self._hearings(event)
         self.carry_over = ""
@@ -349,6 +353,12 @@ class TurnCoordinator(ScoreSide):
         metrics.transcript_reused = event.reused
         metrics.mark("transcript_final", self.clock())
         self._release(self._new_reply(text, metrics, heard_as=heard_as))
+
+    def _answers_cut_off_words(self) -> bool:
+        """The reply spoken over answers words that stop where no sentence can: what the user
+        says over it is their end ("what is the largest city in" ... "Canada."), one word
+        too (not a misheard "uh huh"), and joins them in the next turn."""
+        return self.reply is not None and looks_cut_off(self.reply.user_text)
 
     def _on_transcript_failed(self, event: TranscriptFailed) -> None:
         if not event.final:

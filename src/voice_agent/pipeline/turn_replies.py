@@ -134,8 +134,9 @@ class ReplySide:
         self._finish_turn(reply.metrics)
         self._listen()
 
-    def _cut_reply(self, heard_s: float, *, by_speech: bool) -> None:
-        """Stop the released reply; the history keeps what the user heard of it."""
+    def _cut_reply(self, heard_s: float, *, by_speech: bool, join: bool = False) -> None:
+        """Stop the released reply; the history keeps what the user heard of it, unless the
+        user's words ``join`` the next turn (what they say now is the rest of them)."""
         reply = self.reply
         assert reply is not None and (self._released or self.overlap is not None)
         self.reply = None
@@ -146,8 +147,9 @@ class ReplySide:
         state, metrics = reply.state, reply.metrics
         spoken = state.spoken_text(max(0.0, heard_s))
         metrics.interrupted = True
-        if heard_s <= 0 and by_speech:
-            # The user spoke again before hearing anything: their words join the next turn.
+        if (heard_s <= 0 or join) and by_speech:
+            # The user spoke again before hearing anything, or said the rest of their words:
+            # their words join the next turn.
             self.carry_over = reply.user_text
         else:
             self.conversation.add_user(reply.user_text, heard_as=reply.heard_as)
