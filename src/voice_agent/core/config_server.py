@@ -105,6 +105,11 @@ class ServerConfig(_Section):
     malloc_arena_max: int = Field(2, ge=0, le=64)
     """glibc malloc arenas for the server's threads (0: glibc's default of 8 per core). Few
     arenas keep the memory that model threads free reusable instead of resident."""
+    loop_stall_log_ms: int = Field(200, ge=0, le=60_000)
+    """When the event loop has not run for this long, the log gets the stack its thread is
+    at (once per stall, at most every 10 s): what blocked it, or a wait in ``select`` that
+    other threads starved (core/loop_stall.py). 200: the longest audio frame gap #15 allows.
+    0: off."""
     model_threads_nice: int = Field(5, ge=0, le=19)
     """Model work (Whisper, llama.cpp, Piper and their thread pools) runs this many nice steps
     below the event loop, which carries every session's audio: under load the loop then gets

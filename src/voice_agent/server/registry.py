@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.config import V3Config
 from ..core.loop_lag import LoopLagMonitor
+from ..core.loop_stall import LoopStallReporter
 from ..core.recovery import ErrorRecoveryManager, recovery_from_config
 from .prometheus import TurnMetricsExporter
 from .sessions import SessionManager
@@ -36,6 +37,8 @@ class AppRegistry:
     prometheus: TurnMetricsExporter = field(default_factory=TurnMetricsExporter)
     loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     """The event loop's lag over the last minute (shown by /v3/health)."""
+    loop_stall: LoopStallReporter = field(default_factory=LoopStallReporter)
+    """Logs where the loop's thread was when the loop stopped running (server.loop_stall_log_ms)."""
     cluster: ClusterRegistry | None = None
     """The registry shared with other workers in Redis (``server.redis_url``); None: this
     process alone, as without Redis."""
