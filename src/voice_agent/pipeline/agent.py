@@ -31,7 +31,7 @@ from ..core.events import EventSink, PipelineEvent, TranscriptEvent
 from ..core.recovery import ErrorRecoveryManager, recovery_from_config
 from ..core.status import ProcessingStatus
 from ..core.tasks import TaskSet
-from ..services.base import ChatMessage, SpeechFailure, SpeechResult, STTStream
+from ..services.base import VAD, ChatMessage, SpeechFailure, SpeechResult, STTStream
 from ..services.factory import Services
 from ..services.priority_lock import CORES, URGENT
 from .backchannel import Backchannels
@@ -62,7 +62,9 @@ PREROLL_MS = 300  # audio kept from before speech was confirmed, so first syllab
 class VoicePipeline(PipelineWatch):
     def __init__(self, services: Services, config: V3Config, *, emit: EventSink, sink: AudioSink,
                  session_id: str = "", conversation: ConversationManager | None = None,
-                 recovery: ErrorRecoveryManager | None = None) -> None:
+                 recovery: ErrorRecoveryManager | None = None, vad: VAD | None = None) -> None:
+        """``vad``: this session's detector, made by the caller (off the event loop: a native
+        one takes tens of ms to build); by default ``services.vad.create()`` here."""
         self.services, self.config, self.sink = services, config, sink
         self.session_id = session_id
         self._key = session_id or f"pipeline-{id(self)}"
@@ -70,7 +72,7 @@ class VoicePipeline(PipelineWatch):
         self.conversation = conversation or ConversationManager(
             config.ai.system_prompt, max_messages=config.ai.history_messages)
         stt = config.stt
-        self._detector = TurnDetector(services.vad.create(), TurnOptions(
+        self._detector = TurnDetector(vad or services.vad.create(), TurnOptions(
             threshold=stt.vad_threshold, min_speech_ms=stt.min_speech_ms,
             end_of_turn_silence_ms=stt.end_of_turn_silence_ms, max_utterance_s=stt.max_utterance_s,
             early_silence_ms=stt.pause_ms))

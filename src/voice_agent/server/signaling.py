@@ -6,6 +6,7 @@ only the media path differs. Every session gets a resume token in ``connection_e
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -88,7 +89,7 @@ async def _open_session(ws: WebSocket, transport: str, *, mode: dict[str, str],
 
 
 def _make_pipeline(registry: AppRegistry, session: Session, sink: Any,
-                   resume: SessionResume) -> Any:
+                   resume: SessionResume, vad: Any) -> Any:
     from ..pipeline.agent import VoicePipeline  # the heavy import only when a session starts
 
     async def emit(event: Any) -> None:
@@ -101,7 +102,7 @@ def _make_pipeline(registry: AppRegistry, session: Session, sink: Any,
 
     return VoicePipeline(registry.services, registry.config, emit=emit, sink=sink,
                          session_id=session.id, recovery=registry.recovery,
-                         conversation=resume.conversation)
+                         conversation=resume.conversation, vad=vad)
 
 
 async def _start_pipeline(registry: AppRegistry, session: Session, sink: Any,
@@ -114,7 +115,12 @@ async def _start_pipeline(registry: AppRegistry, session: Session, sink: Any,
         ConversationManager(config.ai.system_prompt, max_messages=config.ai.history_messages),
         session.id)
     try:
-        pipeline = _make_pipeline(registry, session, sink, resume)
+        # The VAD's native session takes ~40 ms to build, longer beside busy models: off the
+        # loop that carries every other session's audio (four sessions starting at once in a
+        # bench run held the loop 209 ms, logged by core/loop_stall.py).
+        assert registry.services is not None
+        vad = await asyncio.to_thread(registry.services.vad.create)
+        pipeline = _make_pipeline(registry, session, sink, resume, vad)
     except Exception as exc:
         log.exception("session %s: cannot start the pipeline", session.id,
                       extra={"error_type": ErrorType.INTERNAL})
