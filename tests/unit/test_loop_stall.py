@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from voice_agent.core.loop_lag import LoopLagMonitor
 from voice_agent.core.loop_stall import LoopStallReporter
 
 
@@ -17,8 +18,10 @@ def a_slow_callback_on_the_loop(seconds: float) -> None:
 
 async def test_a_blocked_loop_is_logged_once_with_the_blocking_code(
         caplog: pytest.LogCaptureFixture) -> None:
-    reporter = LoopStallReporter(threshold_s=0.15, check_s=0.01)
+    monitor = LoopLagMonitor(interval_s=0.02)
+    reporter = LoopStallReporter(monitor, threshold_s=0.15, check_s=0.01)
     caplog.set_level(logging.WARNING, logger="voice_agent.core.loop_stall")
+    monitor.start()
     reporter.start()
     try:
         await asyncio.sleep(0.3)
@@ -30,10 +33,13 @@ async def test_a_blocked_loop_is_logged_once_with_the_blocking_code(
         assert "a_slow_callback_on_the_loop" in record.getMessage()
     finally:
         await reporter.stop()
+        await monitor.stop()
 
 
 async def test_reports_are_spaced_and_zero_turns_it_off() -> None:
-    reporter = LoopStallReporter(threshold_s=0.1, check_s=0.01, quiet_s=60.0)
+    monitor = LoopLagMonitor(interval_s=0.02)
+    reporter = LoopStallReporter(monitor, threshold_s=0.1, check_s=0.01, quiet_s=60.0)
+    monitor.start()
     reporter.start()
     try:
         for _ in range(2):
@@ -42,9 +48,10 @@ async def test_reports_are_spaced_and_zero_turns_it_off() -> None:
         assert reporter.reports == 1  # the second stall falls in the quiet time
     finally:
         await reporter.stop()
-    off = LoopStallReporter(threshold_s=0)
+    off = LoopStallReporter(monitor, threshold_s=0)
     off.start()
     a_slow_callback_on_the_loop(0.2)
     await asyncio.sleep(0.05)
     assert off.reports == 0
     await off.stop()
+    await monitor.stop()

@@ -38,9 +38,12 @@ class LoopLagMonitor:
         self.window_s = window_s
         self._samples: deque[tuple[float, float]] = deque()  # (monotonic time, lag s)
         self._task: asyncio.Task[None] | None = None
+        self.last_wake = time.monotonic()
+        """When the loop last ran this monitor (read from other threads: core/loop_stall.py)."""
 
     def start(self) -> None:
         if self._task is None or self._task.done():
+            self.last_wake = time.monotonic()
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -54,7 +57,7 @@ class LoopLagMonitor:
         while True:
             asked = time.monotonic()
             await asyncio.sleep(self.interval_s)
-            now = time.monotonic()
+            now = self.last_wake = time.monotonic()
             self.record(now, max(0.0, now - asked - self.interval_s))
 
     def record(self, now: float, lag_s: float) -> None:

@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..core.config import V3Config
+from ..core.loop_stall import LoopStallReporter
 from ..transport.ice import restrict_host_addresses
 from . import routes_http, signaling
 from .cluster_admission import ClusterAdmission, url_password
@@ -84,7 +85,7 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
         registry.services_ready = True
         registry.sessions.start()
         registry.loop_lag.start()
-        registry.loop_stall.threshold_s = server.loop_stall_log_ms / 1000
+        registry.loop_stall = LoopStallReporter(registry.loop_lag, server.loop_stall_log_ms / 1000)
         registry.loop_stall.start()
         log.info("voice-agent %s ready (max %d sessions, event loop %s)", __version__,
                  server.max_sessions, type(asyncio.get_running_loop()).__module__.split(".")[0])
@@ -95,7 +96,8 @@ def create_app(config: V3Config | None = None, services: Services | None = None)
                 yield
         finally:
             await registry.loop_lag.stop()
-            await registry.loop_stall.stop()
+            if registry.loop_stall is not None:
+                await registry.loop_stall.stop()
             await registry.sessions.stop()  # closes every session
             await close_conversation_store(app)  # their last saves for a resume
             if registry.cluster is not None:

@@ -37,8 +37,9 @@ class AppRegistry:
     prometheus: TurnMetricsExporter = field(default_factory=TurnMetricsExporter)
     loop_lag: LoopLagMonitor = field(default_factory=LoopLagMonitor)
     """The event loop's lag over the last minute (shown by /v3/health)."""
-    loop_stall: LoopStallReporter = field(default_factory=LoopStallReporter)
-    """Logs where the loop's thread was when the loop stopped running (server.loop_stall_log_ms)."""
+    loop_stall: LoopStallReporter | None = None
+    """Logs where the loop's thread was when ``loop_lag`` saw it stop running
+    (server.loop_stall_log_ms); made when the server starts."""
     cluster: ClusterRegistry | None = None
     """The registry shared with other workers in Redis (``server.redis_url``); None: this
     process alone, as without Redis."""
