@@ -85,6 +85,7 @@ _REQUEST_OPENERS = frozenset(
 """How a question or a request opens: Whisper closes some with a full stop ("which planet is
 closest to the Sun.", "Name a primary color."), a lead-in seldom opens so ("My sister is
 learning to play the piano.", "I left my tea on the table.")."""
+_OPENERS = _QUESTION_OPENERS | _REQUEST_OPENERS
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -111,7 +112,7 @@ def looks_finished(text: str) -> bool:
     if not closed.endswith("."):
         return True
     opening = words_key(_SENTENCES.split(closed)[-1]).split()
-    return bool(opening) and opening[0] in _QUESTION_OPENERS | _REQUEST_OPENERS
+    return bool(opening) and opening[0] in _OPENERS
 
 
 class Verdicts:
