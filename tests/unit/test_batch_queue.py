@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -21,11 +21,15 @@ class Model:
         self.gate = threading.Event()
         self.gate.set()
         self.runs: list[tuple[list[str], Hashable]] = []
+        self.wanted: list[bool] = []
+        """Whether anyone still waited for each batch when it came to its costly part."""
         self.fail = False
 
-    def __call__(self, items: Sequence[str], kind: Hashable) -> list[str]:
+    def __call__(self, items: Sequence[str], kind: Hashable,
+                 wanted: Callable[[], bool] = lambda: True) -> list[str]:
         self.gate.wait(5)
         self.runs.append((list(items), kind))
+        self.wanted.append(wanted())
         if self.fail:
             raise RuntimeError("decode failed")
         return [f"{item.upper()}/{kind}" for item in items]
@@ -104,6 +108,32 @@ async def test_a_waiting_caller_cancelled_before_its_batch_leaves_no_trace(setup
     model.gate.set()
     assert await first == "FIRST/5" and await kept == "KEPT/5"
     assert model.runs == [(["first"], 5), (["kept"], 5)]
+    assert not lock.locked and lock.waiting == 0
+
+
+async def test_a_batch_whose_callers_all_gave_up_is_told_so_before_its_costly_part(setup) -> None:
+    """A pause inside a question, and the user went on: Whisper may skip the decoder (the
+    larger part of a pass) once nobody waits for the words; a batch someone still waits for
+    is not told so."""
+    model, lock, queue = setup
+    model.gate.clear()
+    alone = asyncio.create_task(queue.call("alone", 5, URGENT))
+    await asyncio.sleep(0.02)  # with the model
+    alone.cancel()
+    await asyncio.sleep(0.02)
+    model.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await alone
+    model.gate.clear()
+    left = asyncio.create_task(queue.call("left", 5, URGENT))
+    kept = asyncio.create_task(queue.call("kept", 5, URGENT))
+    await asyncio.sleep(0.02)  # one batch of two
+    left.cancel()
+    await asyncio.sleep(0.02)
+    model.gate.set()
+    assert await kept == "KEPT/5"
+    assert model.runs == [(["alone"], 5), (["left", "kept"], 5)]
+    assert model.wanted == [False, True]
     assert not lock.locked and lock.waiting == 0
 
 

@@ -10,7 +10,8 @@ A call joins the queue, then waits for its turn on the model's lock (by priority
 or for its result, whichever comes first. The one let in takes every waiting call of the same
 kind (up to ``max_batch``) and runs them as one batch; the others get their results without
 taking the lock. If the caller that runs a batch is cancelled, the batch still finishes in its
-thread and the others still get their results.
+thread and the others still get their results. A batch is told whether anyone still waits for
+it (``run_batch``'s ``wanted``), so that one whose callers all gave up can skip its costly part.
 """
 
 from __future__ import annotations
@@ -35,14 +36,19 @@ class _Call(Generic[In, Out]):
     priority: int
     taken: bool = False
     """In a batch (which may be running for a caller that gave up)."""
+    withdrawn: bool = False
+    """Its caller gave up (read by the batch's thread: see ``wanted``)."""
     result: asyncio.Future[Out] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class BatchQueue(Generic[In, Out]):
     def __init__(self, lock: PriorityLoopLock, executor: Executor,
-                 run_batch: Callable[[Sequence[In], Hashable], list[Out]], max_batch: int) -> None:
-        """``run_batch(items, kind)`` runs in ``executor`` and returns one result per item, in
-        order; calls batch together only with calls of the same ``kind`` (e.g. beam size)."""
+                 run_batch: Callable[[Sequence[In], Hashable, Callable[[], bool]], list[Out]],
+                 max_batch: int) -> None:
+        """``run_batch(items, kind, wanted)`` runs in ``executor`` and returns one result per
+        item, in order; calls batch together only with calls of the same ``kind`` (e.g. beam
+        size). ``wanted()`` is False once every caller of the batch has given up: their
+        results are never read."""
         self._lock = lock
         self._executor = executor
         self._run_batch = run_batch
@@ -61,10 +67,13 @@ class BatchQueue(Generic[In, Out]):
                         await self._run(self._take(call))
                 finally:
                     self._lock.release()
+            return await call.result
+        except asyncio.CancelledError:
+            call.withdrawn = True
+            raise
         finally:
             if call in self._waiting:
                 self._waiting.remove(call)
-        return await call.result
 
     def _take(self, first: _Call[In, Out]) -> list[_Call[In, Out]]:
         """``first`` and the calls of its kind waiting longest among the most urgent."""
@@ -84,7 +93,8 @@ class BatchQueue(Generic[In, Out]):
     async def _run(self, batch: list[_Call[In, Out]]) -> None:
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(self._executor, functools.partial(
-            self._run_batch, [c.item for c in batch], batch[0].kind))
+            self._run_batch, [c.item for c in batch], batch[0].kind,
+            lambda: not all(c.withdrawn for c in batch)))
         self.batches = [*self.batches[-99:], len(batch)]
         work.add_done_callback(functools.partial(_deliver, batch))
         await asyncio.shield(work)  # cancelled here, the batch still reaches the others

@@ -162,8 +162,9 @@ class BufferedSTTStream(STTStream):
 
     def withdraw(self) -> None:
         """Cancel the decisive interim still on its way: one waiting for the model (behind
-        other sessions' transcripts) leaves the queue and costs nothing; one already decoding
-        finishes in its thread, its words unread."""
+        other sessions' transcripts) leaves the queue and costs nothing; one the model has
+        started on finishes in its thread, its words unread (Whisper skips its decoder when
+        the cancel comes while it encodes: services/batch_queue.py's ``wanted``)."""
         running = self._running
         if running is None or running.done() or not self._running_decisive or self._finalized:
             return
