@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -43,7 +44,7 @@ from ..tools import ToolRegistry
 from .sink import AudioSink
 from .turn import TurnCoordinator, TurnState
 from .watch import PipelineWatch
-from .turn_detector import TurnDetector, TurnEvent, TurnOptions
+from .turn_detector import PREROLL_MAX_MS, TurnDetector, TurnEvent, TurnOptions
 from .typed import TypedTurns
 from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, Emit,
                           FinalizeTranscript, InterimTick, InterruptRequested, OpenTranscript,
@@ -56,7 +57,6 @@ from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, 
 
 log = logging.getLogger(__name__)
 
-PREROLL_MS = 300  # audio kept from before speech was confirmed, so first syllables aren't lost
 
 
 class VoicePipeline(PipelineWatch):
@@ -111,7 +111,8 @@ class VoicePipeline(PipelineWatch):
                                 on_end=lambda rid, error: self._post(ReplyEnded(rid, error)))
         self._frame = self._detector.vad.frame_samples
         self._pending = np.zeros(0, np.float32)
-        self._preroll: deque[np.ndarray] = deque(maxlen=max(1, int(PREROLL_MS / self._detector.frame_ms)))
+        self._preroll: deque[np.ndarray] = deque(
+            maxlen=math.ceil(PREROLL_MAX_MS / self._detector.frame_ms))
         self._open: tuple[int, STTStream] | None = None  # the stream fed with incoming audio
         self._streams: dict[int, STTStream] = {}
         self._utterance: list[np.ndarray] = []  # frames of the open stream's utterance
@@ -365,7 +366,8 @@ class VoicePipeline(PipelineWatch):
                 self._post(SpeechEnded(speech_end_s=end_s, speech_end_at=time.monotonic()
                                        - max(0.0, stream.duration_s - end_s)))
             stream.on_end_of_speech = on_end_of_speech  # type: ignore[attr-defined]
-        frames = [*(self._untranscribed if command.hear_again else []), *self._preroll]
+        preroll = list(self._preroll)[-self._detector.preroll_frames():]
+        frames = [*(self._untranscribed if command.hear_again else []), *preroll]
         self._untranscribed, self._utterance = [], list(frames)
         self._preroll.clear()
         for frame in frames:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -22,6 +23,17 @@ class TurnOptions:
     """Speech longer than this ends the turn anyway, so a monologue still gets an answer."""
     early_silence_ms: int = 160
     """Silence after which a speculative transcript is worth starting (see TurnEvent.PAUSE)."""
+
+
+PREROLL_MS = 300
+"""Audio kept from before speech was confirmed, at least, so that first syllables are not lost."""
+PREROLL_MAX_MS = 1000
+"""At most this much before the confirmation (see :attr:`TurnDetector.onset_ms`)."""
+ONSET_MARGIN_MS = 100
+"""Kept before the first speech frame: the VAD hears a soft onset ("wh", "h") late."""
+ONSET_GAP_MS = 200
+"""Silence that separates a noise or an earlier sound from the speech that starts a turn;
+shorter dips (the stop between two words) belong to it."""
 
 
 class TurnEvent(Enum):
@@ -50,6 +62,13 @@ class TurnDetector:
         self.utterance_ms = 0.0
         self._paused = False
         self.last_probability = 0.0
+        self._onset_run_ms = 0.0
+        self._onset_dip_ms = 0.0
+        self.onset_ms = 0.0
+        """At SPEECH_START: audio from where that speech began (short dips included) to the
+        frame that confirmed it. A short first word ("Which", then a stop, then "planet...")
+        does not make the 160 ms run on its own: over Opus the confirmation came 480 ms after
+        the word began, and 300 ms of preroll lost it ("planet is closest to the sun")."""
         self.end_silence_ms = float(options.end_of_turn_silence_ms)
         """Silence that ends this turn: end_of_turn_silence_ms, until what the user said so
         far says otherwise (shorter for a complete question, longer for half of one); back to
@@ -64,8 +83,11 @@ class TurnDetector:
         p = self.vad.speech_probability(frame)
         self.last_probability = p
         if not self.in_speech:
-            self._speech_run_ms = self._speech_run_ms + self.frame_ms if p >= self.options.threshold else 0.0
+            speech = p >= self.options.threshold
+            self._speech_run_ms = self._speech_run_ms + self.frame_ms if speech else 0.0
+            self._track_onset(speech)
             if self._speech_run_ms >= self.options.min_speech_ms:
+                self.onset_ms, self._onset_run_ms, self._onset_dip_ms = self._onset_run_ms, 0.0, 0.0
                 self.in_speech = True
                 self.utterance_ms = self._speech_run_ms
                 self.silence_run_ms = 0.0
@@ -92,8 +114,25 @@ class TurnDetector:
             return TurnEvent.PAUSE
         return None
 
+    def _track_onset(self, speech: bool) -> None:
+        if speech:
+            self._onset_run_ms += self.frame_ms + (self._onset_dip_ms if self._onset_run_ms else 0.0)
+            self._onset_dip_ms = 0.0
+        elif self._onset_run_ms:
+            self._onset_dip_ms += self.frame_ms
+            if self._onset_dip_ms >= ONSET_GAP_MS:
+                self._onset_run_ms = self._onset_dip_ms = 0.0
+
+    def preroll_frames(self) -> int:
+        """Frames of audio from before the confirmation a new turn starts with: back to
+        where its speech began (:attr:`onset_ms`) with a margin, PREROLL_MS at least,
+        PREROLL_MAX_MS at most."""
+        keep = min(PREROLL_MAX_MS, max(PREROLL_MS, self.onset_ms + ONSET_MARGIN_MS))
+        return max(1, math.ceil(keep / self.frame_ms))
+
     def reset(self) -> None:
         self.vad.reset()
         self.in_speech = False
         self._speech_run_ms = self.silence_run_ms = self.utterance_ms = 0.0
+        self._onset_run_ms = self._onset_dip_ms = 0.0
         self._paused = False
