@@ -58,7 +58,6 @@ from .turn_events import (CancelReply, CloseRequested, Command, DropTranscript, 
 log = logging.getLogger(__name__)
 
 
-
 class VoicePipeline(PipelineWatch):
     def __init__(self, services: Services, config: V3Config, *, emit: EventSink, sink: AudioSink,
                  session_id: str = "", conversation: ConversationManager | None = None,
