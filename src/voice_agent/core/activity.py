@@ -21,9 +21,6 @@ class Activity:
         self._silent: dict[object, tuple[str, float]] = {}
         """Replies started whose first audio is not made yet (someone waits in silence), with
         their session and since when."""
-        self._close: dict[object, tuple[str, float]] = {}
-        """Replies past their first token whose first speakable piece is not written yet: a
-        few tokens from their listener's first words."""
 
     def set_busy(self, session: str, busy: bool) -> None:
         """``session`` is in a turn (the user speaks, or the agent thinks or speaks) or not."""
@@ -54,24 +51,7 @@ class Activity:
         replies are held or cut, nobody waits for them). One silent for over ``STALE_S`` is
         not counted: a reply abandoned after a cut that would not stop must not hold others
         back for ever."""
-        return _count(self._silent, but, session)
-
-    def reply_close(self, reply: object, close: bool, session: str = "") -> None:
-        """``reply`` (of ``session``) has its first token but not its first piece yet, or no
-        longer."""
-        if close:
-            self._close[reply] = (session, time.monotonic())
-        else:
-            self._close.pop(reply, None)
-
-    def close_replies(self, but: object = None, session: str = "") -> int:
-        """Replies other than ``but`` (of sessions other than ``session`` when given) a few
-        tokens from their first words; one there for over ``STALE_S`` is not counted."""
-        return _count(self._close, but, session)
-
-
-def _count(replies: dict[object, tuple[str, float]], but: object, session: str) -> int:
-    now = time.monotonic()
-    return sum(1 for reply, (their, since) in replies.items()
-               if reply is not but and not (session and their == session)
-               and now - since < STALE_S)
+        now = time.monotonic()
+        return sum(1 for reply, (their, since) in self._silent.items()
+                   if reply is not but and not (session and their == session)
+                   and now - since < STALE_S)

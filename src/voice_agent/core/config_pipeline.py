@@ -47,12 +47,6 @@ class PipelineConfig(_Section):
     (pipeline/pace.py; local LLM only). Off by default: 4 sessions at once p50 6.5 -> 6.0 s
     (one run each, within the noise), and the test of several barge-ins in one session failed
     twice in the full suite with it on (a story ended mid-sentence), not when run alone."""
-    give_way_to_first_words_ms: int = Field(1000, ge=0, le=10000)
-    """The longest a reply's prompt waits, before the local LLM reads it, while another
-    session's reply is past its first token and has not written its first speakable piece
-    (pipeline/pace.py): that reply is a few tokens from its listener's first words, and a
-    prompt read beside it holds them back by as long as the read takes. 0: never wait. Only
-    for the local LLM (ai.provider llamacpp), whose batch shares this machine's cores."""
     light_at_sessions: int = Field(2, ge=0, le=1000)
     """When this many sessions (this one included) are in a turn at once, each keeps to what
     its reply needs: no interim transcripts on a timer, no prefill, no end-of-turn scores or

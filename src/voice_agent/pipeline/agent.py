@@ -86,9 +86,6 @@ class VoicePipeline(PipelineWatch):
                                      tools=ToolRegistry.from_config(config.tools),
                                      activity=services.activity,
                                      make_way=config.pipeline.make_way,
-                                     give_way_s=(config.pipeline.give_way_to_first_words_ms
-                                                 / 1000 if config.ai.provider == "llamacpp"
-                                                 else 0.0),
                                      take_turns=(config.server.take_turns_on_cores
                                                  and config.ai.provider == "llamacpp"))
         self.coordinator = TurnCoordinator(

@@ -41,9 +41,6 @@ class TurnMetrics:
     """Of those, the ones that failed (raised, timed out, bad arguments, unknown tool)."""
     tool_ms: float = 0.0
     """The time spent running tools, all calls together."""
-    gave_way_ms: float = 0.0
-    """How long the reply's prompt waited for other sessions' replies to write their first
-    pieces (pipeline/pace.py), part of ``llm_first_token_ms``."""
 
     def add_tool_call(self, ms: float, *, ok: bool = True) -> None:
         self.tool_calls += 1
@@ -84,7 +81,6 @@ class TurnMetrics:
             "tool_calls": self.tool_calls,
             "tool_errors": self.tool_errors,
             "tool_ms": round(self.tool_ms, 1),
-            "gave_way_ms": round(self.gave_way_ms, 1),
             # spans between consecutive stages
             "end_of_turn_delay_ms": self._span("speech_end", "end_of_turn"),
             "stt_ms": self._span("end_of_turn", "transcript_final"),

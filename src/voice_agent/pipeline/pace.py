@@ -7,12 +7,6 @@ for seconds (issue #15: 4 sessions at once, first audio after 6.5 s, one alone 1
 with audio queued well ahead stops writing while another waits in silence, and goes on with
 the same text (the model continues its own words: llama.cpp reads an assistant message last
 in the prompt as the start of the reply) before its listener could hear a gap.
-
-A reply's prompt also waits (up to ``pipeline.give_way_to_first_words_ms``) while another
-session's reply is past its first token but has not written its first piece: a few tokens from
-its listener's first words, which the prompt read beside them would hold back by as long as
-the whole read takes (issue #15, four sessions: first token → first piece 2-3 s in the slowest
-turns, two other questions' prompts read in between).
 """
 
 from __future__ import annotations
@@ -29,8 +23,6 @@ RESUME_S = 1.0
 """Audio left at which it writes again, others waiting or not: ~0.1 s to its next token once
 the prompt is cached, a few words to a piece, then the TTS: well within a second."""
 POLL_S = 0.05
-GIVE_WAY_POLL_S = 0.02
-"""How often a prompt waiting for another reply's first piece looks again (its wait's last bit)."""
 
 
 class Pace:
@@ -58,30 +50,6 @@ class Pace:
             yield lambda: activity.reply_silent(self, False)
         finally:
             activity.reply_silent(self, False)
-            activity.reply_close(self, False)
-
-    def first_token(self) -> None:
-        """The model wrote this reply's first token: others' prompts wait for its first piece."""
-        if self.activity is not None:
-            self.activity.reply_close(self, True, self.session)
-
-    def first_piece(self) -> None:
-        """This reply's first piece is written: others' prompts need not wait for it."""
-        if self.activity is not None:
-            self.activity.reply_close(self, False)
-
-    async def give_way(self, max_s: float) -> float:
-        """Before this reply's prompt is read: wait while another session's reply is a few
-        tokens from its first words, ``max_s`` at most. Returns the seconds waited."""
-        if (self.activity is None or max_s <= 0
-                or not self.activity.close_replies(self, self.session)):
-            return 0.0
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        while (self.activity.close_replies(self, self.session)
-               and loop.time() - start < max_s):
-            await asyncio.sleep(GIVE_WAY_POLL_S)
-        return loop.time() - start
 
     def should_yield(self, *, has_audio: bool, held: bool, queued_s: float) -> bool:
         """Stop writing now: others wait in silence, and this reply's listener does not need

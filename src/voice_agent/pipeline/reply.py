@@ -90,8 +90,7 @@ class ReplySpeaker:
                  streaming: bool = True, first_piece_max_words: int = 0,
                  low_water_s: float = LOW_WATER_S, conversation: str | None = None,
                  tools: ToolRegistry | None = None, activity: Activity | None = None,
-                 take_turns: bool = False, make_way: bool = False,
-                 give_way_s: float = 0.0) -> None:
+                 take_turns: bool = False, make_way: bool = False) -> None:
         self.llm, self.tts, self.sink, self.emit = llm, tts, sink, emit
         # Passed on only when set: wrappers around an LLM (tests) may not take the keyword.
         self._conversation: dict[str, Any] = {"conversation": conversation} if conversation else {}
@@ -110,9 +109,6 @@ class ReplySpeaker:
         """The replies of every session on these models (pipeline/pace.py); None: alone."""
         self.make_way = make_way
         """Stop writing while another session's reply waits in silence (pipeline/pace.py)."""
-        self.give_way_s = give_way_s
-        """The longest a reply's prompt waits while another session's reply is a few tokens
-        from its first piece (pipeline/pace.py); 0: never."""
         self.take_turns = take_turns
         """The LLM runs on this machine's cores: each call's prompt read (up to its first
         token) takes its turn on them, not beside Whisper (services/priority_lock.py)."""
@@ -199,7 +195,6 @@ class ReplySpeaker:
                 state.tool_messages += exchange
                 history += exchange
         metrics.mark("reply_done")
-        state.pace.first_piece()  # written whole: nobody waits for it now
         rest = chunker.flush() if self.streaming else SentenceChunker().flush_all(state.text)
         if rest:
             metrics.mark("first_sentence")
@@ -227,8 +222,6 @@ class ReplySpeaker:
         # the exchange re-read, and a provider that cannot continue its own words never does.
         pausable = (self.make_way and self.streaming and not tools
                     and getattr(self.llm, "continues_replies", False))
-        if not state.text and self.give_way_s > 0:  # nothing written yet: the prompt's first read
-            metrics.gave_way_ms += 1000 * await state.pace.give_way(self.give_way_s)
         while True:
             yielded = False
             turn = CoreTurn()
@@ -237,8 +230,6 @@ class ReplySpeaker:
                     await turn.take()
                 async for token in stream:
                     turn.release()  # the prompt is read
-                    if not state.text:
-                        state.pace.first_token()
                     tokens += 1
                     first = await self._take(token, first, calls, chunker, pieces, state,
                                              metrics, gate, sink, emit)
@@ -284,7 +275,6 @@ class ReplySpeaker:
             out = [p] if (p := chunker.cut_words(words)) else []
         for piece in out:
             metrics.mark("first_sentence")
-            state.pace.first_piece()
             await pieces.put(piece)
         return False
 
@@ -295,7 +285,6 @@ class ReplySpeaker:
         if not self.streaming:
             return  # the whole text is said at the end
         metrics.mark("first_sentence")
-        state.pace.first_piece()
         await pieces.put(text)
         if gate.is_set():
             await emit(ResponseEvent(state.text, final=False))
