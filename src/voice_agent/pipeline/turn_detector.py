@@ -115,8 +115,8 @@ class TurnDetector:
         return None
 
     def _track_onset(self, speech: bool) -> None:
-        if speech:
-            self._onset_run_ms += self.frame_ms + (self._onset_dip_ms if self._onset_run_ms else 0.0)
+        if speech:  # a dip only counts while a run is open, so this adds 0 to a new run
+            self._onset_run_ms += self.frame_ms + self._onset_dip_ms
             self._onset_dip_ms = 0.0
         elif self._onset_run_ms:
             self._onset_dip_ms += self.frame_ms
