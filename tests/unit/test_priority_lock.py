@@ -89,6 +89,22 @@ def test_a_lock_outlives_its_event_loop() -> None:
     assert not lock.locked
 
 
+def test_a_holder_let_go_after_its_loop_closed_hands_the_lock_to_nobody_there() -> None:
+    """A loop closed under a holder and a waiter: when the garbage collector closes the
+    holder's coroutine, its release must not wake the waiter of the dead loop (that raised
+    'Event loop is closed' inside the finaliser, seen in tests/unit/test_batch_queue.py)."""
+    lock = PriorityLoopLock()
+    old = asyncio.new_event_loop()
+    holder = old.create_task(_run(lock, "holder", [], URGENT, asyncio.Event()))
+    waiter = old.create_task(_run(lock, "waiter", [], URGENT))
+    old.run_until_complete(asyncio.sleep(0.01))
+    assert lock.locked and lock.waiting == 1
+    old.close()
+    holder.get_coro().close()  # what the finaliser does: its `finally` releases the lock
+    assert not lock.locked
+    waiter.get_coro().close()
+
+
 async def test_a_reply_start_holds_the_cores_until_released_or_its_limit() -> None:
     from voice_agent.services.priority_lock import CORES, CoreTurn
 

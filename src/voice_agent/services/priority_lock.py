@@ -91,7 +91,9 @@ class PriorityLoopLock:
     def release(self) -> None:
         while self._waiters:
             _p, _n, future = heapq.heappop(self._waiters)
-            if not future.done():
+            # A waiter of a loop closed under it can never run: a holder of that loop, let go
+            # when the garbage collector closes its coroutine, must not hand it the lock.
+            if not future.done() and not future.get_loop().is_closed():
                 future.set_result(None)  # the lock passes on, held all along
                 return
         self._held = False
