@@ -129,17 +129,36 @@ async def test_fast_path_agrees_with_transcribe(stt: WhisperSTT) -> None:
     assert errors / total <= 0.15, (errors, total)
 
 
-async def test_long_audio_falls_back_to_transcribe(stt: WhisperSTT) -> None:
+_LONG = ["the quick brown fox jumps over the lazy dog",
+         "please turn on the lights in the kitchen",
+         "I would like to book a table for two people",
+         "my favourite colour is green and my dog is brown",
+         "we will meet at the station at nine tomorrow",
+         "the train to the city leaves from platform four",
+         "remember to water the plants on the balcony",
+         "she bought fresh bread and cheese at the market",
+         "the museum opens at ten on saturday mornings",
+         "our neighbours have a small garden with apple trees"]
+
+
+async def test_a_long_utterance_takes_a_longer_window_with_the_same_words(stt: WhisperSTT) -> None:
     # Distinct sentences: a repeated one looks like a hallucination loop to transcribe()'s
     # compression-ratio check, which then re-decodes at random temperatures.
-    audio = np.concatenate([speech_16k("the quick brown fox jumps over the lazy dog"),
-                            speech_16k("please turn on the lights in the kitchen"),
-                            speech_16k("I would like to book a table for two people"),
-                            speech_16k("my favourite colour is green and my dog is brown"),
-                            speech_16k("we will meet at the station at nine tomorrow")])
+    audio = np.concatenate([speech_16k(s) for s in _LONG[:3]])
+    assert 10 < len(audio) / 16_000 < 19.5
+    assert stt.window_frames(len(audio)) in (1500, 2000)  # a 15 or 20 s window
+    fast = (await stt.transcribe(audio)).text
+    full = (await asyncio.to_thread(stt.transcribe_full_sync, audio)).text
+    assert {"fox", "kitchen", "table"} <= set(words(fast)), fast
+    assert word_errors(words(full), words(fast)) <= 2, (full, fast)
+
+
+async def test_audio_past_the_longest_window_falls_back_to_transcribe(stt: WhisperSTT) -> None:
+    audio = np.concatenate([speech_16k(s) for s in _LONG[:7]])
+    assert len(audio) / 16_000 > 25
     assert not stt.fits_fast_path(len(audio))
     heard = set(words((await stt.transcribe(audio)).text))
-    assert {"fox", "kitchen", "table"} <= heard, heard
+    assert {"fox", "kitchen", "table", "platform", "balcony"} <= heard, heard
 
 
 @pytest.mark.parametrize("audio", [silence_16k(2.0), noise_16k(2.0), noise_16k(2.0, level=0.02),

@@ -107,3 +107,26 @@ async def test_the_hearings_stay_until_the_configured_count_of_sessions_in_a_tur
         for other in ("a", "b", "c", "d", "e"):
             h.services.activity.set_busy(other, True)
         assert await ask_these(h) == "what do these make (or: what do bees make)"
+
+
+LONG = ("my grandmother has a small garden behind her house where she grows tomatoes beans and "
+        "carrots and this summer the leaves turned yellow so what could be wrong with them")
+
+
+async def test_a_long_question_goes_to_the_llm_without_its_other_hearings() -> None:
+    """Each hearing repeats the whole utterance: a 30-word question's two would double and
+    triple its prompt (stt.alternatives_max_words, 24)."""
+    async with Turns() as h:
+        assert len(LONG.split()) > config().stt.alternatives_max_words == 24
+        h.stt.hearings[LONG] = (LONG.replace("beans", "jeans"),)
+        await h.say(LONG)
+        await h.answered()
+        assert last_user(h.llm.calls[-1]) == LONG
+
+
+async def test_no_word_limit_reads_the_hearings_of_a_long_question_too() -> None:
+    async with Turns(config(alternatives_max_words=0)) as h:
+        h.stt.hearings[LONG] = (LONG.replace("beans", "jeans"),)
+        await h.say(LONG)
+        await h.answered()
+        assert last_user(h.llm.calls[-1]) == f"{LONG} (or: {LONG.replace('beans', 'jeans')})"

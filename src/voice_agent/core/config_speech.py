@@ -87,6 +87,12 @@ class STTConfig(_Section):
     model answered 40 right from the best hearing alone, 55 with two alternatives, with no loss
     on the 50 heard right. Costs only the extra words' reading (~10-30 tokens, ~+200 ms before
     the first token; none when the beam agrees)."""
+    alternatives_max_words: int = Field(24, ge=0, le=1000)
+    """The other hearings go to the LLM only with a transcript of at most this many words (0:
+    any length). Each hearing repeats the whole utterance: a 40-word question's two cost ~80
+    prompt tokens, ~1.5 s before the first token alone on 2 cores (a 12 s spoken question,
+    `../shared/clients/v3client.py`: 117 tokens read in 2.4 s), while a long question's own
+    words make up for a misheard one. The accuracy set's questions have at most 18 words."""
     alternatives_below_logprob: float = Field(0.0, le=0.0)
     """The other hearings go to the LLM only when Whisper was unsure of the best one: its
     average log probability per token below this (0: always, the default). Offline, the same
@@ -136,8 +142,14 @@ class STTConfig(_Section):
     fast_window_s: float = Field(10.0, ge=0.0, le=30.0)
     """Whisper's encoder reads this many seconds (the utterance padded with silence) instead of
     the 30 s it was trained on: the encoder's cost grows with the window (base on 2 cores:
-    30 s ~600 ms, 15 s ~300 ms, 10 s ~190 ms). Longer utterances take the full 30 s path;
-    0 always does."""
+    30 s ~600 ms, 15 s ~300 ms, 10 s ~190 ms). Longer utterances take a window 5 s longer at a
+    time, up to ``fast_window_max_s``; 0 always takes the full 30 s path."""
+    fast_window_max_s: float = Field(25.0, ge=0.0, le=30.0)
+    """The longest window of the fast path: longer utterances go through faster-whisper's own
+    30 s ``transcribe()``. Measured on 27 utterances of 10-24 s (three voices, beam 5, alone):
+    the same words as ``transcribe()``, in ~1.0 s instead of ~1.45 s with a 15 s window, ~1.45
+    instead of ~1.7 s with 20 s, ~7% less with 25 s (the decoder's share grows with the
+    words). Below ``fast_window_s`` it has no effect."""
     max_utterance_s: float = Field(30.0, gt=1.0, le=300.0)
     """A turn is cut and answered after this much continuous speech."""
     # -- cloud speech to text (provider = "deepgram"; docs/providers.md) ----------------------

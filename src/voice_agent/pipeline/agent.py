@@ -96,7 +96,8 @@ class VoicePipeline(PipelineWatch):
                           if stt.end_of_turn_by_meaning else None),
             end_silence_ms=stt.end_of_turn_silence_ms,
             score_early=self._streaming and config.pipeline.score_while_speaking,
-            preempt=self._streaming and config.pipeline.preemptive_reply)
+            preempt=self._streaming and config.pipeline.preemptive_reply,
+            hearings_max_words=stt.alternatives_max_words)
         rule = self.coordinator.end_of_turn
         self._scorer = EndOfTurnScorer(
             services.llm, conversation=session_id or None, cores=self._cores,

@@ -60,7 +60,7 @@ class TurnCoordinator(ScoreSide):
                  backchannels: Backchannels | None = None,
                  end_of_turn: EndOfTurnRule | None = None,
                  end_silence_ms: float = 500.0, score_early: bool = False,
-                 preempt: bool = False) -> None:
+                 preempt: bool = False, hearings_max_words: int = 0) -> None:
         self.conversation = conversation
         self.backchannels = backchannels if backchannels is not None else Backchannels(())
         """Speech over a reply pauses it until its words are known (none: it cuts at once)."""
@@ -79,6 +79,8 @@ class TurnCoordinator(ScoreSide):
         self.hearings = True
         """The LLM reads the STT's other hearings beside the words (set by the pipeline before
         each event: off when enough sessions are in a turn at once)."""
+        self.hearings_max_words = hearings_max_words
+        """Longer transcripts go to the LLM without their other hearings (0: any length)."""
         self.pause_waits = True
         """A pause's words are scored before the turn ends, however whole they look (set by
         the pipeline before each event: off when enough sessions are in a turn at once,

@@ -40,6 +40,7 @@ class ReplySide:
     overlap: float | None
     carry_over: str
     hearings: bool
+    hearings_max_words: int
     _metrics: TurnMetrics | None
     _scoring: TurnReply | None
     _turns: int
@@ -77,8 +78,12 @@ class ReplySide:
         """The other hearings the LLM reads beside the words; none while enough other sessions
         are in a turn too (``hearings`` off, pipeline.hearings_off_at_sessions): each costs
         its words' reading before the first token (~+200 ms alone, bench latency A/B), and
-        there every session's reading waits on every other's."""
-        return self._other_hearings(event) if self.hearings else ()
+        there every session's reading waits on every other's. None either for a transcript
+        longer than ``hearings_max_words`` words: each hearing repeats all of them."""
+        words = len(f"{self.carry_over} {event.text}".split())
+        if not self.hearings or 0 < self.hearings_max_words < words:
+            return ()
+        return self._other_hearings(event)
 
     def _new_reply(self, user_text: str, metrics: TurnMetrics, *, stream: int | None = None,
                    heard_as: tuple[str, ...] = ()) -> TurnReply:

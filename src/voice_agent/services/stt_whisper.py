@@ -3,8 +3,9 @@
 ``WhisperModel.transcribe`` pads every input to 30 s, so the encoder costs the same for a
 two-word answer as for half a minute of speech (~600 ms for base on 2 cores). Utterances that fit
 a shorter window take a fast path: log-mel features padded to ``stt.fast_window_s`` (10 s, 1000
-frames), encoded and decoded by the CTranslate2 model directly (~190 ms). Longer audio falls back
-to ``transcribe()``.
+frames), encoded and decoded by the CTranslate2 model directly (~190 ms). A longer utterance
+takes the next window in 5 s steps (15, 20, 25 s) up to ``stt.fast_window_max_s``; longer audio
+falls back to ``transcribe()``.
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ class WhisperSTT(STTService):
 
     def __init__(self, config: V3Config, *, fast_window_s: float | None = None,
                  no_speech_threshold: float = 0.6, logprob_threshold: float = -1.0) -> None:
-        """``fast_window_s``: encoder window of the fast path (0 disables it; default
-        ``stt.fast_window_s``). Audio longer than the window less a 0.5 s margin goes through
-        ``transcribe()``.
+        """``fast_window_s``: the shortest encoder window of the fast path (0 disables it;
+        default ``stt.fast_window_s``). Audio longer than a window less a 0.5 s margin takes the
+        next, 5 s longer, up to ``stt.fast_window_max_s``; beyond that ``transcribe()``.
         ``no_speech_threshold``: above this no-speech probability the result is empty text;
         measured: speech <= 0.05, silence and noise 0.65-0.93.
         ``logprob_threshold``: a low-confidence decode (average log-prob below this) with a
@@ -86,6 +87,7 @@ class WhisperSTT(STTService):
         self._config = config
         window = config.stt.fast_window_s if fast_window_s is None else fast_window_s
         self._fast_frames = int(window * STT_SAMPLE_RATE / _HOP)
+        self._max_frames = int(max(window, config.stt.fast_window_max_s) * STT_SAMPLE_RATE / _HOP)
         self._no_speech_threshold = no_speech_threshold
         self._logprob_threshold = logprob_threshold
         self._lock = threading.Lock()  # one model instance, one decode at a time
@@ -140,8 +142,9 @@ class WhisperSTT(STTService):
         beam = self._config.stt.final_beam_size if final else self._config.stt.beam_size
         audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
         priority = URGENT if final else LATER
-        if self._batchable(audio):  # with other sessions' windows waiting, if any
-            result = await self._batches.call(audio, beam, priority)
+        if self._batchable(audio):  # with other sessions' windows of its length waiting, if any
+            result = await self._batches.call(audio, (beam, self.window_frames(len(audio))),
+                                              priority)
         else:
             async with self._queue.hold(priority):
                 result = await asyncio.get_running_loop().run_in_executor(
@@ -149,19 +152,35 @@ class WhisperSTT(STTService):
         return Transcript(text=result.text, final=final, no_speech_prob=result.no_speech_prob,
                           alternatives=result.alternatives)
 
+    def window_frames(self, samples: int) -> int | None:
+        """The mel frames of the fast-path window for ``samples`` of audio: the shortest window,
+        or one 5 s step longer at a time, that holds it with half a second to spare (Whisper
+        read the last words badly without it); None past the longest (``transcribe()``)."""
+        if self._fast_frames <= 0:
+            return None
+        step = 5 * STT_SAMPLE_RATE // _HOP
+        frames = self._fast_frames
+        while samples > frames * _HOP - STT_SAMPLE_RATE // 2:
+            frames += step
+            if frames > self._max_frames:
+                return None
+        return frames
+
     def fits_fast_path(self, samples: int) -> bool:
-        return self._fast_frames > 0 and samples <= self._fast_frames * _HOP - STT_SAMPLE_RATE // 2
+        return self.window_frames(samples) is not None
 
     def _batchable(self, audio: np.ndarray) -> bool:
         return self._batches.max_batch > 1 and len(audio) >= STT_SAMPLE_RATE // 10 \
             and self.fits_fast_path(len(audio))
 
-    def _transcribe_batch_sync(self, audios: Sequence[np.ndarray], beam: Hashable,
+    def _transcribe_batch_sync(self, audios: Sequence[np.ndarray], kind: Hashable,
                                wanted: Callable[[], bool] | None = None) -> list[_Decoded]:
-        """Fast-path windows decoded as one batch (see services/batch_queue.py); not decoded
-        once encoded if ``wanted()`` says that nobody waits for their words any more."""
-        assert isinstance(beam, int)
-        return self._locked(lambda: self._decode_windows(audios, beam, wanted), audios)
+        """Fast-path windows of one length decoded as one batch (services/batch_queue.py;
+        ``kind``: the beam and the window's frames); not decoded once encoded if ``wanted()``
+        says that nobody waits for their words any more."""
+        assert isinstance(kind, tuple)
+        beam, frames = kind
+        return self._locked(lambda: self._decode_windows(audios, beam, frames, wanted), audios)
 
     def _transcribe_sync(self, audio: np.ndarray, *, force_full: bool = False,
                          beam: int | None = None) -> _Decoded:
@@ -169,8 +188,9 @@ class WhisperSTT(STTService):
         if len(audio) < STT_SAMPLE_RATE // 10:  # under 100 ms: nothing Whisper can read
             return _Decoded("", 1.0, 0.0)
         beam = beam or self._config.stt.final_beam_size
-        if self.fits_fast_path(len(audio)) and not force_full:
-            return self._transcribe_batch_sync([audio], beam)[0]
+        frames = self.window_frames(len(audio))
+        if frames is not None and not force_full:
+            return self._transcribe_batch_sync([audio], (beam, frames))[0]
         return self._locked(lambda: [self._decode_full(audio, beam)], [audio])[0]
 
     def _locked(self, decode: Callable[[], list[_Decoded]],
@@ -202,13 +222,13 @@ class WhisperSTT(STTService):
             return _Decoded("", out.no_speech_prob, out.avg_logprob)
         return out
 
-    def _decode_windows(self, audios: Sequence[np.ndarray], beam: int,
+    def _decode_windows(self, audios: Sequence[np.ndarray], beam: int, frames: int,
                         wanted: Callable[[], bool] | None = None) -> list[_Decoded]:
         from faster_whisper.audio import pad_or_trim
 
         model, tok = self._model, self._tokenizer
         assert model is not None and tok is not None
-        features = np.stack([pad_or_trim(model.feature_extractor(a)[:, :-1], self._fast_frames)
+        features = np.stack([pad_or_trim(model.feature_extractor(a)[:, :-1], frames)
                              for a in audios])  # [:, :-1] as transcribe() drops the last frame
         encoded = model.encode(features)
         if wanted is not None and not wanted():
