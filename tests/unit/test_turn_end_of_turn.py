@@ -290,11 +290,15 @@ async def test_an_unsure_question_after_a_lead_in_ends_after_the_plain_silence()
     # unsure 1.7 s, the one-session p95 of bench latency.
     async with Turns() as h:
         h.llm.end_of_turn = lambda text: 0.25
+        h.stt.hearings[LEAD_IN] = (LEAD_IN.replace("three", "free"),)
         await h.say(LEAD_IN, end=False)
         await h.quiet(700)  # past the plain 500 ms, far short of the unsure wait
         await h.answered()
         assert h.finals() == [LEAD_IN]
         assert h.metrics()[0]["end_of_turn_delay_ms"] < 1000
+        # its reply starts at once: not after the other hearings' scores, as an unsure
+        # question's does (the slot would be theirs first)
+        assert h.llm.scored == [LEAD_IN]
 
 
 @pytest.mark.parametrize("said", [

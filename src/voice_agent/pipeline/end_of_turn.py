@@ -50,9 +50,11 @@ class EndOfTurnRule:
     """While the score is on its way, the turn does not end before this much silence: a
     half-question must not be answered for want of a verdict."""
 
-    def unsure(self, probability: float | None) -> bool:
-        """Between the two thresholds: a whole turn or half of one (the ``unsure_ms`` wait)."""
-        return probability is not None and self.unfinished_p <= probability < self.done_p
+    def unsure(self, probability: float | None, words: str = "") -> bool:
+        """Between the two thresholds: a whole turn or half of one (the ``unsure_ms`` wait);
+        but not ``words`` that ask a question after a lead-in (:func:`asks_after_lead_in`)."""
+        return probability is not None and self.unfinished_p <= probability < self.done_p \
+            and not asks_after_lead_in(words)
 
     def silence_ms(self, probability: float | None, default_ms: float, words: str = "", *,
                    gave_way: bool = False) -> float:
@@ -70,9 +72,8 @@ class EndOfTurnRule:
             return self.done_ms
         if probability < self.unfinished_p:
             return self.unfinished_ms
-        if asks_after_lead_in(words):
-            return self.question_after_lead_in_ms
-        return self.unsure_ms
+        return self.unsure_ms if self.unsure(probability, words) \
+            else self.question_after_lead_in_ms
 
 
 _OPEN_ENDINGS = frozenset(

@@ -93,7 +93,7 @@ class ScoreSide(ReplySide):
         log.info("[%s] end of turn p=%s: the turn ends after %.0f ms of silence",
                  self.session_id, probability, ms)
         self._do(SetEndSilence(ms))
-        if self.end_of_turn.unsure(probability) and self.reply is not reply \
+        if self.end_of_turn.unsure(probability, reply.user_text) and self.reply is not reply \
                 and self.stream is not None and self._recheck_unsure(reply, self.stream):
             return  # the reply starts after the other hearings' scores (the slot is theirs)
         if probability is None or probability >= self.end_of_turn.unfinished_p:
