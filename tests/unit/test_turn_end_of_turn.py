@@ -301,6 +301,18 @@ async def test_an_unsure_question_after_a_lead_in_ends_after_the_plain_silence()
         assert h.llm.scored == [LEAD_IN]
 
 
+async def test_a_question_after_a_lead_in_waits_the_configured_plain_silence() -> None:
+    async with Turns(config(end_of_turn_silence_ms=1000)) as h:
+        h.llm.end_of_turn = lambda text: 0.25
+        await h.say(LEAD_IN, end=False)
+        await h.quiet(700)
+        await h.settle()
+        assert h.replies() == []
+        await h.quiet(500)
+        await h.answered()
+        assert h.finals() == [LEAD_IN]
+
+
 @pytest.mark.parametrize("said", [
     "I am planning a picnic this weekend. What are three simple foods that are easy to?",
     "What are three simple foods that are easy to carry?",

@@ -36,29 +36,28 @@ class EndOfTurnRule:
     statement before a question ("My friend is baking a cake this afternoon." 0.47-0.49) is
     unsure too, and its other hearings score near it; at 0.5 bench accuracy found two
     two-sentence questions cut after their first sentence."""
-    question_after_lead_in_ms: float = 500.0
-    """Unsure words that end on a whole question after a sentence of their own (``asks_after_
-    lead_in``) end the turn after this silence, the plain timeout, instead of ``unsure_ms``.
-    The model scores such two-sentence questions low ("I am planning a picnic this weekend.
-    What are three simple foods that are easy to carry?" 0.25, "...now it is cold. Why does
-    hot tea cool down?" 0.19; 13 of 16 such questions scored 0.5 or more), while their second
-    sentences cut short, closed with a question mark as Whisper writes them, score below
-    ``unfinished_p``: 101 of 104 cuts of those 16, the others being whole questions too
-    ("...now it is cold. Why?" 0.46, "...camping next week. What should we bring?" 0.65).
-    Offline, the words as said, the default system prompt (docs/end_of_turn.md)."""
     verdict_wait_ms: float = 1200.0
     """While the score is on its way, the turn does not end before this much silence: a
     half-question must not be answered for want of a verdict."""
 
     def unsure(self, probability: float | None, words: str = "") -> bool:
         """Between the two thresholds: a whole turn or half of one (the ``unsure_ms`` wait);
-        but not ``words`` that ask a question after a lead-in (:func:`asks_after_lead_in`)."""
+        but not ``words`` that ask a question after a lead-in (:func:`asks_after_lead_in`),
+        which end the turn after the plain silence timeout. The model scores such
+        two-sentence questions low ("I am planning a picnic this weekend. What are three simple
+        foods that are easy to carry?" 0.25, "...now it is cold. Why does hot tea cool down?"
+        0.19; 13 of 16 such questions scored 0.5 or more), while their second sentences cut
+        short, closed with a question mark as Whisper writes them, score below
+        ``unfinished_p``: 101 of 104 cuts of those 16, the others being whole questions too
+        ("...now it is cold. Why?" 0.46, "...camping next week. What should we bring?" 0.65).
+        Offline, the words as said, the default system prompt (docs/end_of_turn.md)."""
         return probability is not None and self.unfinished_p <= probability < self.done_p \
             and not asks_after_lead_in(words)
 
     def silence_ms(self, probability: float | None, default_ms: float, words: str = "", *,
                    gave_way: bool = False) -> float:
-        """The silence that ends the turn for this score of ``words``. Unknown: ``default_ms``;
+        """The silence that ends the turn for this score of ``words``. Unknown, or unsure of a
+        question after a lead-in (:meth:`unsure`): ``default_ms``;
         but when the model ``gave_way`` to another session's reply, ``verdict_wait_ms`` after
         words that do not look like a whole question (:func:`looks_finished`): a lead-in
         ("My sister is learning to play the piano.": under load 3 of 72 scores gave way, one
@@ -72,8 +71,7 @@ class EndOfTurnRule:
             return self.done_ms
         if probability < self.unfinished_p:
             return self.unfinished_ms
-        return self.unsure_ms if self.unsure(probability, words) \
-            else self.question_after_lead_in_ms
+        return self.unsure_ms if self.unsure(probability, words) else default_ms
 
 
 _OPEN_ENDINGS = frozenset(
