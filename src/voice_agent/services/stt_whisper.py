@@ -142,9 +142,9 @@ class WhisperSTT(STTService):
         beam = self._config.stt.final_beam_size if final else self._config.stt.beam_size
         audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
         priority = URGENT if final else LATER
-        if self._batchable(audio):  # with other sessions' windows of its length waiting, if any
-            result = await self._batches.call(audio, (beam, self.window_frames(len(audio))),
-                                              priority)
+        if (frames := self._batch_window(audio)) is not None:
+            # with other sessions' windows of its length waiting, if any
+            result = await self._batches.call(audio, (beam, frames), priority)
         else:
             async with self._queue.hold(priority):
                 result = await asyncio.get_running_loop().run_in_executor(
@@ -169,9 +169,11 @@ class WhisperSTT(STTService):
     def fits_fast_path(self, samples: int) -> bool:
         return self.window_frames(samples) is not None
 
-    def _batchable(self, audio: np.ndarray) -> bool:
-        return self._batches.max_batch > 1 and len(audio) >= STT_SAMPLE_RATE // 10 \
-            and self.fits_fast_path(len(audio))
+    def _batch_window(self, audio: np.ndarray) -> int | None:
+        """The fast-path window's frames of ``audio`` when it can join a batch (None: not)."""
+        if self._batches.max_batch <= 1 or len(audio) < STT_SAMPLE_RATE // 10:
+            return None
+        return self.window_frames(len(audio))
 
     def _transcribe_batch_sync(self, audios: Sequence[np.ndarray], kind: Hashable,
                                wanted: Callable[[], bool] | None = None) -> list[_Decoded]:
